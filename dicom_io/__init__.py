@@ -1,0 +1,1 @@
+"""DICOM <-> arrays: series assembly and checks, HU volume + affine, SEG/SR/SC writers."""

@@ -1,0 +1,7 @@
+"""``python -m node`` is ``spinenode``."""
+
+from __future__ import annotations
+
+from node.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The job log, queue and outbox (SQLAlchemy), and spool paths."""
