@@ -1,0 +1,1 @@
+"""DICOM Segmentation output: vertebrae, C2 pediculoisthmic components, planned screws."""
