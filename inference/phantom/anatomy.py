@@ -1,0 +1,147 @@
+"""Assemble the phantom's anatomy (bones, joints, discs, canal, muscles) from a spec, in LPS mm."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from inference.errors import InferenceError
+from inference.phantom.cervical import build_cervical
+from inference.phantom.lumbar import (
+    build_vertebra,
+    chain_frames,
+    facet_joint,
+    ilium_bones,
+    rib_bones,
+    sacrum_parts,
+)
+from inference.phantom.model import Anatomy, BonePart, Joint, SoftRegion, Vertebra
+from inference.phantom.shapes import Capsule, EllipticCylinder, FloatArray
+from inference.phantom.spec import PhantomKind, PhantomSpec, VertebraParams
+
+DISC_HU = 85.0
+CSF_HU = 12.0
+MUSCLE_HU = 52.0
+
+
+def _lumbar(
+    spec: PhantomSpec, target: FloatArray
+) -> tuple[list[Vertebra], list[BonePart], list[Joint], list[SoftRegion]]:
+    frames = chain_frames(spec)
+    mean = np.mean([c for _, c, _ in frames], axis=0)
+    frames = [(p, c - mean + target, rot) for p, c, rot in frames]
+    joints: list[Joint] = []
+    for lower, upper in itertools.pairwise(frames):
+        joints += [facet_joint(upper, lower, side) for side in ("left", "right")]
+    verts: list[Vertebra] = []
+    extra: list[BonePart] = []
+    for item in frames:
+        level = item[0].level
+        above = {j.side: j for j in joints if j.lower == level}
+        below = {j.side: j for j in joints if j.upper == level}
+        v = build_vertebra(item, above, below, spec)
+        if level == "S1":
+            v = Vertebra(
+                v.level, v.label, v.origin, v.rot, v.parts + tuple(sacrum_parts(*item)), v.pedicles
+            )
+            extra += ilium_bones(v, item[0])
+        if level == "T12" and spec.ribs:
+            extra += rib_bones(v, item[0])
+        verts.append(v)
+    soft = _lumbar_soft(frames, verts)
+    return verts, extra, joints, soft
+
+
+def _lumbar_soft(
+    frames: list[tuple[VertebraParams, FloatArray, FloatArray]], verts: list[Vertebra]
+) -> list[SoftRegion]:
+    soft: list[SoftRegion] = []
+    for (pl, cl, rl), (pu, cu, ru) in itertools.pairwise(frames):
+        bis = rl[:, 2] + ru[:, 2]
+        bis /= np.linalg.norm(bis)
+        top = cl + rl[:, 2] * pl.body_height / 2
+        bottom = cu - ru[:, 2] * pu.body_height / 2
+        mid = (top + bottom) / 2
+        rot = np.stack([rl[:, 0], np.cross(bis, rl[:, 0]), bis], axis=1)
+        half = float(np.linalg.norm(bottom - top)) / 2 + 2.0
+        rx, ry = (
+            (pl.body_width + pu.body_width) / 4 * 0.98,
+            (pl.body_depth + pu.body_depth) / 4 * 0.98,
+        )
+        soft.append(
+            SoftRegion(
+                f"disc_{pu.level}_{pl.level}", EllipticCylinder(mid, rot, rx, ry, half), DISC_HU
+            )
+        )
+    canal_pts = [
+        v.to_world((0.0, -(p.body_depth / 2 + p.canal_depth / 2), 0.0))
+        for (p, _, _), v in zip(frames, verts, strict=True)
+    ]
+    for k in range(len(canal_pts) - 1):
+        p = frames[k][0]
+        r = min(p.canal_width, p.canal_depth * 1.3) / 2
+        soft.append(SoftRegion("canal", Capsule(canal_pts[k], canal_pts[k + 1], r, r), CSF_HU))
+    for side_sign in (-1.0, 1.0):
+        pts = [
+            v.to_world((side_sign * 32.0, -(p.body_depth / 2 + p.canal_depth + 28.0), 0.0))
+            for (p, _, _), v in zip(frames, verts, strict=True)
+        ]
+        for k in range(len(pts) - 1):
+            soft.append(
+                SoftRegion("erector_spinae", Capsule(pts[k], pts[k + 1], 30.0, 30.0), MUSCLE_HU)
+            )
+        psoas = [
+            v.to_world((side_sign * (p.body_width / 2 + 12.0 + 2.0 * k), 5.0, 0.0))
+            for k, ((p, _, _), v) in enumerate(zip(frames, verts, strict=True))
+            if p.level != "S1"
+        ]
+        for k in range(len(psoas) - 1):
+            soft.append(
+                SoftRegion(
+                    "psoas",
+                    Capsule(psoas[k], psoas[k + 1], 8.0 + 3.0 * k, 11.0 + 3.0 * k),
+                    MUSCLE_HU,
+                )
+            )
+    return soft
+
+
+def build_anatomy(spec: PhantomSpec) -> Anatomy:
+    """The anatomy of ``spec`` with the torso centred on the LPS origin."""
+    torso_depth = spec.torso_depth_mm
+    if spec.kind == PhantomKind.LUMBAR:
+        target = np.array([0.0, torso_depth / 2 - 85.0, 0.0])
+        verts, extra, joints, soft = _lumbar(spec, target)
+        radii = (spec.torso_width_mm / 2, torso_depth / 2)
+    elif spec.kind == PhantomKind.CERVICAL:
+        neck_depth = 0.5 * torso_depth
+        verts_c, joints, soft = build_cervical(spec, np.array([0.0, 8.0, 0.0]))
+        verts, extra = verts_c, []
+        soft = [
+            SoftRegion(
+                "neck_muscle",
+                Capsule(np.array([0.0, 30.0, -40.0]), np.array([0.0, 30.0, 40.0]), 38.0, 38.0),
+                MUSCLE_HU,
+            ),
+            *soft,
+        ]
+        radii = (0.4 * spec.torso_width_mm, neck_depth / 2)
+    else:
+        raise InferenceError(
+            "phantom kind 'full' is not built yet; use lumbar or cervical", spec.kind
+        )
+    lo = min(float(b.shape.bounds()[0][2]) for v in verts for b in v.parts)
+    hi = max(float(b.shape.bounds()[1][2]) for v in verts for b in v.parts)
+    comps = tuple(p for v in verts if v.level == "C2" for p in v.pedicles)
+    return Anatomy(
+        tuple(verts),
+        tuple(extra),
+        tuple(joints),
+        tuple(soft),
+        comps,
+        np.zeros(3),
+        radii,
+        spec.fat_mm,
+        (lo, hi),
+    )

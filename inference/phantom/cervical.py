@@ -1,0 +1,238 @@
+"""Upper cervical anatomy: C1 (atlas), C2 (axis, with exact pediculoisthmic components), C3.
+
+Local frames are (right, anterior, cranial) mm from each body centroid (C1: from the centre of its
+ring), DICOM LPS in the world. The narrowest outer width of each C2 pediculoisthmic component is
+the parameter ``C2Params.outer_width`` exactly; its cortex is ``C2Params.cortex_mm`` thick.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from inference.phantom.lumbar import vertebra_rot
+from inference.phantom.model import BonePart, Joint, PartId, Pedicle, SoftRegion, Vertebra, side_x
+from inference.phantom.shapes import (
+    Box,
+    Capsule,
+    Clipped,
+    Ellipsoid,
+    EllipticCylinder,
+    EllipticRing,
+    EllipticTube,
+    FloatArray,
+    HalfSpace,
+    frame,
+)
+from inference.phantom.spec import PhantomSpec
+from inference.verse import LEVEL_TO_LABEL
+
+CERVICAL_GAP_MM = 1.4
+
+
+def c2_component(spec: PhantomSpec, origin: FloatArray, rot: FloatArray, k: int) -> Pedicle:
+    """Pediculoisthmic component ``k`` (0 = left, 1 = right) of C2."""
+    side = ("left", "right")[k]
+    sx = side_x(side)
+    c2 = spec.c2
+    centre = origin + rot @ np.array([sx * 11.5, -11.0, 2.0])
+    m = -sx * rot[:, 0]
+    d = rot[:, 1] + math.tan(math.radians(c2.medial_deg[k])) * m
+    d = d + math.tan(math.radians(c2.cranial_deg[k])) * rot[:, 2]
+    d = d / np.linalg.norm(d)
+    u = np.cross(rot[:, 2], d)
+    trot = frame(u, np.cross(d, u))
+    w, h = c2.outer_width[k], c2.height[k]
+    tube = EllipticTube(centre, trot, w / 2, h / 2, -8.0, 9.0, flat=1.5, flare=0.45)
+    return Pedicle(side, centre, d, trot[:, 0], w, h, c2.cortex_mm[k], tube)
+
+
+def _joint_c2_c3(c3_origin: FloatArray, c3_rot: FloatArray, side: str, gap_z: float) -> Joint:
+    """C2–C3 facet joint, inclined 45° (facing up and back), placed in C3's frame."""
+    sx = side_x(side)
+    centre = c3_origin + c3_rot @ np.array([sx * 15.5, -15.0, 7.0 + gap_z / 2 + 1.0])
+    normal = (c3_rot[:, 2] - c3_rot[:, 1]) / math.sqrt(2.0)
+    jrot = frame(c3_rot[:, 0], normal)
+    space = Box(centre, jrot, np.array([5.5, CERVICAL_GAP_MM / 2 + 0.01, 5.5]), 0.5)
+    return Joint("C2", "C3", side, centre, normal, CERVICAL_GAP_MM, space)
+
+
+def _articular(joint: Joint, above: bool, anchor: FloatArray) -> list[BonePart]:
+    """Articular process on one side of a joint plane, strutted to ``anchor``."""
+    jrot = frame(np.cross(joint.normal, np.array([0.0, 0.0, 1.0])), joint.normal)
+    sign = 1.0 if above else -1.0
+    centre = joint.centre + sign * joint.normal * (joint.gap / 2 + 3.0)
+    clip = HalfSpace(joint.centre + sign * joint.normal * joint.gap / 2, -sign * joint.normal)
+    box = Box(centre, jrot, np.array([6.0, 3.0, 6.0]), 1.5)
+    strut = Capsule(anchor, centre, 3.5, 3.5)
+    name = ("iap_" if above else "sap_") + joint.side
+    return [
+        BonePart(name, Clipped(box, (clip,)), 1.0),
+        BonePart(name + "_strut", Clipped(strut, (clip,)), 1.0),
+    ]
+
+
+def _c2(spec: PhantomSpec, origin: FloatArray, rot: FloatArray, joints: list[Joint]) -> Vertebra:
+    comps = [c2_component(spec, origin, rot, k) for k in (0, 1)]
+    parts = [
+        BonePart("body", EllipticCylinder(origin, rot, 8.0, 7.5, 10.0, 0.05, 0.6), 1.2),
+        BonePart(
+            "dens",
+            Capsule(
+                origin + rot @ np.array([0, 1.0, 6.0]),
+                origin + rot @ np.array([0, 1.0, 22.0]),
+                5.0,
+                4.2,
+            ),
+            1.2,
+        ),
+    ]
+    apex = origin + rot @ np.array([0.0, -27.0, -3.0])
+    for comp, pid in zip(comps, (PartId.C2_ISTHMUS_LEFT, PartId.C2_ISTHMUS_RIGHT), strict=True):
+        sx = side_x(comp.side)
+        parts.append(BonePart("isthmus_" + comp.side, comp.shape, comp.cortex_mm, int(pid)))
+        facet = Ellipsoid(
+            origin + rot @ np.array([sx * 14.5, 2.5, 10.5]), rot, np.array([7.0, 7.5, 3.8])
+        )
+        parts.append(BonePart("superior_facet_" + comp.side, facet, 1.0))
+        back = comp.centre - comp.axis * 8.0
+        lam = apex - back
+        lrot = frame(lam, rot[:, 2])
+        mid = (apex + back) / 2
+        parts.append(
+            BonePart(
+                "lamina_" + comp.side,
+                Box(mid, lrot, np.array([float(np.linalg.norm(lam)) / 2 + 2.0, 6.0, 2.8]), 2.0),
+                1.0,
+            )
+        )
+        tp = Capsule(
+            origin + rot @ np.array([sx * 9.0, -2.0, 2.0]),
+            origin + rot @ np.array([sx * 22.0, -5.0, 0.0]),
+            3.0,
+            2.5,
+        )
+        parts.append(BonePart("transverse_" + comp.side, tp, 0.8))
+    for joint in joints:
+        comp = next(c for c in comps if c.side == joint.side)
+        parts += _articular(joint, True, comp.centre - comp.axis * 8.0)
+    sp = Box(origin + rot @ np.array([0.0, -36.0, -5.0]), rot, np.array([4.0, 10.0, 6.5]), 2.5)
+    parts.append(BonePart("spinous", sp, 1.2))
+    for sx in (-1.0, 1.0):
+        tip = Ellipsoid(
+            origin + rot @ np.array([sx * 4.0, -45.0, -6.0]), rot, np.array([3.5, 3.5, 5.0])
+        )
+        parts.append(BonePart("spinous_tip", tip, 1.0))
+    return Vertebra("C2", LEVEL_TO_LABEL["C2"], origin, rot, tuple(parts), tuple(comps))
+
+
+def _c1(origin: FloatArray, rot: FloatArray) -> Vertebra:
+    ring_c = origin + rot @ np.array([0.0, -11.0, 0.0])
+    parts = [
+        BonePart("anterior_arch", EllipticRing(ring_c, rot, 23.0, 22.5, 3.8, 5.0, y_min=8.0), 1.0),
+        BonePart(
+            "posterior_arch", EllipticRing(ring_c, rot, 23.0, 22.5, 3.8, 4.5, y_min=-1e9), 1.0
+        ),
+    ]
+    for sx in (-1.0, 1.0):
+        lm = Ellipsoid(
+            origin + rot @ np.array([sx * 18.0, -2.0, 0.0]), rot, np.array([7.0, 9.5, 7.0])
+        )
+        parts.append(BonePart("lateral_mass", lm, 1.2))
+        tp = Capsule(
+            origin + rot @ np.array([sx * 22.0, -3.0, 1.0]),
+            origin + rot @ np.array([sx * 38.0, -5.0, 1.0]),
+            4.5,
+            3.5,
+        )
+        parts.append(BonePart("transverse", tp, 1.0))
+    return Vertebra("C1", LEVEL_TO_LABEL["C1"], origin, rot, tuple(parts), ())
+
+
+def _c3(origin: FloatArray, rot: FloatArray, joints: list[Joint]) -> Vertebra:
+    parts = [BonePart("body", EllipticCylinder(origin, rot, 8.5, 8.0, 7.0, 0.05, 0.8), 1.2)]
+    apex = origin + rot @ np.array([0.0, -28.0, 0.0])
+    for joint in joints:
+        sx = side_x(joint.side)
+        pillar_c = origin + rot @ np.array([sx * 15.0, -15.0, 0.0])
+        pillar = Box(pillar_c, rot, np.array([5.0, 5.5, 6.5]), 2.0)
+        parts.append(
+            BonePart(
+                "pillar_" + joint.side,
+                Clipped(
+                    pillar, (HalfSpace(joint.centre - joint.normal * joint.gap / 2, joint.normal),)
+                ),
+                1.0,
+            )
+        )
+        ped = Capsule(origin + rot @ np.array([sx * 6.0, -4.0, 1.0]), pillar_c, 3.0, 3.0)
+        parts.append(BonePart("pedicle_" + joint.side, ped, 0.8))
+        parts += _articular(joint, False, pillar_c)
+        lam = apex - pillar_c
+        lrot = frame(lam, rot[:, 2])
+        parts.append(
+            BonePart(
+                "lamina_" + joint.side,
+                Box(
+                    (apex + pillar_c) / 2,
+                    lrot,
+                    np.array([float(np.linalg.norm(lam)) / 2, 5.0, 2.5]),
+                    2.0,
+                ),
+                1.0,
+            )
+        )
+    sp = Box(origin + rot @ np.array([0.0, -35.0, -3.0]), rot, np.array([3.5, 8.0, 4.5]), 2.0)
+    parts.append(BonePart("spinous", sp, 1.0))
+    return Vertebra("C3", LEVEL_TO_LABEL["C3"], origin, rot, tuple(parts), ())
+
+
+def build_cervical(
+    spec: PhantomSpec, c2_origin: FloatArray
+) -> tuple[list[Vertebra], list[Joint], list[SoftRegion]]:
+    """C1–C3 with the C2 body centroid at ``c2_origin`` (LPS mm)."""
+    axial = spec.axial_rotation_deg * 0.5
+    rot2 = vertebra_rot(-4.0, 0.0, axial)
+    rot1 = vertebra_rot(-10.0, 0.0, axial)
+    rot3 = vertebra_rot(2.0, 0.0, axial)
+    c1_origin = c2_origin + rot2 @ np.array([0.0, -2.0, 23.5])
+    c3_origin = c2_origin - rot2[:, 2] * 10.0 - rot3[:, 2] * (4.5 + 7.0)
+    joints = [_joint_c2_c3(c3_origin, rot3, side, 4.5) for side in ("left", "right")]
+    verts = [_c1(c1_origin, rot1), _c2(spec, c2_origin, rot2, joints), _c3(c3_origin, rot3, joints)]
+    soft = [
+        SoftRegion(
+            "disc_C2_C3", EllipticCylinder(c2_origin - rot2[:, 2] * 12.0, rot2, 8.0, 7.5, 3.5), 85.0
+        ),
+        SoftRegion(
+            "canal",
+            Capsule(
+                c3_origin + rot3 @ np.array([0.0, -17.0, -12.0]),
+                c1_origin + rot1 @ np.array([0.0, -20.0, 10.0]),
+                9.0,
+                9.5,
+            ),
+            10.0,
+        ),
+        SoftRegion(
+            "cord",
+            Capsule(
+                c3_origin + rot3 @ np.array([0.0, -17.0, -12.0]),
+                c1_origin + rot1 @ np.array([0.0, -20.0, 10.0]),
+                5.0,
+                5.5,
+            ),
+            35.0,
+        ),
+        SoftRegion(
+            "pharynx",
+            Capsule(
+                c3_origin + rot3 @ np.array([0.0, 22.0, -14.0]),
+                c1_origin + rot1 @ np.array([0.0, 25.0, 12.0]),
+                7.0,
+                9.0,
+            ),
+            -1000.0,
+        ),
+    ]
+    return verts, joints, soft

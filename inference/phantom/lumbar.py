@@ -1,0 +1,309 @@
+"""Lumbosacral anatomy (optional T12 with ribs, L1–L5, optional L6, S1/sacrum) in LPS mm.
+
+The spine is built bottom-up from S1: each vertebra is tilted from the one below by the
+segmental lordosis of ALGORITHMS.md (scaled per phantom), so vertebra frames differ from the
+scanner frame by tens of degrees at L5/S1, as in patients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from inference.phantom.model import BonePart, Joint, PartId, Pedicle, Vertebra, side_x
+from inference.phantom.shapes import (
+    Box,
+    Capsule,
+    Clipped,
+    Ellipsoid,
+    EllipticCylinder,
+    EllipticTube,
+    FloatArray,
+    HalfSpace,
+    frame,
+)
+from inference.phantom.spec import SEGMENTAL_LORDOSIS, PhantomSpec, VertebraParams
+from inference.verse import LEVEL_TO_LABEL
+
+A0 = np.array([0.0, -1.0, 0.0])  # anterior in LPS
+S0 = np.array([0.0, 0.0, 1.0])  # cranial in LPS
+FACET_GAP_MM = 1.6
+
+
+def rotation(axis: FloatArray, deg: float) -> FloatArray:
+    """Rotation matrix about a unit ``axis`` by ``deg`` degrees (right-hand rule)."""
+    x, y, z = axis / np.linalg.norm(axis)
+    t = math.radians(deg)
+    c, s, C = math.cos(t), math.sin(t), 1 - math.cos(t)
+    return np.array(
+        [
+            [c + x * x * C, x * y * C - z * s, x * z * C + y * s],
+            [y * x * C + z * s, c + y * y * C, y * z * C - x * s],
+            [z * x * C - y * s, z * y * C + x * s, c + z * z * C],
+        ]
+    )
+
+
+def vertebra_rot(tilt_deg: float, coronal_deg: float, axial_deg: float) -> FloatArray:
+    """Frame (columns r, a, s) tilted anteriorly by ``tilt_deg`` (s towards a), then rolled
+    about a (scoliosis) and rotated about s (axial rotation)."""
+    r0 = np.cross(A0, S0)
+    base = np.stack([r0, A0, S0], axis=1)
+    rot = rotation(r0, -tilt_deg) @ base
+    rot = rotation(rot[:, 1], coronal_deg) @ rot
+    return np.asarray(rotation(rot[:, 2], axial_deg) @ rot)
+
+
+def pedicle_axis(rot: FloatArray, side: str, pta: float, psa: float) -> FloatArray:
+    """Unit axis (posterior → anterior) with the given PTA/PSA in the frame ``rot``."""
+    r, a, s = rot[:, 0], rot[:, 1], rot[:, 2]
+    m = -side_x(side) * r
+    d = a + math.tan(math.radians(pta)) * m + math.tan(math.radians(psa)) * s
+    return np.asarray(d / np.linalg.norm(d))
+
+
+def chain_frames(spec: PhantomSpec) -> list[tuple[VertebraParams, FloatArray, FloatArray]]:
+    """(params, body centroid, frame) per level, caudal to cranial, before centring."""
+    levels = list(reversed(spec.levels))
+    n = len(levels)
+    out: list[tuple[VertebraParams, FloatArray, FloatArray]] = []
+    tilt = spec.sacral_slope_deg
+    centre = np.zeros(3)
+    for k, p in enumerate(levels):
+        shape = math.sin(math.pi * k / max(n - 1, 1))
+        rot = vertebra_rot(tilt, spec.scoliosis_deg * shape, spec.axial_rotation_deg * shape)
+        if out:
+            below_p, below_c, below_rot = out[-1]
+            disc = p.disc_below * (0.45 if spec.narrowed_disc == p.level else 1.0)
+            bis = below_rot[:, 2] + rot[:, 2]
+            bis /= np.linalg.norm(bis)
+            top = below_c + below_rot[:, 2] * below_p.body_height / 2
+            centre = top + bis * disc + rot[:, 2] * p.body_height / 2
+        out.append((p, centre, rot))
+        if k + 1 < n:
+            above = levels[k + 1]
+            tilt -= SEGMENTAL_LORDOSIS.get(above.level, 0.0) * spec.lordosis_scale
+    return out
+
+
+def _local_box(
+    origin: FloatArray,
+    rot: FloatArray,
+    centre: tuple[float, ...],
+    half: tuple[float, ...],
+    radius: float,
+) -> Box:
+    return Box(origin + rot @ np.asarray(centre), rot, np.asarray(half, dtype=np.float64), radius)
+
+
+def build_pedicle(p: VertebraParams, origin: FloatArray, rot: FloatArray, side: str) -> Pedicle:
+    """The pedicle tube of ``side``: isthmus 5 mm behind the posterior body wall."""
+    sx = side_x(side)
+    local = np.array(
+        [
+            sx * (p.canal_width / 2 + p.pedicle_width / 2),
+            -(p.body_depth / 2 + 5.0),
+            0.12 * p.body_height,
+        ]
+    )
+    centre = origin + rot @ local
+    d = pedicle_axis(rot, side, p.pta_deg, p.psa_deg)
+    u = np.cross(rot[:, 2], d)
+    tube_rot = frame(u, np.cross(d, u))
+    tube = EllipticTube(centre, tube_rot, p.pedicle_width / 2, p.pedicle_height / 2, -10.0, 14.0)
+    return Pedicle(
+        side, centre, d, tube_rot[:, 0], p.pedicle_width, p.pedicle_height, 0.8 * p.cortex_mm, tube
+    )
+
+
+def facet_joint(
+    upper: tuple[VertebraParams, FloatArray, FloatArray],
+    lower: tuple[VertebraParams, FloatArray, FloatArray],
+    side: str,
+) -> Joint:
+    """The joint between the IAP of ``upper`` and the SAP of ``lower`` (in ``lower``'s frame)."""
+    p, origin, rot = lower
+    sx = side_x(side)
+    gap_z = (upper[1] - origin) @ rot[:, 2] - upper[0].body_height / 2
+    local = np.array(
+        [
+            sx * (p.canal_width / 2 + 0.3 * p.pedicle_width + 3.0),
+            -(p.body_depth / 2 + 15.0),
+            (p.body_height / 2 + gap_z) / 2 + 2.0,
+        ]
+    )
+    centre = origin + rot @ local
+    beta = math.radians(min(max(p.facet_angle_deg, 5.0), 70.0))
+    normal = math.cos(beta) * (-sx * rot[:, 0]) + math.sin(beta) * (-rot[:, 1])
+    jrot = frame(np.cross(normal, rot[:, 2]), normal)
+    space = Box(centre, jrot, np.array([6.5, FACET_GAP_MM / 2 + 0.01, 8.0]), 0.5)
+    return Joint(upper[0].level, p.level, side, centre, normal, FACET_GAP_MM, space)
+
+
+def _sap(joint: Joint, rot: FloatArray, ped: Pedicle) -> list[BonePart]:
+    """Superior articular process: lateral to the joint plane, joined to the pedicle's back end."""
+    jrot = frame(np.cross(joint.normal, rot[:, 2]), joint.normal)
+    centre = joint.centre - joint.normal * (joint.gap / 2 + 3.5) - rot[:, 2] * 3.0
+    box = Box(centre, jrot, np.array([7.0, 3.5, 11.0]), 2.0)
+    clip = HalfSpace(joint.centre - joint.normal * joint.gap / 2, joint.normal)
+    base = Capsule(ped.centre - ped.axis * 8.0, centre - rot[:, 2] * 5.0, 4.5, 4.0)
+    return [
+        BonePart("sap_" + joint.side, Clipped(box, (clip,)), 1.2),
+        BonePart("sap_base_" + joint.side, Clipped(base, (clip,)), 1.2),
+    ]
+
+
+def _iap(
+    joint: Joint, rot: FloatArray, origin: FloatArray, lamina_mid: FloatArray
+) -> list[BonePart]:
+    """Inferior articular process: medial to the joint plane, hanging from the lamina."""
+    jrot = frame(np.cross(joint.normal, rot[:, 2]), joint.normal)
+    centre = joint.centre + joint.normal * (joint.gap / 2 + 3.5) - rot[:, 2] * 1.0
+    box = Box(centre, jrot, np.array([6.5, 3.5, 10.0]), 2.0)
+    clip = HalfSpace(joint.centre + joint.normal * joint.gap / 2, -joint.normal)
+    strut = Capsule(lamina_mid, centre + rot[:, 2] * 6.0, 4.5, 4.0)
+    return [
+        BonePart("iap_" + joint.side, Clipped(box, (clip,)), 1.2),
+        BonePart("iap_strut_" + joint.side, Clipped(strut, (clip,)), 1.2),
+    ]
+
+
+def posterior_elements(
+    p: VertebraParams, origin: FloatArray, rot: FloatArray, peds: list[Pedicle]
+) -> tuple[list[BonePart], dict[str, FloatArray]]:
+    """Laminae, spinous and transverse processes; returns the lamina midpoints per side."""
+    parts: list[BonePart] = []
+    mids: dict[str, FloatArray] = {}
+    y_back = -(p.body_depth / 2 + p.canal_depth + 3.0)
+    apex = origin + rot @ np.array([0.0, y_back, 0.0])
+    for ped in peds:
+        back = ped.centre - ped.axis * 9.0
+        mid = (back + apex) / 2
+        mids[ped.side] = mid
+        lam_x = apex - back
+        lrot = frame(lam_x, rot[:, 2])
+        half = (float(np.linalg.norm(lam_x)) / 2 + 3.0, 0.42 * p.body_height, 3.5)
+        parts.append(BonePart("lamina_" + ped.side, Box(mid, lrot, np.asarray(half), 2.5), 1.2))
+        if p.tp_length > 0:
+            sx = side_x(ped.side)
+            tip = back + rot @ np.array([sx * p.tp_length, -0.25 * p.tp_length, 0.0])
+            parts.append(BonePart("transverse_" + ped.side, Capsule(back, tip, 5.0, 3.2), 1.0))
+    sp_len = 0.9 * p.body_depth
+    sp = _local_box(
+        origin,
+        rot,
+        (0.0, y_back - sp_len / 2 + 2.0, -0.1 * p.body_height),
+        (3.0, sp_len / 2, 0.36 * p.body_height),
+        2.5,
+    )
+    parts.append(BonePart("spinous", sp, 1.2))
+    return parts, mids
+
+
+def build_vertebra(
+    item: tuple[VertebraParams, FloatArray, FloatArray],
+    joint_above: dict[str, Joint],
+    joint_below: dict[str, Joint],
+    spec: PhantomSpec,
+) -> Vertebra:
+    """All parts of one lumbar (or T12/L6) vertebra."""
+    p, origin, rot = item
+    body = EllipticCylinder(
+        origin, rot, p.body_width / 2, p.body_depth / 2, p.body_height / 2, 0.07, 1.2
+    )
+    parts = [BonePart("body", body, p.cortex_mm)]
+    peds = [build_pedicle(p, origin, rot, side) for side in ("left", "right")]
+    for ped, pid in zip(peds, (PartId.PEDICLE_LEFT, PartId.PEDICLE_RIGHT), strict=True):
+        parts.append(BonePart("pedicle_" + ped.side, ped.shape, ped.cortex_mm, int(pid)))
+    post, mids = posterior_elements(p, origin, rot, peds)
+    parts += post
+    for ped in peds:
+        if ped.side in joint_above:
+            parts += _sap(joint_above[ped.side], rot, ped)
+        else:
+            free_c = ped.centre - ped.axis * 8.0 + rot[:, 2] * 10.0
+            parts.append(
+                BonePart(
+                    "sap_" + ped.side, Capsule(ped.centre - ped.axis * 8.0, free_c, 4.5, 3.5), 1.2
+                )
+            )
+        if ped.side in joint_below:
+            parts += _iap(joint_below[ped.side], rot, origin, mids[ped.side])
+    if spec.osteophytes:
+        for sign in (1.0, -1.0):
+            bump = origin + rot @ np.array(
+                [0.0, p.body_depth / 2 - 1.0, sign * (p.body_height / 2 - 1.0)]
+            )
+            parts.append(
+                BonePart(
+                    "osteophyte",
+                    Ellipsoid(bump, rot, np.array([0.35 * p.body_width, 3.0, 2.5])),
+                    1.5,
+                )
+            )
+    return Vertebra(p.level, LEVEL_TO_LABEL[p.level], origin, rot, tuple(parts), tuple(peds))
+
+
+def rib_bones(v: Vertebra, p: VertebraParams) -> list[BonePart]:
+    """Short floating twelfth ribs from the T12 costovertebral joints, running lateral-caudal."""
+    out: list[BonePart] = []
+    for side in ("left", "right"):
+        sx = side_x(side)
+        pts = [
+            v.to_world((sx * (p.body_width / 2 + 3.0), -p.body_depth / 2 + 2.0, 2.0)),
+            v.to_world((sx * (p.body_width / 2 + 30.0), -p.body_depth / 2 - 10.0, -8.0)),
+            v.to_world((sx * (p.body_width / 2 + 65.0), -p.body_depth / 2 + 0.0, -30.0)),
+            v.to_world((sx * (p.body_width / 2 + 85.0), p.body_depth / 2 + 15.0, -55.0)),
+        ]
+        for k in range(3):
+            out.append(
+                BonePart("rib12_" + side, Capsule(pts[k], pts[k + 1], 5.0 - k, 4.5 - k), 1.0)
+            )
+    return out
+
+
+def sacrum_parts(p: VertebraParams, origin: FloatArray, rot: FloatArray) -> list[BonePart]:
+    """Alae, lower sacrum and median crest of S1/sacrum (label 26)."""
+    parts: list[BonePart] = []
+    for side in ("left", "right"):
+        sx = side_x(side)
+        ala = _local_box(
+            origin, rot, (sx * (p.body_width / 2 + 14.0), -6.0, -4.0), (18.0, 14.0, 14.0), 5.0
+        )
+        parts.append(BonePart("ala_" + side, ala, 1.2))
+        wing = _local_box(
+            origin, rot, (sx * (p.body_width / 2 + 24.0), -22.0, -22.0), (12.0, 14.0, 22.0), 5.0
+        )
+        parts.append(BonePart("sacral_wing_" + side, wing, 1.2))
+    krot = rotation(rot[:, 0], 25.0) @ rot
+    lower = Ellipsoid(
+        origin + rot @ np.array([0.0, -14.0, -48.0]),
+        krot,
+        np.array([0.42 * p.body_width, 13.0, 40.0]),
+    )
+    parts.append(BonePart("lower_sacrum", lower, 1.2))
+    crest = _local_box(
+        origin, krot, (0.0, -(p.body_depth / 2 + p.canal_depth + 6.0), -28.0), (4.0, 5.0, 30.0), 3.0
+    )
+    parts.append(BonePart("median_crest", crest, 1.2))
+    return parts
+
+
+def ilium_bones(s1: Vertebra, p: VertebraParams) -> list[BonePart]:
+    """Iliac wings beside the sacrum (bone without a vertebra label), with an SI joint gap."""
+    out: list[BonePart] = []
+    for side in ("left", "right"):
+        sx = side_x(side)
+        centre = s1.to_world((sx * (p.body_width / 2 + 62.0), -30.0, 10.0))
+        wrot = rotation(s1.s, sx * 30.0) @ s1.rot
+        out.append(
+            BonePart("ilium_" + side, Box(centre, wrot, np.array([30.0, 5.0, 45.0]), 4.0), 1.3)
+        )
+        body = s1.to_world((sx * (p.body_width / 2 + 50.0), -10.0, -45.0))
+        out.append(
+            BonePart(
+                "ilium_body_" + side, Ellipsoid(body, s1.rot, np.array([18.0, 22.0, 22.0])), 1.5
+            )
+        )
+    return out

@@ -1,0 +1,283 @@
+"""Ground truth of a phantom (DICOM LPS mm, degrees), computed on the exact geometry.
+
+The reference screw follows ALGORITHMS.md: entry/exit are the bone crossings of the pedicle axis
+(contiguous bone run through the isthmus), length = 0.8 × channel snapped down to 30–60 mm in
+5 mm steps, diameter = largest of 4.5–7.5 mm (0.5 mm steps) whose radius is at most the smallest
+axis-to-surface distance in the pedicle minus a 0.5 mm margin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from inference.phantom.model import Anatomy, Joint, PartId, Pedicle, Vertebra
+
+Vec = tuple[float, float, float]
+
+SCREW_LENGTHS = tuple(range(30, 65, 5))
+SCREW_DIAMETERS = tuple(4.5 + 0.5 * k for k in range(7))
+CORTICAL_MARGIN_MM = 0.5
+MPD_CUTOFF_MM = 4.78
+
+
+def _v(x: Any) -> Vec:
+    a, b, c = (float(t) for t in x)
+    return (a, b, c)
+
+
+def _r(x: Vec, digits: int = 4) -> list[float]:
+    return [round(t, digits) for t in x]
+
+
+@dataclass(frozen=True, slots=True)
+class ScrewTruth:
+    entry: Vec
+    tip: Vec
+    exit: Vec
+    channel_mm: float
+    length_mm: float
+    diameter_mm: float
+    pta_deg: float
+    psa_deg: float
+
+
+@dataclass(frozen=True, slots=True)
+class PedicleTruth:
+    side: str
+    isthmus_centre: Vec
+    axis: Vec
+    width_dir: Vec
+    width_mm: float
+    height_mm: float
+    min_axis_to_surface_mm: float
+    screw: ScrewTruth
+
+
+@dataclass(frozen=True, slots=True)
+class FacetTruth:
+    upper: str
+    lower: str
+    side: str
+    centre: Vec
+    normal: Vec
+    gap_mm: float
+
+
+@dataclass(frozen=True, slots=True)
+class VertebraTruth:
+    level: str
+    label: int
+    s: Vec
+    a: Vec
+    r: Vec
+    body_centroid: Vec
+    pedicles: tuple[PedicleTruth, ...]
+    facets_at_risk: tuple[FacetTruth, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class C2SideTruth:
+    side: str
+    mpd_outer_mm: float
+    mpd_endosteal_mm: float
+    cortex_mm: float
+    height_mm: float
+    location: Vec
+    axis: Vec
+    width_dir: Vec
+    risk_outer: str
+
+
+@dataclass(frozen=True, slots=True)
+class PhantomTruth:
+    """Everything known exactly about a phantom; ``to_json()`` is the ``truth.json`` layout."""
+
+    seed: int
+    kind: str
+    shape: tuple[int, int, int]
+    affine: tuple[tuple[float, ...], ...]
+    vertebrae: tuple[VertebraTruth, ...]
+    c2: tuple[C2SideTruth, ...]
+    tissue: Mapping[str, float]
+
+    def vertebra(self, level: str) -> VertebraTruth:
+        for v in self.vertebrae:
+            if v.level == level:
+                return v
+        raise KeyError(level)
+
+    def to_json(self) -> dict[str, Any]:
+        def clean(x: Any) -> Any:
+            if isinstance(x, float):
+                return round(x, 4)
+            if isinstance(x, dict):
+                return {k: clean(v) for k, v in x.items()}
+            if isinstance(x, list | tuple):
+                return [clean(v) for v in x]
+            return x
+
+        body = asdict(self)
+        body["tissue"] = dict(self.tissue)
+        return {
+            "frame": "LPS",
+            "units": "mm",
+            "part_ids": {p.name.lower(): int(p) for p in PartId},
+            **clean(body),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PhantomTruth:
+        def screw(s: Mapping[str, Any]) -> ScrewTruth:
+            return ScrewTruth(
+                _v(s["entry"]),
+                _v(s["tip"]),
+                _v(s["exit"]),
+                *(
+                    float(s[k])
+                    for k in ("channel_mm", "length_mm", "diameter_mm", "pta_deg", "psa_deg")
+                ),
+            )
+
+        def ped(p: Mapping[str, Any]) -> PedicleTruth:
+            return PedicleTruth(
+                p["side"],
+                _v(p["isthmus_centre"]),
+                _v(p["axis"]),
+                _v(p["width_dir"]),
+                float(p["width_mm"]),
+                float(p["height_mm"]),
+                float(p["min_axis_to_surface_mm"]),
+                screw(p["screw"]),
+            )
+
+        def facet(f: Mapping[str, Any]) -> FacetTruth:
+            return FacetTruth(
+                f["upper"],
+                f["lower"],
+                f["side"],
+                _v(f["centre"]),
+                _v(f["normal"]),
+                float(f["gap_mm"]),
+            )
+
+        verts = tuple(
+            VertebraTruth(
+                v["level"],
+                int(v["label"]),
+                _v(v["s"]),
+                _v(v["a"]),
+                _v(v["r"]),
+                _v(v["body_centroid"]),
+                tuple(ped(p) for p in v["pedicles"]),
+                tuple(facet(f) for f in v["facets_at_risk"]),
+            )
+            for v in d["vertebrae"]
+        )
+        c2 = tuple(
+            C2SideTruth(
+                c["side"],
+                float(c["mpd_outer_mm"]),
+                float(c["mpd_endosteal_mm"]),
+                float(c["cortex_mm"]),
+                float(c["height_mm"]),
+                _v(c["location"]),
+                _v(c["axis"]),
+                _v(c["width_dir"]),
+                c["risk_outer"],
+            )
+            for c in d["c2"]
+        )
+        affine = tuple(tuple(float(t) for t in row) for row in d["affine"])
+        shape = (int(d["shape"][0]), int(d["shape"][1]), int(d["shape"][2]))
+        return cls(
+            int(d["seed"]),
+            d["kind"],
+            shape,
+            affine,
+            verts,
+            c2,
+            {k: float(v) for k, v in d["tissue"].items()},
+        )
+
+
+def screw_angles(entry: np.ndarray, tip: np.ndarray, v: Vertebra, side: str) -> tuple[float, float]:
+    """(PTA, PSA) in degrees of the screw entry→tip in the frame of ``v`` (ALGORITHMS.md)."""
+    d = (tip - entry) / np.linalg.norm(tip - entry)
+    m = v.r if side == "left" else -v.r
+    pta = math.degrees(math.atan2(float(d @ m), float(d @ v.a)))
+    psa = math.degrees(math.atan2(float(d @ v.s), float(d @ v.a)))
+    return pta, psa
+
+
+def channel(v: Vertebra, ped: Pedicle, step: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """Entry and exit of the pedicle axis through the bone run that contains the isthmus centre."""
+    t = np.arange(-80.0, 100.0 + step, step)
+    pts = ped.centre[None, :] + t[:, None] * ped.axis[None, :]
+    d = v.sdf(pts)
+    i0 = int(np.argmin(np.abs(t)))
+    outside = d >= 0
+    before = np.nonzero(outside[:i0])[0]
+    after = np.nonzero(outside[i0:])[0]
+    ib = int(before[-1]) if len(before) else 0
+    ia = i0 + int(after[0]) if len(after) else len(t) - 1
+    te = t[ib] + step * d[ib] / (d[ib] - d[ib + 1])
+    tx = t[ia - 1] + step * d[ia - 1] / (d[ia - 1] - d[ia])
+    return ped.centre + te * ped.axis, ped.centre + tx * ped.axis
+
+
+def reference_screw(v: Vertebra, ped: Pedicle) -> ScrewTruth:
+    entry, exit_ = channel(v, ped)
+    lc = float(np.linalg.norm(exit_ - entry))
+    fits = [n for n in SCREW_LENGTHS if n <= 0.8 * lc + 1e-9]
+    length = float(fits[-1] if fits else SCREW_LENGTHS[0])
+    min_dist = min(ped.width, ped.height) / 2
+    sizes = [s for s in SCREW_DIAMETERS if s / 2 <= min_dist - CORTICAL_MARGIN_MM + 1e-9]
+    diameter = float(sizes[-1] if sizes else SCREW_DIAMETERS[0])
+    tip = entry + length * ped.axis
+    pta, psa = screw_angles(entry, tip, v, ped.side)
+    return ScrewTruth(_v(entry), _v(tip), _v(exit_), lc, length, diameter, pta, psa)
+
+
+def _facet(j: Joint) -> FacetTruth:
+    return FacetTruth(j.upper, j.lower, j.side, _v(j.centre), _v(j.normal), j.gap)
+
+
+def vertebra_truth(v: Vertebra, anatomy: Anatomy) -> VertebraTruth:
+    peds: tuple[PedicleTruth, ...] = ()
+    if v.level != "C2":
+        peds = tuple(
+            PedicleTruth(
+                p.side,
+                _v(p.centre),
+                _v(p.axis),
+                _v(p.width_dir),
+                p.width,
+                p.height,
+                min(p.width, p.height) / 2,
+                reference_screw(v, p),
+            )
+            for p in v.pedicles
+        )
+    facets = tuple(_facet(j) for j in anatomy.joints if j.lower == v.level)
+    return VertebraTruth(v.level, v.label, _v(v.s), _v(v.a), _v(v.r), _v(v.origin), peds, facets)
+
+
+def c2_truth(p: Pedicle) -> C2SideTruth:
+    endo = max(p.width - 2 * p.cortex_mm, 0.0)
+    risk = "low" if p.width >= MPD_CUTOFF_MM else "high"
+    return C2SideTruth(
+        p.side,
+        p.width,
+        endo,
+        p.cortex_mm,
+        p.height,
+        _v(p.centre),
+        _v(p.axis),
+        _v(p.width_dir),
+        risk,
+    )
