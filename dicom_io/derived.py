@@ -106,6 +106,13 @@ def stamp(ds: Dataset, when: datetime.datetime) -> None:
                 item[kw].value = DT(when)
 
 
+def finish(ds: Dataset, when: datetime.datetime) -> None:
+    """Give ``ds`` its series date and time and pin every time stamp to ``when``."""
+    ds.SeriesDate = DA(when.date())
+    ds.SeriesTime = TM(when.time())
+    stamp(ds, when)
+
+
 def slice_geometry(volume: CTVolume) -> tuple[list[float], list[float], np.ndarray]:
     """ImageOrientationPatient, PixelSpacing and one ImagePositionPatient per slice (LPS mm)."""
     affine = np.asarray(volume.affine, dtype=np.float64)

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from dicom_io.derived import DerivedSeries, replace_uids, stamp
+from dicom_io.derived import DerivedSeries, finish, replace_uids
 from dicom_io.errors import DicomIOError
 from dicom_io.report import AnalysisReport
 from dicom_io.seg.content import SegmentSpec, segment_description, segment_specs
@@ -145,7 +145,7 @@ def build_segmentation(
         content_time=series.created.time(),
         omit_empty_frames=True,
     )
-    stamp(seg, series.created)
+    finish(seg, series.created)
     replace_uids(seg, "DimensionOrganizationUID", uid("seg.dimension-organization"))
     logger.info("SEG %s: %d segments, %d frames", kind.value, len(specs), int(seg.NumberOfFrames))
     return seg
