@@ -1,0 +1,214 @@
+"""CT series assembly: files or datasets → one checked :class:`~dicom_io.volume.CTVolume`.
+
+:func:`find_series` groups a folder's DICOM files by SeriesInstanceUID; :func:`load_series` turns
+one series into HU on a regular grid in LPS millimetres, or raises a
+:class:`~dicom_io.errors.DicomIOError` subclass whose message tells an administrator what is wrong.
+What is accepted, repaired, resampled or refused is set by :class:`~dicom_io.policy.LoadPolicy`
+and described in docs/loading.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from dicom_io.errors import NotApplicableError, UnreadableFileError
+from dicom_io.frames import FrameInfo, Instance, check_is_ct, frames_of, instances_from, read_header
+from dicom_io.identity import check_identity
+from dicom_io.pixels import decode_into, fill_padding
+from dicom_io.policy import LoadPolicy
+from dicom_io.stacking import plan_stack, resample_stack
+from dicom_io.volume import CTVolume, SourceInstance
+
+logger = logging.getLogger(__name__)
+
+_HEADER_DROP = ("PixelData", "PerFrameFunctionalGroupsSequence")
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesFiles:
+    """The files of one series found in a folder (grouped by SeriesInstanceUID, as received).
+
+    ``series_instance_uid`` is ``""`` for files whose SeriesInstanceUID is empty; they form one
+    group, which :func:`load_series` refuses or repairs as its policy says.
+    """
+
+    series_instance_uid: str
+    modality: str
+    series_description: str
+    series_number: int | None
+    paths: tuple[Path, ...]
+
+
+def find_series(folder: Path) -> list[SeriesFiles]:
+    """Group the DICOM files under ``folder`` (recursively) by SeriesInstanceUID.
+
+    Files that are not DICOM are skipped (logged at DEBUG). Series are listed by series number,
+    then UID; paths within a series by name (not by position: that is :func:`load_series`'s job).
+    """
+    if not folder.is_dir():
+        raise UnreadableFileError(f"{folder}: not a folder", str(folder))
+    groups: dict[str, list[tuple[Path, Dataset]]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            header = read_header(path)
+        except UnreadableFileError as exc:
+            logger.debug("skipping %s: %s", path, exc)
+            continue
+        if "SOPClassUID" not in header and "file_meta" not in header.__dict__:
+            logger.debug("skipping %s: no SOP class", path)
+            continue
+        uid = str(header.get("SeriesInstanceUID", "") or "").strip()
+        groups.setdefault(uid, []).append((path, header))
+    found = []
+    for uid, members in groups.items():
+        first = members[0][1]
+        number = first.get("SeriesNumber")
+        found.append(
+            SeriesFiles(
+                series_instance_uid=uid,
+                modality=str(first.get("Modality", "") or ""),
+                series_description=str(first.get("SeriesDescription", "") or ""),
+                series_number=None if number in (None, "") else int(number),
+                paths=tuple(path for path, _ in members),
+            )
+        )
+    return sorted(
+        found, key=lambda s: (s.series_number is None, s.series_number or 0, s.series_instance_uid)
+    )
+
+
+def _instances(source: Path | SeriesFiles | Sequence[Path] | Sequence[Dataset]) -> list[Instance]:
+    if isinstance(source, SeriesFiles):
+        return instances_from(list(source.paths))
+    if isinstance(source, Path):
+        if not source.is_dir():
+            return instances_from([source])
+        series = find_series(source)
+        if not series:
+            raise NotApplicableError(f"{source}: no DICOM files found", str(source))
+        if len(series) > 1:
+            raise NotApplicableError(
+                f"{source}: holds {len(series)} series; load one at a time (spinenode inspect "
+                "lists them)",
+                [s.series_instance_uid for s in series],
+            )
+        return instances_from(list(series[0].paths))
+    return instances_from(source)
+
+
+def _drop_copies(instances: list[Instance]) -> list[Instance]:
+    """The same SOP instance received twice counts once."""
+    seen: set[str] = set()
+    unique = []
+    for inst in instances:
+        uid = str(inst.header.SOPInstanceUID)
+        if uid in seen:
+            logger.info("dropping a second copy of SOP instance %s", uid)
+            continue
+        seen.add(uid)
+        unique.append(inst)
+    return unique
+
+
+def _header(inst: Instance) -> Dataset:
+    header = Dataset(inst.header)
+    for keyword in _HEADER_DROP:
+        if keyword in header:
+            del header[keyword]
+    return header
+
+
+def load_series(
+    source: Path | SeriesFiles | Sequence[Path] | Sequence[Dataset],
+    *,
+    policy: LoadPolicy | None = None,
+) -> CTVolume:
+    """Load one CT series as Hounsfield units on a regular grid (LPS mm).
+
+    Parameters
+    ----------
+    source:
+        A folder holding exactly one series, one file (a multi-frame Enhanced CT), a
+        :class:`SeriesFiles` from :func:`find_series`, a list of files, or a list of datasets
+        (with their pixel data).
+    policy:
+        Tolerances; default :class:`LoadPolicy()`.
+
+    Returns
+    -------
+    CTVolume
+        ``hu[slice, row, column]`` with the slice axis along the image normal (row cosines ×
+        column cosines: feet → head for axial images), the affine index → LPS mm, and what was
+        tolerated in ``warnings``. After resampling, ``sources`` lists the instances resampled
+        from, in stacking order (so it may differ in length from the slice count).
+
+    Raises
+    ------
+    UnreadableFileError, NotApplicableError, MalformedDatasetError, PixelDataError, GeometryError
+        See :mod:`dicom_io.errors`; each message says what is wrong with which file.
+    """
+    policy = policy or LoadPolicy()
+    instances = _instances(source)
+    if not instances:
+        raise NotApplicableError("no instances given", None)
+    for inst in instances:
+        check_is_ct(inst)
+    identity = check_identity(instances, policy.repair_uids)
+    instances = _drop_copies(instances)
+    frames = [f for i, inst in enumerate(instances) for f in frames_of(i, inst)]
+    if len(frames) < policy.min_slices:
+        raise NotApplicableError(
+            f"the series has {len(frames)} slice(s); a volume needs at least {policy.min_slices}",
+            len(frames),
+        )
+    labels = [inst.label for inst in instances]
+    plan = plan_stack(frames, labels, policy)
+    kept = [frames[i] for i in plan.order]
+    hu = _decode(instances, kept)
+    fill = fill_padding(hu)
+    hu = resample_stack(hu, plan, fill)
+    sources = tuple(_source(instances[f.instance], f) for f in kept)
+    logger.info(
+        "series %s: %d slices %s, spacing %s mm, %d warning(s)",
+        identity.series_instance_uid,
+        hu.shape[0],
+        hu.shape,
+        np.round(np.linalg.norm(plan.affine[:3, :3], axis=0), 3).tolist(),
+        len(plan.warnings) + len(identity.warnings),
+    )
+    return CTVolume(
+        hu=hu,
+        affine=plan.affine,
+        study_instance_uid=identity.study_instance_uid,
+        series_instance_uid=identity.series_instance_uid,
+        frame_of_reference_uid=identity.frame_of_reference_uid,
+        sources=sources,
+        header=_header(instances[kept[0].instance]),
+        warnings=identity.warnings + plan.warnings,
+    )
+
+
+def _source(inst: Instance, frame: FrameInfo) -> SourceInstance:
+    return SourceInstance(
+        sop_class_uid=str(inst.header.SOPClassUID),
+        sop_instance_uid=str(inst.header.SOPInstanceUID),
+        frame_number=None if frame.frame is None else frame.frame + 1,
+    )
+
+
+def _decode(instances: Sequence[Instance], kept: Sequence[FrameInfo]) -> np.ndarray:
+    """Decode the kept frames, instance by instance, into one preallocated float32 array."""
+    rows, cols = kept[0].size
+    hu = np.empty((len(kept), rows, cols), dtype=np.float32)
+    by_instance: dict[int, list[int]] = {}
+    for slot, frame in enumerate(kept):
+        by_instance.setdefault(frame.instance, []).append(slot)
+    for index, slots in by_instance.items():
+        decode_into(hu, slots, instances[index], [kept[s] for s in slots])
+    return hu
