@@ -1,0 +1,43 @@
+"""Several processes share one SQLite job log: claims and receipts stay consistent."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from storage.joblog import JobLog
+from storage.states import JobState
+from tests.storage import procs
+from tests.storage.factory import db_url, queued_jobs
+
+WORKERS = 4
+JOBS = 40
+
+
+def test_concurrent_claims_never_give_a_job_to_two_workers(tmp_path: Path) -> None:
+    url = db_url(tmp_path)
+    with JobLog.open(url) as log:
+        ids = queued_jobs(log, JOBS, instances=1)
+    results = procs.run_together(procs.claim_all, [(url, f"w{n}") for n in range(WORKERS)])
+    everything = [job_id for _, got in results for job_id in got]
+    assert Counter(everything).most_common(1)[0][1] == 1, "a job was claimed twice"
+    assert sorted(everything) == sorted(ids)
+    owner = {job_id: worker for worker, got in results for job_id in got}
+    with JobLog.open(url) as log:
+        summaries = log.jobs(limit=JOBS)
+    assert {s.state for s in summaries} == {JobState.RUNNING}
+    assert all(s.worker == owner[s.job_id] and s.attempts == 1 for s in summaries)
+
+
+def test_concurrent_receipts_of_one_series_make_one_job(tmp_path: Path) -> None:
+    url = db_url(tmp_path)
+    JobLog.open(url).close()
+    per_process = 15
+    results = procs.run_together(
+        procs.receive_series, [(url, n * per_process, per_process) for n in range(3)]
+    )
+    assert [new for _, new in results] == [per_process] * 3
+    with JobLog.open(url) as log:
+        (job,) = log.jobs()
+        assert job.instances == 3 * per_process
+        assert len(log.job_instances(job.job_id)) == 3 * per_process
