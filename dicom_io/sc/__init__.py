@@ -1,0 +1,1 @@
+"""Secondary captures: reformatted CT with planned screws and C2 isthmus slices burnt in."""

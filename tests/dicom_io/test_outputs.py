@@ -1,0 +1,139 @@
+"""write_outputs: every object written, valid, consistent, reproducible; real CT files as input."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_io import load_series
+from dicom_io.ct_writer import CTSeriesSpec, write_ct_series
+from dicom_io.outputs import OutputOptions, write_outputs
+from dicom_io.report import AnalysisReport, ReportFormatError
+from dicom_io.seg.content import screw_mask
+from dicom_io.seg.sop import SegmentationKind
+from dicom_io.sr.read import measurement_groups
+from tests.dicom_io import synthetic_result as syn
+
+
+def _write(out: Path, **options: object) -> list[Path]:
+    labels, parts = syn.label_maps()
+    return write_outputs(
+        syn.volume(),
+        syn.report(),
+        labels,
+        parts,
+        out,
+        options=OutputOptions(**options),  # type: ignore[arg-type]
+    )
+
+
+def test_writes_seg_sr_and_captures_all_valid(tmp_path: Path) -> None:
+    paths = _write(tmp_path / "out")
+    names = [p.name for p in paths]
+    assert names == [
+        "seg.dcm",
+        "sr.dcm",
+        "sc_01_L4.dcm",
+        "sc_02_overview.dcm",
+        "sc_03_C2_left.dcm",
+        "sc_04_C2_right.dcm",
+    ]
+    datasets = [pydicom.dcmread(p) for p in paths]
+    for path in paths:
+        assert syn.dciodvfy_errors(path) == [], path.name
+    # same patient and study as the source, three new series with distinct numbers
+    assert {ds.StudyInstanceUID for ds in datasets} == {syn.STUDY_UID}
+    assert {ds.PatientID for ds in datasets} == {syn.header().PatientID}
+    series = {ds.Modality: (ds.SeriesInstanceUID, int(ds.SeriesNumber)) for ds in datasets}
+    assert series.keys() == {"SEG", "SR", "OT"}
+    assert len({uid for uid, _ in series.values()}) == 3
+    assert sorted(n for _, n in series.values()) == [7701, 7702, 7703]
+    assert syn.SERIES_UID not in {uid for uid, _ in series.values()}
+    # all captures in one series, numbered 1..4
+    captures = [ds for ds in datasets if ds.Modality == "OT"]
+    assert [int(ds.InstanceNumber) for ds in captures] == [1, 2, 3, 4]
+    # the SR references the SEG that was written with it
+    evidence = {
+        item.ReferencedSOPInstanceUID
+        for study in datasets[1].CurrentRequestedProcedureEvidenceSequence
+        for s in study.ReferencedSeriesSequence
+        for item in s.ReferencedSOPSequence
+    }
+    assert datasets[0].SOPInstanceUID in evidence
+
+
+def test_running_twice_gives_identical_files_and_a_new_version_new_uids(tmp_path: Path) -> None:
+    first = _write(tmp_path / "a")
+    second = _write(tmp_path / "b")
+    for a, b in zip(first, second, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    report = dataclasses.replace(syn.report(), version="0.2.0")
+    labels, parts = syn.label_maps()
+    third = write_outputs(syn.volume(), report, labels, parts, tmp_path / "c")
+    uids = {pydicom.dcmread(p).SOPInstanceUID for p in first}
+    assert uids.isdisjoint({pydicom.dcmread(p).SOPInstanceUID for p in third})
+
+
+def test_options_select_objects_and_labelmap(tmp_path: Path) -> None:
+    paths = _write(
+        tmp_path / "out", sc=False, sr=False, segmentation_type=SegmentationKind.LABELMAP
+    )
+    assert [p.name for p in paths] == ["seg.dcm"]
+    assert pydicom.dcmread(paths[0]).SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"
+
+
+def test_nothing_found_writes_nothing(tmp_path: Path) -> None:
+    report = AnalysisReport(engine="geometric", version="0.1.0")
+    empty = np.zeros(syn.SHAPE, dtype=np.uint8)
+    assert write_outputs(syn.volume(), report, empty, None, tmp_path / "out") == []
+
+
+def test_result_json_must_be_lps() -> None:
+    bad = {**syn.result_json(), "frame": "RAS"}
+    with pytest.raises(ReportFormatError, match="LPS"):
+        AnalysisReport.from_json(bad)
+
+
+def test_outputs_from_a_real_ct_series_on_disk(tmp_path: Path) -> None:
+    """CT files written by ct_writer, loaded by load_series: SEG frames land on the right slices."""
+    spec = CTSeriesSpec(
+        patient_name="Disk^Test",
+        patient_id="SN-DISK",
+        patient_birth_date="19600101",
+        patient_sex="M",
+        study_instance_uid=syn.STUDY_UID,
+        series_instance_uid=syn.SERIES_UID,
+        frame_of_reference_uid=syn.FOR_UID,
+        study_date="20240102",
+        study_time="101010",
+        accession_number="ACC1",
+        study_id="1",
+        series_number=3,
+        series_description="spine CT",
+        body_part_examined="SPINE",
+    )
+    write_ct_series(syn.volume().hu, syn.affine(), tmp_path / "ct", spec)
+    volume = load_series(tmp_path / "ct")
+    labels, parts = syn.label_maps()
+    paths = write_outputs(volume, syn.report(), labels, parts, tmp_path / "out")
+    seg = hd.seg.segread(paths[0])
+    numbers = {str(s.SegmentLabel): int(s.SegmentNumber) for s in seg.SegmentSequence}
+    ct = {pydicom.dcmread(p).SOPInstanceUID: p for p in sorted((tmp_path / "ct").iterdir())}
+    uids = [s.sop_instance_uid for s in volume.sources]
+    assert set(uids) == set(ct)
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[numbers["L4"], numbers["Screw L4 left"]]
+    )
+    np.testing.assert_array_equal(pixels[..., 0] > 0, labels == 23)
+    screw = syn.report().screws[0]
+    np.testing.assert_array_equal(
+        pixels[..., 1] > 0, screw_mask(screw, volume.shape, volume.affine)
+    )
+    assert pydicom.dcmread(paths[0]).PatientName == "Disk^Test"
+    groups = measurement_groups(pydicom.dcmread(paths[1]))
+    assert [g.tracking_id for g in groups][:2] == ["Screw L4 left", "Screw L4 right"]
