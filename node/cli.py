@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 # Module names under node.commands, in the order `spinenode --help` lists them.
-COMMANDS: tuple[str, ...] = ("inspect",)
+COMMANDS: tuple[str, ...] = ("inspect", "jobs", "job", "status", "retry")
 
 
 def _load_commands() -> list[ModuleType]:

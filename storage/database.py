@@ -42,14 +42,29 @@ def _sqlite_on_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _prepare_sqlite_path(url: str) -> None:
-    database = make_url(url).database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other backends and in-memory databases)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
 
 
-def create_database_engine(url: str) -> Engine:
-    """An engine for ``url`` with the tables created.
+def _prepare_sqlite_path(url: str, create: bool) -> None:
+    path = sqlite_file(url)
+    if path is None:
+        return
+    if not create and not path.is_file():
+        raise StorageError(f"no job log at {path} (wrong --config or database URL?)", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_database_engine(url: str, create: bool = True) -> Engine:
+    """An engine for ``url`` with the tables created (``create=False``: an absent SQLite file is
+    an error rather than a new empty database).
 
     Raises
     ------
@@ -65,7 +80,7 @@ def create_database_engine(url: str) -> Engine:
         ) from exc
     try:
         if backend == "sqlite":
-            _prepare_sqlite_path(url)
+            _prepare_sqlite_path(url, create)
             engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)

@@ -49,9 +49,13 @@ class JobLog:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str) -> JobLog:
-        """Open (and create if needed) the job log at the SQLAlchemy ``url``."""
-        return cls(create_database_engine(url))
+    def open(cls, url: str, create: bool = True) -> JobLog:
+        """Open the job log at the SQLAlchemy ``url``, creating its tables if needed.
+
+        With ``create=False`` a SQLite file that does not exist yet is a :class:`StorageError`
+        instead of a new empty job log (what admin commands want).
+        """
+        return cls(create_database_engine(url, create=create))
 
     def close(self) -> None:
         """Close every pooled connection (call before forking, and at shutdown)."""

@@ -1,0 +1,108 @@
+"""``spinenode job ID``: one job's timeline, stage timings, outputs and deliveries."""
+
+from __future__ import annotations
+
+import argparse
+
+from node.commands.jobs import (
+    add_joblog_arguments,
+    fail,
+    open_joblog,
+    print_json,
+    table,
+    when_text,
+)
+from node.settings import SettingsError
+from storage.errors import JobNotFoundError, StorageError
+from storage.records import JobDetail
+
+NAME = "job"
+HELP = "show one job: what arrived, its timeline, stage timings, outputs and deliveries"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", type=int, metavar="ID", help="the job's id (see spinenode jobs)")
+    add_joblog_arguments(parser)
+
+
+def render(detail: JobDetail) -> str:
+    """The human-readable report of one job (UTC times; no patient identifiers)."""
+    s = detail.summary
+    lines = [
+        f"job {s.job_id}: {s.state.value}" + (f" ({s.reason})" if s.reason else ""),
+        f"  study UID   {s.study_uid}",
+        f"  series UID  {s.series_uid}",
+        f"  modality    {s.modality}, {s.instances} instances from {s.calling_ae} "
+        f"({', '.join(detail.peer_hosts) or '-'})",
+        f"  received    {when_text(detail.first_instance_at)} … "
+        f"{when_text(detail.last_instance_at)} UTC",
+        f"  attempts    {s.attempts}; worker {s.worker or '-'}; lease until "
+        f"{when_text(detail.lease_until)}",
+        "",
+        "timeline (UTC):",
+        table(
+            ("AT", "FROM", "TO", "WORKER", "REASON"),
+            [
+                [
+                    when_text(e.at),
+                    e.source.value if e.source else "-",
+                    e.target.value,
+                    e.worker,
+                    e.reason or "",
+                ]
+                for e in detail.events
+            ],
+        ),
+    ]
+    if detail.stages:
+        total = sum(t.seconds for t in detail.stages)
+        rows: list[list[object]] = [[t.attempt, t.stage, f"{t.seconds:.2f}"] for t in detail.stages]
+        lines += ["", f"stage timings (s; total {total:.2f}):"]
+        lines.append(table(("TRY", "STAGE", "SECONDS"), rows))
+    lines += ["", _deliveries(detail)]
+    if detail.instance_events:
+        lines += ["", "instance events:"]
+        lines.append(
+            table(
+                ("AT", "KIND", "FROM AE", "HOST", "SOP INSTANCE UID"),
+                [
+                    [when_text(e.at), e.kind, e.calling_ae, e.peer_host, e.sop_instance_uid]
+                    for e in detail.instance_events
+                ],
+            )
+        )
+    return "\n".join(lines)
+
+
+def _deliveries(detail: JobDetail) -> str:
+    if not detail.deliveries:
+        return "outputs: none recorded"
+    rows = [
+        [
+            d.destination,
+            d.state.value,
+            d.attempts,
+            when_text(d.next_attempt_at),
+            d.sop_instance_uid,
+            d.path,
+            d.last_error or "",
+        ]
+        for d in detail.deliveries
+    ]
+    header = ("DESTINATION", "STATE", "TRIES", "NEXT TRY", "SOP INSTANCE UID", "FILE", "LAST ERROR")
+    return f"outputs and deliveries ({len(rows)}):\n" + table(header, rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        with open_joblog(args) as log:
+            detail = log.job(args.job_id)
+    except JobNotFoundError as exc:
+        return fail(f"job: {exc}", 1)
+    except (SettingsError, StorageError) as exc:
+        return fail(f"job: {exc}", 2)
+    if args.json:
+        print_json(detail.to_json())
+    else:
+        print(render(detail))
+    return 0

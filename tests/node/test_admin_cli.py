@@ -1,0 +1,145 @@
+"""The admin commands (jobs, job, status, retry) on a real job log built by the storage API."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from node.cli import main
+from node.commands.jobs import parse_when, table
+from storage.joblog import JobLog
+from storage.records import DeliveryRequest
+from storage.states import JobState
+from tests.storage.factory import T0, queued_jobs, series_uid
+
+NOW = T0 + timedelta(hours=1)
+
+
+def _populate(url: str) -> tuple[int, int, int]:
+    """Three jobs: one DONE with a delivery and stage timings, one FAILED delivery, one QUEUED."""
+    with JobLog.open(url) as log:
+        done, failed, queued = queued_jobs(log, 3)
+        for job_id in (done, failed):
+            assert log.claim("worker-1", 60.0, NOW) is not None
+            log.record_stage(job_id, "segment", 4.25)
+            log.add_deliveries(job_id, [DeliveryRequest("pacs", f"2.25.{job_id}", "/out.dcm")])
+            log.transition(job_id, JobState.DELIVERING, "1 output", worker="worker-1")
+            (due,) = [d for d in log.due_deliveries(NOW) if d.job_id == job_id]
+            ok = job_id == done
+            log.delivery_attempted(due.delivery_id, ok, None if ok else "refused", None)
+            log.finish_if_delivered(job_id)
+    return done, failed, queued
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+def test_jobs_lists_a_table_and_json_with_filters(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done, failed, queued = _populate(url)
+    assert main(["jobs", "--db", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["ID", "STATE", "TRIES"]
+    assert [line.split()[0] for line in lines[1:]] == [str(queued), str(failed), str(done)]
+    assert lines[1].index(series_uid(2)) == lines[0].index("SERIES UID")  # aligned columns
+    assert main(["jobs", "--db", url, "--state", "failed", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(j["job_id"], j["state"]) for j in doc] == [(failed, "failed")]
+    assert doc[0]["reason"] == "1 of 1 deliveries gave up: pacs: refused"
+    assert main(["jobs", "--db", url, "--since", "2999-01-01", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["jobs", "--db", url, "--since", "1d", "--until", "2999-01-01", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def test_job_shows_timeline_timings_and_deliveries(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done, _, _ = _populate(url)
+    assert main(["job", str(done), "--db", url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"job {done}: done")
+    for expected in ("timeline (UTC):", "claimed by worker-1", "segment", "4.25", "2.25.", "sent"):
+        assert expected in out
+    assert main(["job", str(done), "--db", url, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [e["target"] for e in doc["events"]] == [
+        "receiving",
+        "queued",
+        "running",
+        "delivering",
+        "done",
+    ]
+    assert doc["stages"][0]["seconds"] == 4.25
+    assert doc["deliveries"][0]["state"] == "sent"
+    assert main(["job", "9999", "--db", url]) == 1
+    assert "no job with id 9999" in capsys.readouterr().err
+
+
+def test_retry_reopens_a_failed_job(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    done, failed, _ = _populate(url)
+    assert main(["retry", str(failed), "--db", url]) == 0
+    assert f"job {failed}: failed → delivering" in capsys.readouterr().out
+    with JobLog.open(url) as log:
+        assert log.job(failed).summary.state is JobState.DELIVERING
+        assert [d.job_id for d in log.due_deliveries(NOW)] == [failed]
+    assert main(["retry", str(done), "--db", url]) == 1
+    assert "only failed jobs can be retried" in capsys.readouterr().err
+
+
+def test_status_reads_the_settings_file_for_database_and_spool(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "var"
+    config = tmp_path / "spinenode.toml"
+    config.write_text(f'[node]\ndata_dir = "{data_dir}"\n', encoding="utf-8")
+    _, failed, _ = _populate(f"sqlite:///{data_dir / 'spinenode.db'}")
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["jobs_by_state"] == {
+        "receiving": 0,
+        "queued": 1,
+        "running": 0,
+        "delivering": 0,
+        "done": 1,
+        "skipped": 0,
+        "failed": 1,
+    }
+    assert doc["spool"] == str(data_dir / "spool")
+    assert doc["spool_free_bytes"] > 0
+    assert [f["job_id"] for f in doc["recent_failures"]] == [failed]
+    # worker-1 was last seen at NOW (a test clock in the past): not live any more
+    assert doc["workers"] == []
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "queued 1" in out and "failed 1" in out and "GiB free" in out
+    assert "recent failures:" in out
+
+
+def test_missing_job_log_is_reported_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'absent' / 'jobs.db'}"
+    assert main(["jobs", "--db", url]) == 2
+    assert "no job log at" in capsys.readouterr().err
+    assert not (tmp_path / "absent").exists()
+
+
+def test_dates_and_tables() -> None:
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    assert parse_when("2h", now) == now - timedelta(hours=2)
+    assert parse_when("2026-11-20") == datetime(2026, 11, 20, tzinfo=UTC)
+    assert parse_when("2026-11-20T10:00+01:00") == datetime(2026, 11, 20, 9, tzinfo=UTC)
+    with pytest.raises(Exception, match="not a date"):
+        parse_when("yesterday")
+    assert table(("A", "BB", "C"), [[1, None, "x"], [100, 2, "y"]]).splitlines() == [
+        "A    BB  C",
+        "1    -   x",
+        "100  2   y",
+    ]
