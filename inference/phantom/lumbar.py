@@ -111,7 +111,7 @@ def build_pedicle(p: VertebraParams, origin: FloatArray, rot: FloatArray, side: 
     d = pedicle_axis(rot, side, p.pta_deg, p.psa_deg)
     u = np.cross(rot[:, 2], d)
     tube_rot = frame(u, np.cross(d, u))
-    tube = EllipticTube(centre, tube_rot, p.pedicle_width / 2, p.pedicle_height / 2, -10.0, 14.0)
+    tube = EllipticTube(centre, tube_rot, p.pedicle_width / 2, p.pedicle_height / 2, -12.0, 14.0)
     return Pedicle(
         side, centre, d, tube_rot[:, 0], p.pedicle_width, p.pedicle_height, 0.8 * p.cortex_mm, tube
     )
@@ -144,10 +144,10 @@ def facet_joint(
 def _sap(joint: Joint, rot: FloatArray, ped: Pedicle) -> list[BonePart]:
     """Superior articular process: lateral to the joint plane, joined to the pedicle's back end."""
     jrot = frame(np.cross(joint.normal, rot[:, 2]), joint.normal)
-    centre = joint.centre - joint.normal * (joint.gap / 2 + 3.5) - rot[:, 2] * 3.0
-    box = Box(centre, jrot, np.array([7.0, 3.5, 11.0]), 2.0)
+    centre = joint.centre - joint.normal * (joint.gap / 2 + 3.5) + rot[:, 2] * 1.0
+    box = Box(centre, jrot, np.array([7.0, 3.5, 8.5]), 2.0)
     clip = HalfSpace(joint.centre - joint.normal * joint.gap / 2, joint.normal)
-    base = Capsule(ped.centre - ped.axis * 8.0, centre - rot[:, 2] * 5.0, 4.5, 4.0)
+    base = Capsule(ped.centre - ped.axis * 10.0, centre - rot[:, 2] * 5.0, 4.5, 4.0)
     return [
         BonePart("sap_" + joint.side, Clipped(box, (clip,)), 1.2),
         BonePart("sap_base_" + joint.side, Clipped(base, (clip,)), 1.2),
@@ -178,7 +178,7 @@ def posterior_elements(
     y_back = -(p.body_depth / 2 + p.canal_depth + 3.0)
     apex = origin + rot @ np.array([0.0, y_back, 0.0])
     for ped in peds:
-        back = ped.centre - ped.axis * 9.0
+        back = ped.centre - ped.axis * 11.0
         mid = (back + apex) / 2
         mids[ped.side] = mid
         lam_x = apex - back
@@ -222,10 +222,10 @@ def build_vertebra(
         if ped.side in joint_above:
             parts += _sap(joint_above[ped.side], rot, ped)
         else:
-            free_c = ped.centre - ped.axis * 8.0 + rot[:, 2] * 10.0
+            free_c = ped.centre - ped.axis * 10.0 + rot[:, 2] * 10.0
             parts.append(
                 BonePart(
-                    "sap_" + ped.side, Capsule(ped.centre - ped.axis * 8.0, free_c, 4.5, 3.5), 1.2
+                    "sap_" + ped.side, Capsule(ped.centre - ped.axis * 10.0, free_c, 4.5, 3.5), 1.2
                 )
             )
         if ped.side in joint_below:

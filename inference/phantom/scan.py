@@ -49,6 +49,8 @@ def grid(spec: PhantomSpec, anatomy: Anatomy) -> tuple[FloatArray, tuple[int, in
     else:
         shape = (int(spec.shape[0]), int(spec.shape[1]), int(spec.shape[2]))
     centre = np.array([0.0, 0.0, (lo + hi) / 2]) + np.asarray(spec.centre_offset_mm)
+    if spec.centre_mm is not None:
+        centre = np.asarray(spec.centre_mm, dtype=np.float64)
     ox, oy, oz = spec.oblique_deg
     rot = rotation(np.array([0.0, 0.0, 1.0]), oz) @ rotation(np.array([0.0, 1.0, 0.0]), oy)
     rot = rot @ rotation(np.array([1.0, 0.0, 0.0]), ox)

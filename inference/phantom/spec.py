@@ -99,6 +99,7 @@ class PhantomSpec:
     shape: tuple[int, int, int] | None
     fov_mm: float
     centre_offset_mm: tuple[float, float, float]
+    centre_mm: tuple[float, float, float] | None
     oblique_deg: tuple[float, float, float]
     sacral_slope_deg: float
     lordosis_scale: float
@@ -156,6 +157,7 @@ class PhantomSpec:
             "shape": None,
             "fov_mm": float(rng.uniform(300, 420)) if kind != PhantomKind.CERVICAL else 200.0,
             "centre_offset_mm": tuple(float(v) for v in rng.normal(0, 5, 3)),
+            "centre_mm": None,
             "oblique_deg": (0.0, 0.0, 0.0),
             "sacral_slope_deg": float(rng.normal(39, 7)),
             "lordosis_scale": float(np.clip(rng.normal(1.0, 0.2), 0.5, 1.5)),
