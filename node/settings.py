@@ -11,7 +11,7 @@ The TOML layout (see ``deploy/spinenode.toml`` for a commented example)::
     [[allow]]       ae_title, host (optional)         -- empty list: any calling AE is accepted
     [scheduler]     quiet_seconds, poll_seconds
     [selection]     modalities, min_slices, max_slice_spacing_mm
-    [worker]        count, lease_seconds, heartbeat_seconds
+    [worker]        count, analyzer ("module:attribute"), lease_seconds, heartbeat_seconds
     [delivery]      max_attempts, backoff_seconds, backoff_max_seconds, poll_seconds
     [destinations.NAME]  ae_title, host, port, tls
     [[routes]]      calling_ae, destinations = [NAME, ...]
@@ -128,6 +128,7 @@ class Settings:
     scheduler_poll_seconds: float = 1.0
     selection: SelectionRules = field(default_factory=SelectionRules)
     worker_count: int = 1
+    analyzer: str = "node.analysis:analyze"
     lease_seconds: float = 120.0
     heartbeat_seconds: float = 10.0
     max_attempts: int = 6
@@ -234,6 +235,12 @@ def validate_ae_title(value: str, where: str) -> str:
 def _validate(s: Settings) -> None:
     validate_ae_title(s.ae_title, "node.ae_title")
     _check_port(s.port, "node.port")
+    module, _, attribute = s.analyzer.partition(":")
+    if not module or not attribute:
+        raise SettingsError(
+            f"worker.analyzer = {s.analyzer!r} must name a callable as 'module:attribute'",
+            s.analyzer,
+        )
     for name in ("max_associations", "min_free_mb", "worker_count", "max_attempts"):
         value = getattr(s, name)
         lowest = 0 if name == "min_free_mb" else 1
@@ -313,6 +320,7 @@ _FIELD_OF: dict[tuple[str, str], str] = {
     ("scheduler", "quiet_seconds"): "quiet_seconds",
     ("scheduler", "poll_seconds"): "scheduler_poll_seconds",
     ("worker", "count"): "worker_count",
+    ("worker", "analyzer"): "analyzer",
     ("delivery", "poll_seconds"): "delivery_poll_seconds",
 }
 

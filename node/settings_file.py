@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 #: ``SPINENODE_*`` variables that are not settings (read by tests, benchmarks or ``load``).
 NON_SETTING_VARIABLES = frozenset({"SPINENODE_CONFIG", "SPINENODE_DATA"})
@@ -46,6 +49,7 @@ KEY_TYPES: dict[tuple[str, str], type] = {
     ("selection", "min_slices"): int,
     ("selection", "max_slice_spacing_mm"): float,
     ("worker", "count"): int,
+    ("worker", "analyzer"): str,
     ("worker", "lease_seconds"): float,
     ("worker", "heartbeat_seconds"): float,
     ("delivery", "max_attempts"): int,
@@ -73,11 +77,14 @@ def apply_environ(doc: dict[str, Any], environ: Mapping[str, str]) -> dict[str, 
         if not name.startswith("SPINENODE_") or name in NON_SETTING_VARIABLES:
             continue
         if name not in known:
-            raise SettingsError(
-                f"unknown environment variable {name}; settings variables are "
-                f"{', '.join(sorted(known))}",
+            # Other parts of the project may read their own SPINENODE_* variables: a typo here
+            # is worth a warning, not a refusal to start.
+            logger.warning(
+                "ignoring %s: not a node setting (settings variables: %s)",
                 name,
+                ", ".join(sorted(known)),
             )
+            continue
         section, key = known[name]
         table = merged.setdefault(section, {})
         if not isinstance(table, dict):

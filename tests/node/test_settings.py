@@ -103,7 +103,6 @@ def test_backoff_is_exponential_and_capped() -> None:
         ("[node]\nport = 70000\n", {}, "not a TCP port"),
         ('[node]\nport = "abc"\n', {}, "not a valid int"),
         ("", {"SPINENODE_PORT": "eleven"}, "not a valid int"),
-        ("", {"SPINENODE_NOT_A_SETTING": "1"}, "unknown environment variable"),
         ("[node]\nprot = 1\n", {}, "unknown key(s) in [node]: prot"),
         ("[nodes]\n", {}, "unknown section"),
         ("[worker]\nlease_seconds = 10\nheartbeat_seconds = 8\n", {}, "at most half"),
@@ -127,5 +126,8 @@ def test_missing_file_is_a_settings_error(tmp_path: Path) -> None:
         Settings.load(tmp_path / "absent.toml", {})
 
 
-def test_shared_data_variable_is_not_a_setting() -> None:
-    assert Settings.load(None, {"SPINENODE_DATA": "/somewhere"}).port == 11112
+def test_other_spinenode_variables_are_not_settings(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"SPINENODE_DATA": "/somewhere", "SPINENODE_PROT": "1"}
+    assert Settings.load(None, env).port == 11112
+    assert "ignoring SPINENODE_PROT" in caplog.text
+    assert "ignoring SPINENODE_DATA:" not in caplog.text

@@ -1,0 +1,133 @@
+"""``spinenode serve``: the SCP, the scheduler and the outbox in one process, N worker processes.
+
+The SCP answers associations on its own threads; the scheduler and the outbox sender each run on
+a thread; workers are separate processes (multiprocessing *spawn*, so they share nothing but the
+job log and the spool). A worker that dies is started again; its job is taken again after the
+lease expires. SIGTERM/SIGINT stop everything cleanly: the SCP stops accepting, the threads finish
+their current pass, workers release or finish their job (see :mod:`node.worker`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from node.scheduler import Scheduler
+from node.scp import StorageSCP
+from node.scu import Outbox
+from node.settings import Settings
+from node.worker import worker_main
+from storage.joblog import JobLog
+
+logger = logging.getLogger(__name__)
+
+#: How long a stopping worker may take to release or finish its job before it is killed.
+WORKER_STOP_GRACE_S = 30.0
+
+
+class Service:
+    """Everything ``spinenode serve`` runs: :meth:`start`, :meth:`supervise`, :meth:`stop`."""
+
+    def __init__(self, settings: Settings, verbosity: int = 0) -> None:
+        self.settings = settings
+        self.verbosity = verbosity
+        self.stopping = threading.Event()
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[BaseProcess | None] = [None] * settings.worker_count
+        self._threads: list[threading.Thread] = []
+        self.joblog: JobLog | None = None
+        self.scp: StorageSCP | None = None
+
+    def start(self) -> None:
+        """Open the job log, listen, start the threads and the worker processes."""
+        for folder in (self.settings.data_dir, self.settings.spool_dir, self.settings.work_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.joblog = JobLog.open(self.settings.database_url)
+        for index in range(self.settings.worker_count):
+            self._start_worker(index)
+        scheduler = Scheduler(self.joblog, self.settings)
+        outbox = Outbox(self.joblog, self.settings)
+        for name, loop in (("scheduler", scheduler.run), ("outbox", outbox.run)):
+            thread = threading.Thread(target=loop, args=(self.stopping,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.scp = StorageSCP(self.settings, self.joblog)
+        self.scp.start()
+
+    def _start_worker(self, index: int) -> None:
+        process = self._context.Process(
+            target=worker_main,
+            args=(self.settings, index, self.verbosity, os.getpid()),
+            name=f"spinenode-worker-{index}",
+        )
+        process.start()
+        self._workers[index] = process
+        logger.info("worker %d started (pid %s)", index, process.pid)
+
+    def supervise(self, poll_seconds: float = 1.0) -> None:
+        """Restart workers that died, until :attr:`stopping` is set."""
+        while not self.stopping.wait(poll_seconds):
+            for index, process in enumerate(self._workers):
+                if process is not None and not process.is_alive():
+                    logger.error(
+                        "worker %d (pid %s) exited with %s; starting it again",
+                        index,
+                        process.pid,
+                        process.exitcode,
+                    )
+                    process.close()
+                    self._start_worker(index)
+
+    def stop(self) -> None:
+        """Stop accepting, stop the threads, stop the workers, close the job log."""
+        self.stopping.set()
+        if self.scp is not None:
+            self.scp.stop()
+        for process in self._workers:
+            if process is not None and process.is_alive():
+                process.terminate()  # SIGTERM: release or finish the running job
+        for process in self._workers:
+            if process is None:
+                continue
+            process.join(WORKER_STOP_GRACE_S)
+            if process.is_alive():
+                logger.error("worker pid %s did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()
+        for thread in self._threads:
+            thread.join()
+        if self.joblog is not None:
+            self.joblog.close()
+        logger.info("spinenode stopped")
+
+
+def serve(settings: Settings, verbosity: int = 0) -> int:
+    """Run the node until SIGTERM or SIGINT; returns the exit status."""
+    service = Service(settings, verbosity)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("%s received; stopping", signal.Signals(signum).name)
+        service.stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        service.start()
+        logger.info(
+            "spinenode %s serving on %s:%d with %d worker(s); data in %s",
+            settings.ae_title,
+            settings.bind_address,
+            settings.port,
+            settings.worker_count,
+            settings.data_dir,
+        )
+        service.supervise()
+    finally:
+        service.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

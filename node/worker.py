@@ -1,0 +1,239 @@
+"""Workers: separate processes that claim queued jobs with a lease, run the analysis, queue outputs.
+
+A worker claims the oldest QUEUED job (or a RUNNING job whose lease expired: its worker died),
+renews the lease from a heartbeat thread, runs the :class:`Analyzer` on the series' spooled files,
+records each stage's duration, and queues one delivery per output instance and destination. SIGTERM
+stops the worker: a job in analysis is released back to QUEUED (its outputs are deterministic, so
+a re-run creates no duplicates), a job past analysis is finished first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Protocol, cast
+
+from pydicom import dcmread
+
+from node.settings import Settings
+from storage.errors import StorageError
+from storage.joblog import JobLog
+from storage.records import ClaimedJob, DeliveryRequest
+from storage.states import JobState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisOutcome:
+    """What an analysis produced: DICOM files to deliver, stage timings (s), or why it skipped."""
+
+    outputs: list[Path] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    skipped_reason: str | None = None
+
+
+class Analyzer(Protocol):
+    """The seam between the node and the analysis: series files in, output files out."""
+
+    def __call__(self, paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
+        """Analyse the series in ``paths``; write outputs under ``workdir`` (empty, owned)."""
+        ...
+
+
+def load_analyzer(spec: str) -> Analyzer:
+    """The analyzer named ``module:attribute`` (a class is instantiated without arguments)."""
+    module_name, _, attribute = spec.partition(":")
+    target = getattr(importlib.import_module(module_name), attribute or "analyze")
+    if isinstance(target, type):
+        target = target()
+    return cast(Analyzer, target)
+
+
+class WorkerTerminatedError(Exception):
+    """Raised in the worker's main thread by SIGTERM while an analysis runs."""
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the lease every ``heartbeat_seconds``; ``lost`` is set when the lease is gone."""
+
+    def __init__(self, joblog: JobLog, job: ClaimedJob, settings: Settings) -> None:
+        super().__init__(name=f"heartbeat-{job.job_id}", daemon=True)
+        self.joblog, self.job, self.settings = joblog, job, settings
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.heartbeat_seconds):
+            try:
+                now = datetime.now(UTC)
+                held = self.joblog.heartbeat(
+                    self.job.job_id, self.job.worker, self.settings.lease_seconds, now
+                )
+            except StorageError:
+                logger.exception("job %d: heartbeat failed; trying again", self.job.job_id)
+                continue
+            if not held:
+                logger.warning("job %d: lease lost by %s", self.job.job_id, self.job.worker)
+                self.lost.set()
+                return
+
+
+class Worker:
+    """Claims and runs jobs one at a time (one per process; run several processes for more)."""
+
+    def __init__(
+        self, settings: Settings, joblog: JobLog, analyzer: Analyzer, worker_id: str
+    ) -> None:
+        self.settings = settings
+        self.joblog = joblog
+        self.analyzer = analyzer
+        self.worker_id = worker_id
+        self.analysing = False  # SIGTERM interrupts only while this is true
+
+    def run_once(self) -> int | None:
+        """Claim and run one job; its id, or ``None`` when there was nothing to claim."""
+        job = self.joblog.claim(self.worker_id, self.settings.lease_seconds, datetime.now(UTC))
+        if job is None:
+            return None
+        logger.info(
+            "job %d series %s: claimed by %s (attempt %d)",
+            job.job_id,
+            job.series_uid,
+            self.worker_id,
+            job.attempts,
+        )
+        heartbeat = _Heartbeat(self.joblog, job, self.settings)
+        heartbeat.start()
+        try:
+            self._run_job(job, heartbeat)
+        finally:
+            heartbeat.stopped.set()
+            heartbeat.join()
+        return job.job_id
+
+    def run(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
+        """Run jobs until ``stop`` is set, polling the queue every ``poll_seconds`` when idle."""
+        while not stop.is_set():
+            try:
+                if self.run_once() is None:
+                    stop.wait(poll_seconds)
+            except StorageError:
+                logger.exception("worker %s: job log error; trying again", self.worker_id)
+                stop.wait(poll_seconds)
+
+    def _run_job(self, job: ClaimedJob, heartbeat: _Heartbeat) -> None:
+        workdir = self.settings.work_dir / f"job-{job.job_id}"
+        shutil.rmtree(workdir, ignore_errors=True)  # a previous, interrupted attempt
+        workdir.mkdir(parents=True)
+        paths = [Path(p) for p in self.joblog.job_instances(job.job_id)]
+        started = time.perf_counter()
+        try:
+            self.analysing = True
+            outcome = self.analyzer(paths, workdir)
+        except WorkerTerminatedError:
+            self.analysing = False
+            self.joblog.release(job.job_id, self.worker_id, "worker stopped (SIGTERM)")
+            logger.info("job %d series %s: released on SIGTERM", job.job_id, job.series_uid)
+            raise
+        except Exception as exc:  # any analysis error fails the job with its message
+            self.analysing = False
+            logger.exception("job %d series %s: analysis failed", job.job_id, job.series_uid)
+            self._finish(job, heartbeat, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            self.analysing = False
+        for stage, seconds in outcome.stage_seconds.items():
+            self.joblog.record_stage(job.job_id, stage, seconds)
+        self.joblog.record_stage(job.job_id, "analysis", time.perf_counter() - started)
+        self._conclude(job, heartbeat, outcome)
+
+    def _conclude(self, job: ClaimedJob, heartbeat: _Heartbeat, outcome: AnalysisOutcome) -> None:
+        if outcome.skipped_reason is not None:
+            self._finish(job, heartbeat, JobState.SKIPPED, outcome.skipped_reason)
+            return
+        destinations = self.settings.routes_for(job.calling_ae)
+        if not outcome.outputs or not destinations:
+            why = "no outputs" if not outcome.outputs else f"no destination for {job.calling_ae}"
+            self._finish(job, heartbeat, JobState.DONE, f"{why}; nothing to deliver")
+            return
+        uids = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in outcome.outputs]
+        requests = [
+            DeliveryRequest(dest.name, uid, str(path))
+            for dest in destinations
+            for uid, path in zip(uids, outcome.outputs, strict=True)
+        ]
+        if heartbeat.lost.is_set():
+            logger.warning("job %d: lease lost; leaving the job to its new holder", job.job_id)
+            return
+        self.joblog.add_deliveries(job.job_id, requests)
+        self._finish(job, heartbeat, JobState.DELIVERING, None)
+
+    def _finish(
+        self, job: ClaimedJob, heartbeat: _Heartbeat, state: JobState, reason: str | None
+    ) -> None:
+        if heartbeat.lost.is_set():
+            logger.warning("job %d: lease lost; not moving it to %s", job.job_id, state)
+            return
+        self.joblog.transition(job.job_id, state, reason=reason, worker=self.worker_id)
+        logger.info(
+            "job %d series %s: %s%s",
+            job.job_id,
+            job.series_uid,
+            state,
+            f" ({reason})" * bool(reason),
+        )
+
+
+def worker_id(index: int) -> str:
+    """``host:pid:index``, unique among the node's workers."""
+    return f"{socket.gethostname()}:{os.getpid()}:{index}"
+
+
+def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
+    """Stop the worker (after its current job) when the serving process is gone (killed)."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            logger.warning("worker %d: parent %d is gone; stopping", os.getpid(), parent_pid)
+            stop.set()
+
+
+def worker_main(settings: Settings, index: int, verbosity: int, parent_pid: int) -> None:
+    """Entry point of a worker process (multiprocessing *spawn*): run jobs until SIGTERM/SIGINT,
+    or until the process ``parent_pid`` (the serving process) is gone."""
+    from node.cli import configure_logging
+
+    configure_logging(verbosity)
+    stop = threading.Event()
+    joblog = JobLog.open(settings.database_url)
+    worker = Worker(settings, joblog, load_analyzer(settings.analyzer), worker_id(index))
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        if worker.analysing:
+            raise WorkerTerminatedError(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid, stop), name="parent-watch", daemon=True
+    ).start()
+    logger.info("worker %s started", worker.worker_id)
+    try:
+        worker.run(stop, poll_seconds=min(1.0, settings.heartbeat_seconds))
+    except WorkerTerminatedError as exc:
+        logger.info("worker %s: %s during analysis; job released", worker.worker_id, exc)
+    finally:
+        joblog.close()
+        logger.info("worker %s stopped", worker.worker_id)

@@ -1,0 +1,102 @@
+"""The outbox: deliveries to a pynetdicom PACS on 127.0.0.1, retried while it is down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from node.scheduler import Scheduler
+from node.scu import Outbox
+from node.settings import Destination, SelectionRules, Settings
+from node.worker import Worker, load_analyzer
+from storage.joblog import JobLog
+from storage.spool import Spool
+from storage.states import DeliveryState, JobState
+from tests.node.dicomnet import PacsSCP, receive, write_series
+
+
+@dataclass
+class Env:
+    settings: Settings
+    joblog: JobLog
+    job_id: int
+
+
+@pytest.fixture
+def env(tmp_path: Path, free_port: int) -> Iterator[Env]:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        min_free_mb=0,
+        selection=SelectionRules(min_slices=4),
+        analyzer="tests.node.analyzers:mip",
+        max_attempts=3,
+        backoff_seconds=30.0,
+        backoff_max_seconds=60.0,
+        acse_timeout_s=5.0,
+        network_timeout_s=5.0,
+        destinations=(Destination("pacs", "PACS", "127.0.0.1", free_port),),
+    )
+    joblog = JobLog.open(settings.database_url)
+    receive(joblog, Spool(settings.spool_dir), write_series(tmp_path / "in", slices=5))
+    Scheduler(joblog, settings).tick(datetime.now(UTC) + timedelta(hours=1))
+    worker = Worker(settings, joblog, load_analyzer(settings.analyzer), "w-test")
+    job_id = worker.run_once()
+    assert job_id is not None
+    yield Env(settings, joblog, job_id)
+    joblog.close()
+
+
+def test_delivered_to_the_senders_pacs(env: Env, tmp_path: Path) -> None:
+    pacs = PacsSCP(tmp_path / "pacs", env.settings.destination("pacs").port).start()
+    try:
+        assert Outbox(env.joblog, env.settings).tick() == 1
+    finally:
+        pacs.stop()
+    detail = env.joblog.job(env.job_id)
+    assert detail.summary.state is JobState.DONE
+    (delivery,) = detail.deliveries
+    assert delivery.state is DeliveryState.SENT
+    assert pacs.received == [delivery.sop_instance_uid]
+    stored = dcmread(tmp_path / "pacs" / f"{delivery.sop_instance_uid}.dcm")
+    assert stored.StudyInstanceUID == dcmread(delivery.path).StudyInstanceUID
+
+
+def test_destination_down_is_retried_with_backoff_then_delivered(env: Env, tmp_path: Path) -> None:
+    outbox = Outbox(env.joblog, env.settings)
+    now = datetime.now(UTC)
+    assert outbox.tick(now) == 1  # nobody listening
+    (delivery,) = env.joblog.job(env.job_id).deliveries
+    assert delivery.state is DeliveryState.PENDING
+    assert delivery.attempts == 1 and "no association" in (delivery.last_error or "")
+    assert delivery.next_attempt_at is not None
+    assert delivery.next_attempt_at - now == timedelta(seconds=30)
+    assert outbox.tick(now + timedelta(seconds=10)) == 0  # not due yet
+    pacs = PacsSCP(tmp_path / "pacs", env.settings.destination("pacs").port).start()
+    try:
+        assert outbox.tick(now + timedelta(seconds=31)) == 1
+    finally:
+        pacs.stop()
+    assert env.joblog.job(env.job_id).summary.state is JobState.DONE
+    assert len(pacs.received) == 1
+
+
+def test_gives_up_after_max_attempts_and_retry_rearms(env: Env, tmp_path: Path) -> None:
+    outbox = Outbox(env.joblog, env.settings)
+    now = datetime.now(UTC)
+    for minutes in range(3):
+        assert outbox.tick(now + timedelta(minutes=minutes * 2)) == 1
+    detail = env.joblog.job(env.job_id)
+    assert detail.summary.state is JobState.FAILED
+    assert detail.deliveries[0].state is DeliveryState.FAILED
+    env.joblog.retry(env.job_id)  # what `spinenode retry JOB` does
+    pacs = PacsSCP(tmp_path / "pacs", env.settings.destination("pacs").port).start()
+    try:
+        assert outbox.tick(now + timedelta(minutes=10)) == 1
+    finally:
+        pacs.stop()
+    assert env.joblog.job(env.job_id).summary.state is JobState.DONE

@@ -1,0 +1,158 @@
+"""`spinenode serve` end to end: an SCU sends a CT series, the results reach a pynetdicom PACS.
+
+The node runs as a real process (`python -m node serve`) with a worker process; the PACS is a
+pynetdicom storage SCP on 127.0.0.1. The analysis is ``tests.node.analyzers:mip`` (a real MIP
+secondary capture) so these tests do not depend on the image analysis being finished.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storage.joblog import JobLog
+from storage.states import DeliveryState, JobState
+from tests.conftest import REPO_ROOT
+from tests.node.dicomnet import PacsSCP, echo, send, wait_for, write_series
+
+CONFIG = """
+[node]
+ae_title = "SPINENODE"
+bind_address = "127.0.0.1"
+port = {port}
+data_dir = "{data}"
+min_free_mb = 0
+
+[scheduler]
+quiet_seconds = 1
+poll_seconds = 0.2
+
+[selection]
+min_slices = 4
+
+[worker]
+count = 1
+analyzer = "tests.node.analyzers:mip"
+lease_seconds = 10
+heartbeat_seconds = 1
+
+[delivery]
+poll_seconds = 0.2
+
+[destinations.pacs]
+ae_title = "PACS"
+host = "127.0.0.1"
+port = {pacs_port}
+"""
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Serve:
+    """``python -m node -v serve -c CONFIG`` as a child process, its log in a file."""
+
+    def __init__(self, config: Path, port: int, log: Path, **env: str) -> None:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("SPINENODE_")}
+        environ |= {"PYTHONPATH": str(REPO_ROOT), **env}
+        self.port = port
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "node", "-v", "serve", "-c", str(config)],
+                cwd=REPO_ROOT,
+                env=environ,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        up = wait_for(lambda: self.process.poll() is not None or echo(port) == 0, timeout=60)
+        if not up or self.process.poll() is not None:
+            self.stop(signal.SIGKILL)
+            pytest.fail(f"spinenode serve did not start:\n{log.read_text()}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[Path, int, PacsSCP]]:
+    port, pacs_port = _port(), _port()
+    config = tmp_path / "spinenode.toml"
+    config.write_text(
+        CONFIG.format(port=port, data=tmp_path / "var", pacs_port=pacs_port), encoding="utf-8"
+    )
+    pacs = PacsSCP(tmp_path / "pacs", pacs_port).start()
+    yield config, port, pacs
+    pacs.stop()
+
+
+def test_series_in_results_out_with_the_job_timeline(
+    setup: tuple[Path, int, PacsSCP], tmp_path: Path
+) -> None:
+    config, port, pacs = setup
+    node = Serve(config, port, tmp_path / "serve.log")
+    try:
+        assert send(port, write_series(tmp_path / "in", slices=6)) == [0] * 6
+        assert wait_for(lambda: len(pacs.received) == 1, timeout=60), (
+            tmp_path / "serve.log"
+        ).read_text()
+        joblog = JobLog.open(f"sqlite:///{tmp_path / 'var' / 'spinenode.db'}")
+        assert wait_for(lambda: joblog.jobs(state=JobState.DONE) != [], timeout=30)
+        (job,) = joblog.jobs()
+        detail = joblog.job(job.job_id)
+        joblog.close()
+    finally:
+        assert node.stop() == 0
+    assert [e.target for e in detail.events] == [
+        JobState.RECEIVING,
+        JobState.QUEUED,
+        JobState.RUNNING,
+        JobState.DELIVERING,
+        JobState.DONE,
+    ]
+    assert {"load", "write", "analysis"} <= {s.stage for s in detail.stages}
+    assert [d.state for d in detail.deliveries] == [DeliveryState.SENT]
+    assert detail.summary.calling_ae == "PACS" and detail.summary.instances == 6
+    log = (tmp_path / "serve.log").read_text()
+    assert f"job {job.job_id} series {job.series_uid}" in log  # lines carry job id and series
+    assert "Test^Node" not in log and "NODE-TEST-1" not in log  # never the patient's name or ID
+
+
+def test_node_killed_mid_series_loses_nothing(
+    setup: tuple[Path, int, PacsSCP], tmp_path: Path
+) -> None:
+    config, port, pacs = setup
+    paths = write_series(tmp_path / "in", slices=6)
+    hold = {"SPINENODE_SCHEDULER_QUIET_SECONDS": "3600"}  # the series stays open across restarts
+    first = Serve(config, port, tmp_path / "serve.log", **hold)
+    assert send(port, paths[:3]) == [0] * 3
+    first.stop(signal.SIGKILL)  # a crash, not a clean stop
+    second = Serve(config, port, tmp_path / "serve.log", **hold)
+    assert send(port, paths[3:]) == [0] * 3
+    assert second.stop() == 0
+    third = Serve(config, port, tmp_path / "serve.log")  # quiet period back to 1 s
+    try:
+        assert wait_for(lambda: len(pacs.received) == 1, timeout=60)
+    finally:
+        assert third.stop() == 0
+    joblog = JobLog.open(f"sqlite:///{tmp_path / 'var' / 'spinenode.db'}")
+    (job,) = joblog.jobs()
+    joblog.close()
+    assert job.instances == 6
