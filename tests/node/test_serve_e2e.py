@@ -53,7 +53,8 @@ port = {pacs_port}
 """
 
 
-def _port() -> int:
+def free_tcp_port() -> int:
+    """A free TCP port on 127.0.0.1 (the conftest fixture gives only one per test)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -93,7 +94,7 @@ class Serve:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[Path, int, PacsSCP]]:
-    port, pacs_port = _port(), _port()
+    port, pacs_port = free_tcp_port(), free_tcp_port()
     config = tmp_path / "spinenode.toml"
     config.write_text(
         CONFIG.format(port=port, data=tmp_path / "var", pacs_port=pacs_port), encoding="utf-8"

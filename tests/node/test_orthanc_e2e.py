@@ -1,0 +1,129 @@
+"""End to end with a real Orthanc: upload CT to Orthanc, Orthanc C-STOREs it to the node, the
+node's results come back into the same study in Orthanc (checked over Orthanc's REST API)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node.service import Service
+from node.settings import Destination, SelectionRules, Settings
+from storage.joblog import JobLog
+from storage.states import JobState
+from tests.conftest import REPO_ROOT
+from tests.node.dicomnet import wait_for, write_series
+from tests.node.orthanc import Orthanc, orthanc_available
+from tests.node.test_serve_e2e import free_tcp_port
+
+pytestmark = pytest.mark.skipif(
+    not orthanc_available(), reason="Orthanc not installed (Debian package 'orthanc')"
+)
+HAS_ANALYSIS = importlib.util.find_spec("node.analysis") is not None
+
+
+def _node_settings(
+    tmp_path: Path, node_port: int, orthanc_port: int, **changes: object
+) -> Settings:
+    settings = Settings(
+        bind_address="127.0.0.1",
+        port=node_port,
+        data_dir=tmp_path / "var",
+        min_free_mb=0,
+        quiet_seconds=1.0,
+        scheduler_poll_seconds=0.2,
+        delivery_poll_seconds=0.2,
+        lease_seconds=30.0,
+        heartbeat_seconds=2.0,
+        selection=SelectionRules(min_slices=4),
+        destinations=(Destination("orthanc", "ORTHANC", "127.0.0.1", orthanc_port),),
+    )
+    return settings.with_changes(**changes)
+
+
+@pytest.fixture
+def ports() -> tuple[int, int, int]:
+    return free_tcp_port(), free_tcp_port(), free_tcp_port()
+
+
+def _run(
+    tmp_path: Path, ports: tuple[int, int, int], series: list[Path], **changes: object
+) -> tuple[Orthanc, str, Settings]:
+    node_port, dicom_port, http_port = ports
+    settings = _node_settings(tmp_path, node_port, dicom_port, **changes)
+    orthanc = Orthanc(
+        tmp_path / "orthanc",
+        dicom_port,
+        http_port,
+        modalities={"spinenode": ("SPINENODE", "127.0.0.1", node_port)},
+    )
+    return orthanc, orthanc.upload(series), settings
+
+
+@pytest.fixture
+def service_box() -> Iterator[list[Service]]:
+    box: list[Service] = []
+    yield box
+    for service in box:
+        service.stop()
+
+
+def test_results_arrive_in_the_same_study_in_orthanc(
+    tmp_path: Path, ports: tuple[int, int, int], service_box: list[Service]
+) -> None:
+    series = write_series(tmp_path / "in", slices=6)
+    orthanc, study, settings = _run(tmp_path, ports, series, analyzer="tests.node.analyzers:mip")
+    try:
+        service = Service(settings)
+        service_box.append(service)
+        service.start()
+        orthanc.post("/modalities/spinenode/store", {"Resources": [study], "Synchronous": True})
+        assert wait_for(lambda: len(orthanc.series_modalities(study)) == 2, timeout=45)
+        assert orthanc.series_modalities(study) == ["CT", "OT"]
+        joblog = JobLog.open(settings.database_url)
+        (job,) = joblog.jobs()
+        assert job.state is JobState.DONE and job.calling_ae == "ORTHANC"
+        joblog.close()
+    finally:
+        orthanc.stop()
+
+
+@pytest.mark.skipif(not HAS_ANALYSIS, reason="node.analysis (the real analysis) is not built yet")
+def test_phantom_seg_sr_sc_arrive_in_orthanc(
+    tmp_path: Path, ports: tuple[int, int, int], service_box: list[Service]
+) -> None:
+    out = tmp_path / "phantom"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "phantom",
+            "--seed",
+            "3",
+            "--kind",
+            "lumbar",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    series = sorted((out / "dicom").rglob("*.dcm"))
+    orthanc, study, settings = _run(tmp_path, ports, series, lease_seconds=120.0)
+    try:
+        service = Service(settings)
+        service_box.append(service)
+        service.start()
+        orthanc.post("/modalities/spinenode/store", {"Resources": [study], "Synchronous": True})
+        wanted = {"SEG", "SR"}
+        assert wait_for(lambda: wanted <= set(orthanc.series_modalities(study)), timeout=120)
+        modalities = orthanc.series_modalities(study)
+        assert any(m in ("OT", "SC") for m in modalities), modalities
+    finally:
+        orthanc.stop()
