@@ -48,6 +48,19 @@ _SLICE_ATTRIBUTES = (
 )
 
 
+_TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+
+
 class SourceGeometryError(DicomIOError):
     """The volume cannot be described as a stack of source slices."""
 
@@ -131,27 +144,83 @@ def slice_geometry(volume: CTVolume) -> tuple[list[float], list[float], np.ndarr
     return orientation, [row_spacing, col_spacing], positions
 
 
+def is_aligned(volume: CTVolume) -> bool:
+    """True when each slice of ``volume`` is one single-frame source image, in array order."""
+    return len(volume.sources) == volume.shape[0] and all(
+        src.frame_number is None for src in volume.sources
+    )
+
+
 def source_datasets(volume: CTVolume) -> list[Dataset]:
-    """One pixel-less dataset per slice of ``volume``, as the writers' source images.
+    """Pixel-less datasets standing for the source images of ``volume``.
+
+    When :func:`is_aligned`, one per slice with that slice's geometry on the volume grid. Otherwise
+    (the loader resampled the series, or the source is one multi-frame Enhanced CT) one per distinct
+    source instance, in order, all carrying the geometry of the first slice: they serve as
+    references only, and the SEG then takes its frame positions from the volume affine.
 
     Raises
     ------
     SourceGeometryError
-        When the number of source references differs from the number of slices, or the sources are
-        frames of one multi-frame image (not supported by the writers yet).
+        When the volume has no source references.
     """
-    if len(volume.sources) != volume.shape[0]:
-        raise SourceGeometryError(
-            f"the volume has {volume.shape[0]} slices but {len(volume.sources)} source references",
-            len(volume.sources),
-        )
-    if any(src.frame_number is not None for src in volume.sources):
-        raise SourceGeometryError(
-            "outputs for multi-frame (enhanced) CT sources are not supported yet; "
-            "convert the series to single-frame CT images",
-            volume.sources[0].sop_instance_uid,
-        )
+    if not volume.sources:
+        raise SourceGeometryError("the volume has no source image references", volume.shape)
     orientation, spacing, positions = slice_geometry(volume)
+    template = _template(volume, orientation, spacing)
+    if len({s.sop_instance_uid for s in volume.sources}) == 1 and volume.sources[0].frame_number:
+        return [_multiframe(volume, template, positions)]
+    if is_aligned(volume):
+        refs = [(s.sop_class_uid, s.sop_instance_uid) for s in volume.sources]
+    else:
+        refs = list(dict.fromkeys((s.sop_class_uid, s.sop_instance_uid) for s in volume.sources))
+        positions = np.repeat(positions[:1], len(refs), axis=0)
+    out = []
+    for i, (sop_class, sop_instance) in enumerate(refs):
+        ds = Dataset()
+        ds.update(template)  # new elements below; the template's elements are never modified
+        ds.SOPClassUID = sop_class
+        ds.SOPInstanceUID = sop_instance
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [float(v) for v in positions[i]]
+        out.append(ds)
+    return out
+
+
+def _multiframe(volume: CTVolume, template: Dataset, positions: np.ndarray) -> Dataset:
+    """One multi-frame source (Enhanced CT): frame ``k`` placed where its slice lies."""
+    ds = Dataset()
+    ds.update(template)
+    src = volume.sources[0]
+    ds.SOPClassUID = src.sop_class_uid
+    ds.SOPInstanceUID = src.sop_instance_uid
+    ds.InstanceNumber = 1
+    frames = {s.frame_number or 1: positions[min(i, len(positions) - 1)]
+              for i, s in enumerate(volume.sources)}  # fmt: skip
+    count = max(frames)
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = template.PixelSpacing
+    measures.SliceThickness = template.SliceThickness
+    shared.PixelMeasuresSequence = [measures]
+    plane = Dataset()
+    plane.ImageOrientationPatient = template.ImageOrientationPatient
+    shared.PlaneOrientationSequence = [plane]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for k in range(1, count + 1):
+        item, pos = Dataset(), Dataset()
+        pos.ImagePositionPatient = [float(v) for v in frames.get(k, positions[0])]
+        item.PlanePositionSequence = [pos]
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.NumberOfFrames = count
+    del ds.ImageOrientationPatient
+    del ds.PixelSpacing
+    return ds
+
+
+def _template(volume: CTVolume, orientation: list[float], spacing: list[float]) -> Dataset:
     template = copy.deepcopy(volume.header)
     for kw in _SLICE_ATTRIBUTES:
         if kw in template:
@@ -170,22 +239,10 @@ def source_datasets(volume: CTVolume) -> list[Dataset]:
     template.BitsStored = 16
     template.HighBit = 15
     template.PixelRepresentation = 1
-    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber"):
+    for kw in _TYPE2_PATIENT_STUDY:
         if kw not in template:
             setattr(template, kw, None)
-    for kw in ("StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName"):
-        if kw not in template:
-            setattr(template, kw, None)
-    out = []
-    for i, src in enumerate(volume.sources):
-        ds = Dataset()
-        ds.update(template)  # new elements below; the template's elements are never modified
-        ds.SOPClassUID = src.sop_class_uid
-        ds.SOPInstanceUID = src.sop_instance_uid
-        ds.InstanceNumber = i + 1
-        ds.ImagePositionPatient = [float(v) for v in positions[i]]
-        out.append(ds)
-    return out
+    return template
 
 
 def replace_uids(ds: Dataset, keyword: str, new_uid: str) -> None:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from dicom_io.derived import DerivedSeries, finish, replace_uids
+from dicom_io.derived import DerivedSeries, finish, is_aligned, replace_uids
 from dicom_io.errors import DicomIOError
 from dicom_io.report import AnalysisReport
 from dicom_io.seg.content import SegmentSpec, segment_description, segment_specs
@@ -81,6 +81,24 @@ def _pixels(
     return stack
 
 
+def _as_volume(
+    pixels: npt.NDArray[np.generic],
+    volume: CTVolume,
+    numbers: list[int],
+    kind: SegmentationKind,
+) -> hd.Volume:
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    if kind is SegmentationKind.LABELMAP:
+        return hd.Volume(pixels, affine, "PATIENT", volume.frame_of_reference_uid)
+    return hd.Volume(
+        pixels,
+        affine,
+        "PATIENT",
+        volume.frame_of_reference_uid,
+        channels={"SegmentNumber": list(numbers)},
+    )
+
+
 def build_segmentation(
     volume: CTVolume,
     sources: list[Dataset],
@@ -123,7 +141,9 @@ def build_segmentation(
     uid = UIDFactory(volume.series_instance_uid, report.version)
     algorithm = algorithm_identification(report)
     descriptions = [segment_description(s, algorithm, uid(f"segment.{s.label}")) for s in specs]
-    pixels = _pixels(specs, kind, volume.shape)
+    pixels: npt.NDArray[np.generic] | hd.Volume = _pixels(specs, kind, volume.shape)
+    if not is_aligned(volume):  # frames placed by the affine; sources are references only
+        pixels = _as_volume(np.asarray(pixels), volume, [s.number for s in specs], kind)
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,

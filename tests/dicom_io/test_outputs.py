@@ -99,9 +99,8 @@ def test_result_json_must_be_lps() -> None:
         AnalysisReport.from_json(bad)
 
 
-def test_outputs_from_a_real_ct_series_on_disk(tmp_path: Path) -> None:
-    """CT files written by ct_writer, loaded by load_series: SEG frames land on the right slices."""
-    spec = CTSeriesSpec(
+def _spec() -> CTSeriesSpec:
+    return CTSeriesSpec(
         patient_name="Disk^Test",
         patient_id="SN-DISK",
         patient_birth_date="19600101",
@@ -117,7 +116,11 @@ def test_outputs_from_a_real_ct_series_on_disk(tmp_path: Path) -> None:
         series_description="spine CT",
         body_part_examined="SPINE",
     )
-    write_ct_series(syn.volume().hu, syn.affine(), tmp_path / "ct", spec)
+
+
+def test_outputs_from_a_real_ct_series_on_disk(tmp_path: Path) -> None:
+    """CT files written by ct_writer, loaded by load_series: SEG frames land on the right slices."""
+    write_ct_series(syn.volume().hu, syn.affine(), tmp_path / "ct", _spec())
     volume = load_series(tmp_path / "ct")
     labels, parts = syn.label_maps()
     paths = write_outputs(volume, syn.report(), labels, parts, tmp_path / "out")
@@ -137,3 +140,26 @@ def test_outputs_from_a_real_ct_series_on_disk(tmp_path: Path) -> None:
     assert pydicom.dcmread(paths[0]).PatientName == "Disk^Test"
     groups = measurement_groups(pydicom.dcmread(paths[1]))
     assert [g.tracking_id for g in groups][:2] == ["Screw L4 left", "Screw L4 right"]
+
+
+def test_outputs_from_an_enhanced_ct(tmp_path: Path) -> None:
+    """One multi-frame Enhanced CT as the source: every object is valid and references it."""
+    write_ct_series(syn.volume().hu, syn.affine(), tmp_path / "ct", _spec(), enhanced=True)
+    volume = load_series(tmp_path / "ct")
+    enhanced_uid = pydicom.dcmread(tmp_path / "ct" / "ECT.dcm").SOPInstanceUID
+    labels, parts = syn.label_maps()
+    paths = write_outputs(volume, syn.report(), labels, parts, tmp_path / "out")
+    for path in paths:
+        assert syn.dciodvfy_errors(path) == [], path.name
+    seg = pydicom.dcmread(paths[0])
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for series in seg.ReferencedSeriesSequence
+        for item in series.ReferencedInstanceSequence
+    }
+    assert referenced == {enhanced_uid}
+    back = hd.seg.segread(paths[0])
+    numbers = {str(s.SegmentLabel): int(s.SegmentNumber) for s in back.SegmentSequence}
+    got = back.get_volume(segment_numbers=[numbers["Screw L4 left"]], combine_segments=True)
+    expected = screw_mask(syn.report().screws[0], volume.shape, volume.affine)
+    assert int((got.array > 0).sum()) == int(expected.sum())

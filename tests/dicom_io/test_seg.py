@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from pathlib import Path
 
@@ -172,3 +173,33 @@ def test_nothing_to_segment_is_an_error() -> None:
         build_segmentation(
             volume, source_datasets(volume), bare, (empty, None), series=series, equipment=EQUIPMENT
         )
+
+
+def test_seg_for_a_resampled_volume_places_frames_by_the_affine(tmp_path: Path) -> None:
+    """Sources are not one per slice (the loader resampled): frames still land on the CT grid."""
+    aligned = syn.volume()
+    half = tuple(aligned.sources[::2])
+    volume = dataclasses.replace(aligned, sources=half)
+    sources = source_datasets(volume)
+    assert [s.SOPInstanceUID for s in sources] == [s.sop_instance_uid for s in half]
+    series = DerivedSeries("1.2.826.0.1.3680043.8.498.7001.90", 7701, "Spine segmentation", WHEN)
+    seg = build_segmentation(
+        volume, sources, syn.report(), syn.label_maps(), series=series, equipment=EQUIPMENT
+    )
+    path = tmp_path / "seg.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    assert syn.dciodvfy_errors(path) == []
+    back = hd.seg.segread(path)
+    numbers = _segment_numbers(back)
+    got = back.get_volume(segment_numbers=[numbers["L5"]], combine_segments=True)
+    expected = np.zeros(syn.SHAPE, dtype=bool)
+    expected[syn.label_maps()[0] == 24] = True
+    # map every voxel of the returned volume back onto our grid through both affines
+    index = np.argwhere(np.ones(got.array.shape[:3], dtype=bool))
+    mapping = np.linalg.inv(aligned.affine) @ np.asarray(got.affine)
+    ours = np.rint(index @ mapping[:3, :3].T + mapping[:3, 3]).astype(int)
+    inside = np.all((ours >= 0) & (ours < np.array(syn.SHAPE)), axis=1)
+    values = got.array[tuple(index.T)] > 0
+    assert not values[~inside].any()
+    np.testing.assert_array_equal(values[inside], expected[tuple(ours[inside].T)])
+    assert values.sum() == expected.sum()
