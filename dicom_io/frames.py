@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 from dicom_io.errors import MalformedDatasetError, NotApplicableError, UnreadableFileError
 
@@ -70,14 +71,18 @@ def read_header(path: Path) -> Dataset:
         ) from exc
 
 
+def without(ds: Dataset, keywords: Sequence[str]) -> Dataset:
+    """A new dataset holding the elements of ``ds`` except ``keywords`` (``ds`` is untouched)."""
+    drop = {Tag(keyword) for keyword in keywords}
+    return Dataset({tag: elem for tag, elem in ds.items() if tag not in drop})
+
+
 def instances_from(source: Sequence[Path] | Sequence[Dataset]) -> list[Instance]:
     """Wrap paths (headers read now) or in-memory datasets as :class:`Instance` values."""
     instances: list[Instance] = []
     for i, item in enumerate(source):
         if isinstance(item, Dataset):
-            header = Dataset(item)
-            if "PixelData" in header:
-                del header["PixelData"]
+            header = without(item, ("PixelData",))
             if hasattr(item, "file_meta"):
                 header.file_meta = item.file_meta
             instances.append(Instance(f"dataset #{i}", header, dataset=item))

@@ -18,7 +18,15 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dicom_io.errors import NotApplicableError, UnreadableFileError
-from dicom_io.frames import FrameInfo, Instance, check_is_ct, frames_of, instances_from, read_header
+from dicom_io.frames import (
+    FrameInfo,
+    Instance,
+    check_is_ct,
+    frames_of,
+    instances_from,
+    read_header,
+    without,
+)
 from dicom_io.identity import check_identity
 from dicom_io.pixels import decode_into, fill_padding
 from dicom_io.policy import LoadPolicy
@@ -117,11 +125,7 @@ def _drop_copies(instances: list[Instance]) -> list[Instance]:
 
 
 def _header(inst: Instance) -> Dataset:
-    header = Dataset(inst.header)
-    for keyword in _HEADER_DROP:
-        if keyword in header:
-            del header[keyword]
-    return header
+    return without(inst.header, _HEADER_DROP)
 
 
 def load_series(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pydicom
+from pydicom.dataset import Dataset
 
 from dicom_io.ct_writer import CTSeriesSpec, write_ct_series
 
@@ -66,16 +70,32 @@ def make_hu(shape: tuple[int, int, int] = (6, 40, 36), seed: int = 0) -> npt.NDA
 
 def write_series(
     out_dir: Path,
-    hu: npt.NDArray[np.float32] | None = None,
+    hu: npt.NDArray[Any] | None = None,
     affine: npt.NDArray[np.float64] | None = None,
-    **kwargs: object,
+    *,
+    spec: CTSeriesSpec | None = None,
+    **kwargs: Any,
 ) -> list[Path]:
     """Write a synthetic series (defaults: :func:`make_hu`, :func:`axial_affine`)."""
-    spec = kwargs.pop("spec", None) or make_spec()
     return write_ct_series(
         make_hu() if hu is None else hu,
         axial_affine() if affine is None else affine,
         out_dir,
-        spec,  # type: ignore[arg-type]
-        **kwargs,  # type: ignore[arg-type]
+        spec or make_spec(),
+        **kwargs,
     )
+
+
+def rewrite(paths: list[Path], change: Callable[[Dataset, int], None]) -> None:
+    """Apply ``change(dataset, index)`` to each file and save it in place."""
+    for index, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        change(ds, index)
+        ds.save_as(path)
+
+
+def voxel_lps(affine: npt.NDArray[np.float64], shape: tuple[int, ...]) -> npt.NDArray[np.float64]:
+    """LPS mm of every voxel centre, shape (*shape, 3)."""
+    index = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    lps = affine[:3, :3] @ index + affine[:3, 3:4]
+    return lps.T.reshape((*shape, 3))
