@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 from storage.joblog import JobLog
 from storage.states import JobState
 from tests.storage import procs
-from tests.storage.factory import db_url, queued_jobs
+from tests.storage.factory import queued_jobs
 
 WORKERS = 4
 JOBS = 40
 
 
-def test_concurrent_claims_never_give_a_job_to_two_workers(tmp_path: Path) -> None:
-    url = db_url(tmp_path)
+def test_concurrent_claims_never_give_a_job_to_two_workers(any_db_url: str) -> None:
+    url = any_db_url
     with JobLog.open(url) as log:
         ids = queued_jobs(log, JOBS, instances=1)
     results = procs.run_together(procs.claim_all, [(url, f"w{n}") for n in range(WORKERS)])
@@ -29,8 +28,8 @@ def test_concurrent_claims_never_give_a_job_to_two_workers(tmp_path: Path) -> No
     assert all(s.worker == owner[s.job_id] and s.attempts == 1 for s in summaries)
 
 
-def test_concurrent_receipts_of_one_series_make_one_job(tmp_path: Path) -> None:
-    url = db_url(tmp_path)
+def test_concurrent_receipts_of_one_series_make_one_job(any_db_url: str) -> None:
+    url = any_db_url
     JobLog.open(url).close()
     per_process = 15
     results = procs.run_together(

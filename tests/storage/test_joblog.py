@@ -41,8 +41,8 @@ def test_sqlite_file_is_in_wal_mode_and_survives_reopening(tmp_path: Path) -> No
         assert len(log.job_instances(job_id)) == 3
 
 
-def test_duplicate_and_conflicting_instances(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_duplicate_and_conflicting_instances(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         first = receipt(0, 0, b"original")
         assert log.record_instance(first) is ReceiptOutcome.NEW
         assert log.record_instance(first) is ReceiptOutcome.DUPLICATE
@@ -71,8 +71,8 @@ def test_receipt_with_bad_uid_or_naive_time_is_refused(tmp_path: Path) -> None:
         assert log.jobs() == []
 
 
-def test_one_open_job_per_series_and_a_new_one_after_it_ran(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_one_open_job_per_series_and_a_new_one_after_it_ran(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         log.record_instance(receipt(0, 0))
         log.record_instance(receipt(1, 0))
         log.record_instance(receipt(0, 1))
@@ -104,8 +104,8 @@ def test_quiet_jobs_waits_for_the_quiet_period(tmp_path: Path) -> None:
         assert log.quiet_jobs(10.0, LATER) == []
 
 
-def test_transitions_are_validated_and_logged(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_transitions_are_validated_and_logged(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         (job_id,) = queued_jobs(log, 1)
         with pytest.raises(InvalidTransitionError):
             log.transition(job_id, JobState.DONE)
@@ -134,8 +134,8 @@ def test_transitions_are_validated_and_logged(tmp_path: Path) -> None:
         assert detail.lease_until is None
 
 
-def test_claim_takes_oldest_first_and_expired_leases_are_reclaimed(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_claim_takes_oldest_first_and_expired_leases_are_reclaimed(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         first, second = queued_jobs(log, 2)
         a = log.claim("w1", 60.0, LATER)
         b = log.claim("w2", 60.0, LATER)
@@ -183,8 +183,8 @@ def test_stage_timings_are_recorded_per_attempt(tmp_path: Path) -> None:
             log.record_stage(job_id + 1, "load", 1.0)
 
 
-def test_jobs_filters_by_state_and_creation_time(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_jobs_filters_by_state_and_creation_time(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         ids = queued_jobs(log, 3)
         log.transition(ids[0], JobState.FAILED, "bad geometry")
         assert [j.job_id for j in log.jobs()] == sorted(ids, reverse=True)
@@ -196,8 +196,8 @@ def test_jobs_filters_by_state_and_creation_time(tmp_path: Path) -> None:
         assert len(log.jobs(since=created - timedelta(days=1))) == 3
 
 
-def test_status_counts_workers_and_failures(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_status_counts_workers_and_failures(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         assert log.claim("gone", 60.0, LATER - timedelta(hours=2)) is None  # seen long ago
         ids = queued_jobs(log, 3)
         log.transition(ids[2], JobState.FAILED, "no lumbar spine found")

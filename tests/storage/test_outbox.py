@@ -25,8 +25,8 @@ def _delivering(log: JobLog, requests: list[DeliveryRequest] = OUTPUTS) -> int:
     return job_id
 
 
-def test_deliveries_are_idempotent_and_due_only_while_delivering(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_deliveries_are_idempotent_and_due_only_while_delivering(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         (job_id,) = queued_jobs(log, 1)
         log.claim("w1", 60.0, NOW)
         log.add_deliveries(job_id, OUTPUTS)
@@ -47,8 +47,8 @@ def test_deliveries_are_idempotent_and_due_only_while_delivering(tmp_path: Path)
             log.add_deliveries(job_id, [DeliveryRequest("pacs", "../2.25", "/x.dcm")])
 
 
-def test_failed_attempt_waits_for_backoff_then_succeeds(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_failed_attempt_waits_for_backoff_then_succeeds(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         job_id = _delivering(log)
         first, *rest = log.due_deliveries(NOW + timedelta(days=1))
         retry_at = NOW + timedelta(days=1, seconds=20)
@@ -74,8 +74,8 @@ def test_failed_attempt_waits_for_backoff_then_succeeds(tmp_path: Path) -> None:
         assert log.finish_if_delivered(job_id) is None
 
 
-def test_giving_up_fails_the_job_and_retry_rearms_the_deliveries(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_giving_up_fails_the_job_and_retry_rearms_the_deliveries(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         job_id = _delivering(log)
         first, second, third = log.due_deliveries(NOW + timedelta(days=1))
         log.delivery_attempted(first.delivery_id, False, "connection refused", None)

@@ -1,0 +1,31 @@
+"""Fixtures of the storage tests: a job log URL on SQLite, and on PostgreSQL when one is given."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from storage.models import Base
+
+#: A scratch PostgreSQL database (its tables are dropped!), e.g.
+#: postgresql+psycopg://postgres@127.0.0.1:5432/spinenode_test; unset: those cases are skipped.
+POSTGRES_ENV = "SPINENODE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty job log URL: a SQLite file, or the scratch PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"set {POSTGRES_ENV} to a scratch PostgreSQL database to run this case")
+    engine = create_engine(url)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+    yield url
