@@ -9,10 +9,12 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
 
 from storage.errors import StorageError
-from storage.models import Base
+from storage.models import SCHEMA_VERSION, Base, SchemaInfo
 
 logger = logging.getLogger(__name__)
 
@@ -75,22 +77,49 @@ def create_database_engine(url: str, create: bool = True) -> Engine:
         backend = make_url(url).get_backend_name()
     except ArgumentError as exc:
         raise StorageError(
-            f"invalid database URL {url!r}: expected e.g. sqlite:////var/lib/spinenode/jobs.db",
-            url,
+            "invalid database URL: expected e.g. sqlite:////var/lib/spinenode/jobs.db or "
+            "postgresql+psycopg://user@host/dbname",
+            None,
         ) from exc
     try:
         if backend == "sqlite":
             _prepare_sqlite_path(url, create)
-            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            engine = _sqlite_engine(url)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
         else:
             engine = create_engine(url, pool_pre_ping=True)
         Base.metadata.create_all(engine)
+        try:
+            _check_schema_version(engine)
+        except IntegrityError:  # another process recorded the version at the same moment
+            _check_schema_version(engine)
     except (SQLAlchemyError, ImportError, OSError) as exc:
         raise StorageError(f"cannot open the job log at {_redacted(url)}: {exc}", url) from exc
     logger.debug("job log open at %s", _redacted(url))
     return engine
+
+
+def _sqlite_engine(url: str) -> Engine:
+    connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    if sqlite_file(url) is None:
+        # In memory: one shared connection, or every checkout would see a different database.
+        connect_args["check_same_thread"] = False
+        return create_engine(url, connect_args=connect_args, poolclass=StaticPool)
+    return create_engine(url, connect_args=connect_args)
+
+
+def _check_schema_version(engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        row = session.get(SchemaInfo, "schema_version")
+        if row is None:
+            session.add(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
+        elif row.value != str(SCHEMA_VERSION):
+            raise StorageError(
+                f"the job log has schema version {row.value}, this spinenode uses "
+                f"{SCHEMA_VERSION}: point it at a new database or migrate the old one",
+                row.value,
+            )
 
 
 def _redacted(url: str) -> str:

@@ -25,6 +25,8 @@ from sqlalchemy.types import TypeDecorator
 
 UID_LENGTH = 64
 AE_LENGTH = 16
+#: Bumped whenever a table changes; a job log written by another version is refused on open.
+SCHEMA_VERSION = 1
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -177,3 +179,12 @@ class Worker(Base):
 
     worker: Mapped[str] = mapped_column(String(255), primary_key=True)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SchemaInfo(Base):
+    """Key/value facts about the job log itself (``schema_version``)."""
+
+    __tablename__ = "spinenode_schema"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))

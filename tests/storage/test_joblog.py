@@ -230,3 +230,25 @@ def test_bad_database_url_is_a_storage_error(tmp_path: Path) -> None:
         JobLog.open("not a url")
     with pytest.raises(StorageError):
         JobLog.open("nosuchdialect://x")
+
+
+def test_job_log_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    JobLog.open(db_url(tmp_path)).close()
+    with sqlite3.connect(tmp_path / "jobs.db") as raw:
+        raw.execute("UPDATE spinenode_schema SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(StorageError, match="schema version 999"):
+        JobLog.open(db_url(tmp_path))
+
+
+def test_in_memory_sqlite_keeps_one_database() -> None:
+    with JobLog.open("sqlite://") as log:
+        log.record_instance(receipt(0, 0))
+        log.record_instance(receipt(0, 1))
+        (job,) = log.jobs()
+        assert job.instances == 2
+
+
+def test_open_without_create_refuses_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="no job log at"):
+        JobLog.open(db_url(tmp_path / "absent"), create=False)
+    assert not (tmp_path / "absent").exists()
