@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from node.settings import Settings, SettingsError
+from tests.conftest import REPO_ROOT
 
 EXAMPLE = """
 [node]
@@ -131,3 +132,11 @@ def test_other_spinenode_variables_are_not_settings(caplog: pytest.LogCaptureFix
     assert Settings.load(None, env).port == 11112
     assert "ignoring SPINENODE_PROT" in caplog.text
     assert "ignoring SPINENODE_DATA:" not in caplog.text
+
+
+def test_the_example_configuration_in_deploy_is_valid() -> None:
+    s = Settings.load(REPO_ROOT / "deploy" / "spinenode.toml", {})
+    assert s == Settings.load(None, {}).with_changes(
+        allow=s.allow, destinations=s.destinations, routes=s.routes
+    )  # the example shows the defaults
+    assert [d.name for d in s.routes_for("CT_SCANNER_1")] == ["pacs", "research"]

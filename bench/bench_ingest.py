@@ -1,0 +1,247 @@
+"""Ingest rate of the node's SCP vs Orthanc and DCMTK storescp, and end-to-end latency.
+
+Run: ``.venv/bin/python bench/bench_ingest.py [--slices 300] [--size 512] [--repeat 2]``
+
+1. Writes one synthetic CT series (``--slices`` × ``--size`` × ``--size``, Explicit VR LE) to tmp.
+2. Sends it with DCMTK ``storescu`` (a C++ sender, so the sender is not the bottleneck) to each
+   receiver on 127.0.0.1, all with ``TCP_NODELAY=1``: ``spinenode serve`` (spool with fsync +
+   job log row per instance), Orthanc (its own storage and index), ``storescp`` (writes files, no
+   fsync). Prints images/s per receiver (best of ``--repeat``) and the ratios node/peer.
+3. When the real analysis exists (``node.analysis``), a lumbar phantom of the same size goes
+   Orthanc → node → Orthanc and the latency from the last C-STORE received by the node to the
+   results stored in Orthanc is printed with the per-stage breakdown from the job log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from dicom_io.ct_writer import CTSeriesSpec, write_ct_series  # noqa: E402
+from storage.joblog import JobLog  # noqa: E402
+from tests.node.orthanc import Orthanc, orthanc_available  # noqa: E402
+
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+for _name in [k for k in ENV if k.startswith("SPINENODE_") and k != "SPINENODE_DATA"]:
+    del ENV[_name]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def make_series(folder: Path, slices: int, size: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    hu = rng.normal(0, 30, size=(slices, size, size)).astype(np.float32) - 200
+    hu[:, size // 3 : size // 2, size // 3 : 2 * size // 3] = 700
+    affine = np.eye(4)
+    affine[:3, 0] = (0, 0, 1.0)
+    affine[:3, 1] = (0, 0.7, 0)
+    affine[:3, 2] = (0.7, 0, 0)
+    uid = "1.2.826.0.1.3680043.8.498.9090"
+    spec = CTSeriesSpec(
+        "Bench^Ingest", "BENCH1", "19700101", "O", uid + ".1", uid + ".2", uid + ".3",
+        "20260101", "120000", "B1", "1", 1, "bench", "LSPINE",
+    )  # fmt: skip
+    return write_ct_series(hu, affine, folder, spec)
+
+
+def storescu(port: int, called: str, folder: Path) -> float:
+    """Seconds ``storescu`` takes to send every file in ``folder`` over one association."""
+    started = time.perf_counter()
+    subprocess.run(
+        ["storescu", "-aet", "BENCH", "-aec", called, "+sd", "127.0.0.1", str(port), str(folder)],
+        check=True,
+        env=ENV,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+def node_config(folder: Path, port: int, quiet: float, dest_port: int | None) -> Path:
+    dest = (
+        f'[destinations.orthanc]\nae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {dest_port}\n'
+        if dest_port
+        else ""
+    )
+    text = (
+        f'[node]\nbind_address = "127.0.0.1"\nport = {port}\ndata_dir = "{folder}"\n'
+        f"min_free_mb = 0\n[scheduler]\nquiet_seconds = {quiet}\npoll_seconds = 0.2\n"
+        f"[delivery]\npoll_seconds = 0.2\n[worker]\nlease_seconds = 300\n{dest}"
+    )
+    path = folder.parent / f"{folder.name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def start_node(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**ENV, "PYTHONPATH": str(REPO)}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "node", "-v", "serve", "-c", str(config)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def ingest_node(work: Path, series_dir: Path, run: int) -> float:
+    port = free_port()
+    config = node_config(work / f"node{run}", port, quiet=3600, dest_port=None)
+    process = start_node(config, work / f"node{run}.log")
+    try:
+        wait_port(port)
+        time.sleep(1.0)  # let the worker process finish starting
+        return storescu(port, "SPINENODE", series_dir)
+    finally:
+        stop(process)
+
+
+def ingest_storescp(work: Path, series_dir: Path, run: int) -> float:
+    port = free_port()
+    out = work / f"storescp{run}"
+    out.mkdir()
+    process = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        return storescu(port, "STORESCP", series_dir)
+    finally:
+        stop(process)  # type: ignore[arg-type]
+
+
+def ingest_orthanc(work: Path, series_dir: Path, run: int) -> float:
+    orthanc = Orthanc(work / f"orthanc{run}", free_port(), free_port(), modalities={})
+    try:
+        return storescu(orthanc.dicom_port, "ORTHANC", series_dir)
+    finally:
+        orthanc.stop()
+
+
+def end_to_end(work: Path, slices: int, size: int) -> None:
+    """Phantom → Orthanc → node → Orthanc, with the job log's per-stage breakdown."""
+    out = work / "phantom"
+    subprocess.run(
+        [sys.executable, "-m", "node", "phantom", "--seed", "1", "--kind", "lumbar",
+         "--shape", str(slices), str(size), str(size), "--out", str(out)],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    node_port, dicom_port, http_port = free_port(), free_port(), free_port()
+    orthanc = Orthanc(
+        work / "orthanc-e2e", dicom_port, http_port,
+        modalities={"spinenode": ("SPINENODE", "127.0.0.1", node_port)},
+    )  # fmt: skip
+    config = node_config(work / "node-e2e", node_port, quiet=2.0, dest_port=dicom_port)
+    process = start_node(config, work / "node-e2e.log")
+    try:
+        study = orthanc.upload(sorted((out / "dicom").rglob("*.dcm")))
+        wait_port(node_port)
+        before = set(orthanc.series_modalities(study))
+        orthanc.post("/modalities/spinenode/store", {"Resources": [study], "Synchronous": True})
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and {"SEG", "SR"} - set(orthanc.series_modalities(study)):
+            time.sleep(0.2)
+        done_at = datetime.now(UTC)
+        joblog = JobLog.open(f"sqlite:///{work / 'node-e2e' / 'spinenode.db'}")
+        (job,) = joblog.jobs()
+        detail = joblog.job(job.job_id)
+        joblog.close()
+    finally:
+        stop(process)
+        orthanc.stop()
+    print(f"\nend to end ({slices}x{size}x{size} lumbar phantom, state {job.state}):")
+    print(f"  series in Orthanc before: {sorted(before)}; after: {orthanc_series(detail)}")
+    if detail.last_instance_at is not None:
+        total = (done_at - detail.last_instance_at).total_seconds()
+        print(f"  last C-STORE at the node -> results in Orthanc: {total:.1f} s (poll 0.2 s)")
+    for event in detail.events:
+        print(f"  {event.at.isoformat(timespec='milliseconds')}  -> {event.target}")
+    for stage in detail.stages:
+        print(f"  stage {stage.stage:<24} {stage.seconds:8.2f} s")
+
+
+def orthanc_series(detail: object) -> str:
+    return json.dumps([d.sop_instance_uid[-12:] for d in getattr(detail, "deliveries", ())])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--skip-e2e", action="store_true")
+    args = parser.parse_args()
+    if not (shutil.which("storescu") and shutil.which("storescp") and orthanc_available()):
+        sys.exit("needs DCMTK (storescu, storescp) and Orthanc installed")
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        work = Path(tmp)
+        series_dir = work / "series"
+        files = make_series(series_dir, args.slices, args.size)
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        print(f"series: {len(files)} images, {args.size}x{args.size}, {mb:.0f} MB, TCP_NODELAY=1")
+        rates: dict[str, float] = {}
+        for name, ingest in (
+            ("spinenode", ingest_node),
+            ("orthanc", ingest_orthanc),
+            ("storescp", ingest_storescp),
+        ):
+            seconds = min(ingest(work, series_dir, run) for run in range(args.repeat))
+            rates[name] = len(files) / seconds
+            print(
+                f"  {name:<10} {rates[name]:8.1f} images/s"
+                f"  ({seconds:.2f} s, best of {args.repeat})"
+            )
+        print(f"ratio spinenode/orthanc:  {rates['spinenode'] / rates['orthanc']:.2f}")
+        print(f"ratio spinenode/storescp: {rates['spinenode'] / rates['storescp']:.2f}")
+        if args.skip_e2e:
+            return
+        if importlib.util.find_spec("node.analysis") is None:
+            print("\nend to end: skipped (node.analysis, the real analysis, is not built yet)")
+            return
+        end_to_end(work, args.slices, args.size)
+
+
+if __name__ == "__main__":
+    main()
