@@ -19,6 +19,7 @@ from inference.phantom.lumbar import (
 from inference.phantom.model import Anatomy, BonePart, Joint, SoftRegion, Vertebra
 from inference.phantom.shapes import Capsule, EllipticCylinder, FloatArray
 from inference.phantom.spec import PhantomKind, PhantomSpec, VertebraParams
+from inference.phantom.tissue import muscles, organs
 
 DISC_HU = 85.0
 CSF_HU = 12.0
@@ -49,14 +50,17 @@ def _lumbar(
         if level == "T12" and spec.ribs:
             extra += rib_bones(v, item[0])
         verts.append(v)
-    soft = _lumbar_soft(frames, verts)
+    soft = _lumbar_soft(frames, verts, spec.seed)
     return verts, extra, joints, soft
 
 
 def _lumbar_soft(
-    frames: list[tuple[VertebraParams, FloatArray, FloatArray]], verts: list[Vertebra]
+    frames: list[tuple[VertebraParams, FloatArray, FloatArray]],
+    verts: list[Vertebra],
+    seed: int,
 ) -> list[SoftRegion]:
-    soft: list[SoftRegion] = []
+    rng = np.random.default_rng([seed, 0x0A6])
+    soft: list[SoftRegion] = muscles(frames, verts) + organs(frames, verts, rng)
     for (pl, cl, rl), (pu, cu, ru) in itertools.pairwise(frames):
         bis = rl[:, 2] + ru[:, 2]
         bis /= np.linalg.norm(bis)
@@ -82,28 +86,6 @@ def _lumbar_soft(
         p = frames[k][0]
         r = min(p.canal_width, p.canal_depth * 1.3) / 2
         soft.append(SoftRegion("canal", Capsule(canal_pts[k], canal_pts[k + 1], r, r), CSF_HU))
-    for side_sign in (-1.0, 1.0):
-        pts = [
-            v.to_world((side_sign * 32.0, -(p.body_depth / 2 + p.canal_depth + 28.0), 0.0))
-            for (p, _, _), v in zip(frames, verts, strict=True)
-        ]
-        for k in range(len(pts) - 1):
-            soft.append(
-                SoftRegion("erector_spinae", Capsule(pts[k], pts[k + 1], 30.0, 30.0), MUSCLE_HU)
-            )
-        psoas = [
-            v.to_world((side_sign * (p.body_width / 2 + 12.0 + 2.0 * k), 5.0, 0.0))
-            for k, ((p, _, _), v) in enumerate(zip(frames, verts, strict=True))
-            if p.level != "S1"
-        ]
-        for k in range(len(psoas) - 1):
-            soft.append(
-                SoftRegion(
-                    "psoas",
-                    Capsule(psoas[k], psoas[k + 1], 8.0 + 3.0 * k, 11.0 + 3.0 * k),
-                    MUSCLE_HU,
-                )
-            )
     return soft
 
 
@@ -111,7 +93,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
     """The anatomy of ``spec`` with the torso centred on the LPS origin."""
     torso_depth = spec.torso_depth_mm
     if spec.kind == PhantomKind.LUMBAR:
-        target = np.array([0.0, torso_depth / 2 - 85.0, 0.0])
+        target = np.array([0.0, torso_depth / 2 - spec.fat_mm - 78.0, 0.0])
         verts, extra, joints, soft = _lumbar(spec, target)
         radii = (spec.torso_width_mm / 2, torso_depth / 2)
     elif spec.kind == PhantomKind.CERVICAL:
@@ -144,4 +126,5 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         radii,
         spec.fat_mm,
         (lo, hi),
+        0.6 if spec.kind == PhantomKind.LUMBAR else 0.0,
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -53,10 +54,12 @@ class Phantom:
     parts: npt.NDArray[np.uint8]
     truth: PhantomTruth
     anatomy: Anatomy
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def generate(spec: PhantomSpec) -> Phantom:
     """Build the phantom described by ``spec`` (a pure function: same spec → same bytes)."""
+    t0 = time.perf_counter()
     anatomy = build_anatomy(spec)
     affine, shape = grid(spec, anatomy)
     ramp = float(np.prod(spec.spacing_mm) ** (1 / 3))
@@ -68,18 +71,21 @@ def generate(spec: PhantomSpec) -> Phantom:
         ramp,
     )
     logger.info("phantom seed %d kind %s grid %s", spec.seed, spec.kind, shape)
-    paint_torso(raster, anatomy)
+    t1 = time.perf_counter()
+    paint_torso(raster, anatomy, spec.seed)
     for region in anatomy.soft:
         paint_soft(raster, region.shape, region.hu)
     for joint in anatomy.joints:
         paint_soft(raster, joint.space, JOINT_HU)
     bone_hu = (spec.cortical_hu, spec.cancellous_hu)
     for v in anatomy.vertebrae:
-        paint_bone(raster, v.parts, v.label, bone_hu)
-    for bone in anatomy.extra_bones:
-        paint_bone(raster, (bone,), 0, bone_hu)
+        paint_bone(raster, v.parts, v.label, bone_hu, [spec.seed, v.label])
+    for k, bone in enumerate(anatomy.extra_bones):
+        paint_bone(raster, (bone,), 0, bone_hu, [spec.seed, 100 + k])
     paint_joint_spaces(raster, anatomy)
+    t2 = time.perf_counter()
     hu = blur_and_noise(raster.hu, spec)
+    t3 = time.perf_counter()
     truth = PhantomTruth(
         seed=spec.seed,
         kind=str(spec.kind),
@@ -94,4 +100,6 @@ def generate(spec: PhantomSpec) -> Phantom:
             "noise_hu": spec.noise_hu,
         },
     )
-    return Phantom(spec, hu, affine, raster.labels, raster.parts, truth, anatomy)
+    t4 = time.perf_counter()
+    timings = {"anatomy": t1 - t0, "paint": t2 - t1, "blur_noise": t3 - t2, "truth": t4 - t3}
+    return Phantom(spec, hu, affine, raster.labels, raster.parts, truth, anatomy, timings)

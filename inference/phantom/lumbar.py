@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from inference.phantom.model import BonePart, Joint, PartId, Pedicle, Vertebra, side_x
+from inference.phantom.model import BonePart, Joint, PartId, Pedicle, ThinWall, Vertebra, side_x
 from inference.phantom.shapes import (
     Box,
     Capsule,
@@ -29,6 +29,7 @@ from inference.verse import LEVEL_TO_LABEL
 A0 = np.array([0.0, -1.0, 0.0])  # anterior in LPS
 S0 = np.array([0.0, 0.0, 1.0])  # cranial in LPS
 FACET_GAP_MM = 1.6
+LATERAL_WALL_FACTOR = 0.5  # lateral pedicle cortex is about half the medial one
 
 
 def rotation(axis: FloatArray, deg: float) -> FloatArray:
@@ -212,10 +213,14 @@ def build_vertebra(
     body = EllipticCylinder(
         origin, rot, p.body_width / 2, p.body_depth / 2, p.body_height / 2, 0.07, 1.2
     )
-    parts = [BonePart("body", body, p.cortex_mm)]
+    parts = [BonePart("body", body, 0.7 * p.cortex_mm)]
     peds = [build_pedicle(p, origin, rot, side) for side in ("left", "right")]
     for ped, pid in zip(peds, (PartId.PEDICLE_LEFT, PartId.PEDICLE_RIGHT), strict=True):
-        parts.append(BonePart("pedicle_" + ped.side, ped.shape, ped.cortex_mm, int(pid)))
+        lateral = (
+            -ped.width_dir if side_x(ped.side) * (ped.width_dir @ rot[:, 0]) < 0 else ped.width_dir
+        )
+        wall = ThinWall(ped.centre, lateral, ped.width / 2, LATERAL_WALL_FACTOR)
+        parts.append(BonePart("pedicle_" + ped.side, ped.shape, ped.cortex_mm, int(pid), wall))
     post, mids = posterior_elements(p, origin, rot, peds)
     parts += post
     for ped in peds:

@@ -36,6 +36,21 @@ def side_x(side: str) -> float:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class ThinWall:
+    """The cortex thins to ``factor`` × its thickness towards ``direction`` (unit, LPS) from
+    ``centre``, over ``reach`` mm — the thin lateral pedicle wall."""
+
+    centre: FloatArray
+    direction: FloatArray
+    reach: float
+    factor: float
+
+    def thickness(self, p: FloatArray, cortex: float) -> FloatArray:
+        side = np.clip(((p - self.centre) @ self.direction) / self.reach, 0.0, 1.0)
+        return np.asarray(cortex * (1.0 - (1.0 - self.factor) * side))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class BonePart:
     """One solid piece of a bone; ``part_id`` marks it in the parts map (0 = not marked)."""
 
@@ -43,6 +58,7 @@ class BonePart:
     shape: Shape
     cortex_mm: float
     part_id: int = 0
+    thin_wall: ThinWall | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -133,6 +149,7 @@ class Anatomy:
     torso_radii: tuple[float, float]
     fat_mm: float
     z_range: tuple[float, float]
+    visceral_fat: float = 0.0
 
     def vertebra(self, level: str) -> Vertebra:
         for v in self.vertebrae:

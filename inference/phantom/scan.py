@@ -18,6 +18,7 @@ from inference.phantom.lumbar import rotation
 from inference.phantom.model import Anatomy, BonePart, PartId
 from inference.phantom.shapes import FloatArray, Shape
 from inference.phantom.spec import PhantomSpec
+from inference.phantom.tissue import visceral_fat_field
 
 AIR_HU = -1000.0
 FAT_HU = -95.0
@@ -91,7 +92,7 @@ def _occ(d: FloatArray, ramp: float) -> FloatArray:
     return np.asarray(np.clip(0.5 - d / ramp, 0.0, 1.0))
 
 
-def paint_torso(r: Raster, anatomy: Anatomy, chunk: int = 8) -> None:
+def paint_torso(r: Raster, anatomy: Anatomy, seed: int, chunk: int = 8) -> None:
     """Air, skin, subcutaneous fat and viscera: an elliptic body outline along LPS z."""
     ax, ay = anatomy.torso_radii
     inner = (ax - anatomy.fat_mm, ay - anatomy.fat_mm * 0.8)
@@ -108,7 +109,9 @@ def paint_torso(r: Raster, anatomy: Anatomy, chunk: int = 8) -> None:
         d_in = ellipse_sdf(p[:, 0], p[:, 1], inner[0], inner[1])
         hu = AIR_HU + (SKIN_HU - AIR_HU) * _occ(d_out, r.ramp_mm)
         hu += (FAT_HU - SKIN_HU) * _occ(d_out + 2.0, r.ramp_mm)
-        hu += (VISCERA_HU - FAT_HU) * _occ(d_in, r.ramp_mm)
+        fat = visceral_fat_field(p, seed) * anatomy.visceral_fat
+        viscera = VISCERA_HU + (FAT_HU - VISCERA_HU) * fat
+        hu += (viscera - FAT_HU) * _occ(d_in, r.ramp_mm)
         r.hu[block] = hu.reshape(r.hu[block].shape)
 
 
@@ -120,7 +123,20 @@ def paint_soft(r: Raster, shape: Shape, hu: float) -> None:
     r.hu[block] = r.hu[block] * (1 - occ) + hu * occ
 
 
-def paint_bone(r: Raster, parts: tuple[BonePart, ...], label: int, hu: tuple[float, float]) -> None:
+def trabecular_texture(shape: tuple[int, ...], r: Raster, seed: list[int]) -> FloatArray:
+    """Multiplicative cancellous texture: smoothed noise (≈ 1 mm grain), mean 1, ±25 %."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    spacing = np.linalg.norm(r.affine[:3, :3], axis=0)
+    sigma = [max(0.6 / float(s), 0.3) for s in spacing]
+    tex = ndimage.gaussian_filter(noise, sigma)
+    tex /= max(float(tex.std()), 1e-6)
+    return np.asarray(1.0 + 0.25 * np.clip(tex, -3.0, 3.0))
+
+
+def paint_bone(
+    r: Raster, parts: tuple[BonePart, ...], label: int, hu: tuple[float, float], seed: list[int]
+) -> None:
     """Paint one bone (union of ``parts``): cortex of each part's thickness, cancellous inside."""
     boxes = [
         b for part in parts for b in [block_of(r.affine, r.hu.shape, *part.shape.bounds())] if b
@@ -144,10 +160,14 @@ def paint_bone(r: Raster, parts: tuple[BonePart, ...], label: int, hu: tuple[flo
             slice(sub[1].start - block[1].start, sub[1].stop - block[1].start),
             slice(sub[2].start - block[2].start, sub[2].stop - block[2].start),
         )
-        dp = part.shape.sdf(points(r.affine, sub)).reshape(d[local].shape)
+        pts = points(r.affine, sub)
+        dp = part.shape.sdf(pts).reshape(d[local].shape)
         better = dp < d[local]
         d[local] = np.where(better, dp, d[local])
-        thick[local] = np.where(better, part.cortex_mm, thick[local])
+        t: float | FloatArray = part.cortex_mm
+        if part.thin_wall is not None:
+            t = part.thin_wall.thickness(pts, part.cortex_mm).reshape(dp.shape)
+        thick[local] = np.where(better, t, thick[local])
         if part.name == "body":
             body[local] = dp
         if part.part_id:
@@ -155,8 +175,9 @@ def paint_bone(r: Raster, parts: tuple[BonePart, ...], label: int, hu: tuple[flo
     occ = _occ(d, r.ramp_mm)
     inner = _occ(d + thick, r.ramp_mm)
     cortical, cancellous = hu
+    marrow = cancellous * trabecular_texture(d.shape, r, seed)
     sub_hu = r.hu[block]
-    r.hu[block] = sub_hu * (1 - occ) + cortical * (occ - inner) + cancellous * inner
+    r.hu[block] = sub_hu * (1 - occ) + cortical * (occ - inner) + marrow * inner
     if label:
         lab = r.labels[block]
         lab[d < 0] = label
