@@ -1,13 +1,15 @@
-"""Several processes share one SQLite job log: claims and receipts stay consistent."""
+"""Several processes (or threads) share one job log: claims and receipts stay consistent."""
 
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from storage.joblog import JobLog
 from storage.states import JobState
 from tests.storage import procs
-from tests.storage.factory import queued_jobs
+from tests.storage.factory import db_url, queued_jobs, receipt
 
 WORKERS = 4
 JOBS = 40
@@ -40,3 +42,17 @@ def test_concurrent_receipts_of_one_series_make_one_job(any_db_url: str) -> None
         (job,) = log.jobs()
         assert job.instances == 3 * per_process
         assert len(log.job_instances(job.job_id)) == 3 * per_process
+
+
+def test_threads_share_one_job_log(tmp_path: Path) -> None:
+    # The SCP records instances from one thread per association.
+    with JobLog.open(db_url(tmp_path)) as log:
+
+        def receive(series: int) -> list[str]:
+            return [log.record_instance(receipt(series, i)).value for i in range(10)]
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            outcomes = list(pool.map(receive, [0, 1, 2, 0, 1, 2]))
+        flat = [o for got in outcomes for o in got]
+        assert flat.count("new") == 30 and flat.count("duplicate") == 30
+        assert sorted(j.instances for j in log.jobs()) == [10, 10, 10]
