@@ -242,13 +242,15 @@ def write_ct_series(
     if transfer_syntax not in UNCOMPRESSED_SYNTAXES + COMPRESSED_SYNTAXES:
         raise ValueError(f"transfer syntax {transfer_syntax} cannot be written by ct_writer")
     geom = plane_geometry(affine, volume.shape[0])
-    pixels = stored_values(volume, rescale_slope, rescale_intercept, pixel_representation)
+    convert = (rescale_slope, rescale_intercept, pixel_representation)
+    stored_values(np.array([volume.min(), volume.max()]), *convert)  # range check, whole volume
     rescale = (float(rescale_slope), float(rescale_intercept))
     out_dir.mkdir(parents=True, exist_ok=True)
     if enhanced:
         ds = _common_dataset(spec, geom, ENHANCED_CT_IMAGE_STORAGE)
         ds.SOPInstanceUID = sop_instance_uid(spec, 0)
         enhanced_dataset(ds, spec, geom, rescale, _thickness(spec, geom))
+        pixels = np.stack([stored_values(plane, *convert) for plane in volume])
         _attach_pixels(ds, pixels, transfer_syntax)
         path = out_dir / "ECT.dcm"
         ds.save_as(path, enforce_file_format=True)
@@ -256,7 +258,7 @@ def write_ct_series(
     paths: list[Path] = []
     for index in range(volume.shape[0]):
         ds = _single_frame(spec, geom, index, rescale)
-        _attach_pixels(ds, pixels[index], transfer_syntax)
+        _attach_pixels(ds, stored_values(volume[index], *convert), transfer_syntax)
         path = out_dir / f"CT{index:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

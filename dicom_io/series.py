@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from dicom_io.errors import NotApplicableError, UnreadableFileError
@@ -53,12 +54,8 @@ class SeriesFiles:
     paths: tuple[Path, ...]
 
 
-def find_series(folder: Path) -> list[SeriesFiles]:
-    """Group the DICOM files under ``folder`` (recursively) by SeriesInstanceUID.
-
-    Files that are not DICOM are skipped (logged at DEBUG). Series are listed by series number,
-    then UID; paths within a series by name (not by position: that is :func:`load_series`'s job).
-    """
+def _scan(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
+    """Headers of the DICOM files under ``folder``, grouped by SeriesInstanceUID."""
     if not folder.is_dir():
         raise UnreadableFileError(f"{folder}: not a folder", str(folder))
     groups: dict[str, list[tuple[Path, Dataset]]] = {}
@@ -68,24 +65,30 @@ def find_series(folder: Path) -> list[SeriesFiles]:
         except UnreadableFileError as exc:
             logger.debug("skipping %s: %s", path, exc)
             continue
-        if "SOPClassUID" not in header and "file_meta" not in header.__dict__:
-            logger.debug("skipping %s: no SOP class", path)
-            continue
         uid = str(header.get("SeriesInstanceUID", "") or "").strip()
         groups.setdefault(uid, []).append((path, header))
-    found = []
-    for uid, members in groups.items():
-        first = members[0][1]
-        number = first.get("SeriesNumber")
-        found.append(
-            SeriesFiles(
-                series_instance_uid=uid,
-                modality=str(first.get("Modality", "") or ""),
-                series_description=str(first.get("SeriesDescription", "") or ""),
-                series_number=None if number in (None, "") else int(number),
-                paths=tuple(path for path, _ in members),
-            )
-        )
+    return groups
+
+
+def _series_files(uid: str, members: list[tuple[Path, Dataset]]) -> SeriesFiles:
+    first = members[0][1]
+    number = first.get("SeriesNumber")
+    return SeriesFiles(
+        series_instance_uid=uid,
+        modality=str(first.get("Modality", "") or ""),
+        series_description=str(first.get("SeriesDescription", "") or ""),
+        series_number=None if number in (None, "") else int(number),
+        paths=tuple(path for path, _ in members),
+    )
+
+
+def find_series(folder: Path) -> list[SeriesFiles]:
+    """Group the DICOM files under ``folder`` (recursively) by SeriesInstanceUID.
+
+    Files that are not DICOM are skipped (logged at DEBUG). Series are listed by series number,
+    then UID; paths within a series by name (not by position: that is :func:`load_series`'s job).
+    """
+    found = [_series_files(uid, members) for uid, members in _scan(folder).items()]
     return sorted(
         found, key=lambda s: (s.series_number is None, s.series_number or 0, s.series_instance_uid)
     )
@@ -97,16 +100,17 @@ def _instances(source: Path | SeriesFiles | Sequence[Path] | Sequence[Dataset]) 
     if isinstance(source, Path):
         if not source.is_dir():
             return instances_from([source])
-        series = find_series(source)
-        if not series:
+        groups = _scan(source)
+        if not groups:
             raise NotApplicableError(f"{source}: no DICOM files found", str(source))
-        if len(series) > 1:
+        if len(groups) > 1:
             raise NotApplicableError(
-                f"{source}: holds {len(series)} series; load one at a time (spinenode inspect "
+                f"{source}: holds {len(groups)} series; load one at a time (spinenode inspect "
                 "lists them)",
-                [s.series_instance_uid for s in series],
+                sorted(groups),
             )
-        return instances_from(list(series[0].paths))
+        [members] = groups.values()
+        return [Instance(str(path), header, path=path) for path, header in members]
     return instances_from(source)
 
 
@@ -174,8 +178,8 @@ def load_series(
     labels = [inst.label for inst in instances]
     plan = plan_stack(frames, labels, policy)
     kept = [frames[i] for i in plan.order]
-    hu = _decode(instances, kept)
-    fill = fill_padding(hu)
+    hu, padded = _decode(instances, kept)
+    fill = fill_padding(hu) if padded else min(-1024.0, float(hu.min()))
     hu = resample_stack(hu, plan, fill)
     sources = tuple(_source(instances[f.instance], f) for f in kept)
     logger.info(
@@ -206,13 +210,19 @@ def _source(inst: Instance, frame: FrameInfo) -> SourceInstance:
     )
 
 
-def _decode(instances: Sequence[Instance], kept: Sequence[FrameInfo]) -> np.ndarray:
-    """Decode the kept frames, instance by instance, into one preallocated float32 array."""
+def _decode(
+    instances: Sequence[Instance], kept: Sequence[FrameInfo]
+) -> tuple[npt.NDArray[np.float32], bool]:
+    """Decode the kept frames, instance by instance, into one preallocated float32 array.
+
+    Returns the array and whether it holds padding (NaN).
+    """
     rows, cols = kept[0].size
     hu = np.empty((len(kept), rows, cols), dtype=np.float32)
     by_instance: dict[int, list[int]] = {}
     for slot, frame in enumerate(kept):
         by_instance.setdefault(frame.instance, []).append(slot)
+    padded = False
     for index, slots in by_instance.items():
-        decode_into(hu, slots, instances[index], [kept[s] for s in slots])
-    return hu
+        padded |= decode_into(hu, slots, instances[index], [kept[s] for s in slots])
+    return hu, padded
