@@ -66,6 +66,21 @@ def algorithm_identification(report: AnalysisReport) -> hd.AlgorithmIdentificati
     )
 
 
+def _bounding_box(mask: npt.NDArray[np.bool_]) -> tuple[slice, slice, slice] | None:
+    """The smallest box holding every true voxel of ``mask``, or ``None`` if it is empty."""
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    if zs.size == 0:
+        return None
+    slab = mask[zs[0] : zs[-1] + 1]
+    rs = np.flatnonzero(slab.any(axis=(0, 2)))
+    cs = np.flatnonzero(slab.any(axis=(0, 1)))
+    return (
+        slice(int(zs[0]), int(zs[-1]) + 1),
+        slice(int(rs[0]), int(rs[-1]) + 1),
+        slice(int(cs[0]), int(cs[-1]) + 1),
+    )
+
+
 def _pixels(
     specs: list[SegmentSpec], kind: SegmentationKind, shape: tuple[int, int, int]
 ) -> npt.NDArray[np.generic]:
@@ -77,7 +92,11 @@ def _pixels(
         return labelmap
     stack = np.zeros((*shape, len(specs)), dtype=bool)
     for i, spec in enumerate(specs):
-        stack[..., i] = spec.mask()
+        # Writing along the last (segment) axis is strided: only touch the mask's bounding box.
+        mask = spec.mask()
+        box = _bounding_box(mask)
+        if box is not None:
+            stack[(*box, i)] = mask[box]
     return stack
 
 
