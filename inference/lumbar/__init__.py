@@ -1,0 +1,1 @@
+"""Weights-free lumbosacral pedicle screw planning (frames, isthmus, trajectory, catalogue)."""

@@ -1,0 +1,103 @@
+"""The lumbosacral engine: per labelled vertebra, frame → both screws → grades (LPS mm)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from inference.errors import InferenceError
+from inference.geometry import FloatArray, bounding_box, crop_affine, unit
+from inference.grading import FacetJoint, facet_joint
+from inference.lumbar.frames import vertebra_anatomy
+from inference.lumbar.planner import VertebraModel, plan_vertebra
+from inference.results import ScrewPlan, Side, VertebraLabel
+from inference.settings import PlanningSettings
+from inference.verse import LEVEL_TO_LABEL
+
+if TYPE_CHECKING:
+    from inference.pipeline import Segmentation
+
+logger = logging.getLogger(__name__)
+
+ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
+
+
+@dataclass(frozen=True, slots=True)
+class LumbarOutput:
+    vertebrae: tuple[VertebraLabel, ...]
+    screws: tuple[ScrewPlan, ...]
+    warnings: tuple[str, ...]
+
+
+def _cranial_hint(centroids: FloatArray, k: int) -> FloatArray:
+    """Local spine direction (towards the head) at instance ``k`` from its neighbours."""
+    lo = max(0, k - 1)
+    hi = min(len(centroids) - 1, k + 1)
+    if hi == lo:
+        return np.array([0.0, 0.0, 1.0])
+    d = centroids[lo] - centroids[hi]  # lower index = more cranial
+    return unit(d)
+
+
+def plan_lumbar(seg: Segmentation, settings: PlanningSettings) -> LumbarOutput:
+    """Plan every level of ``settings.levels`` found in ``seg``."""
+    labels = seg.instances
+    aff = seg.work.affine
+    verts: list[VertebraLabel] = []
+    screws: list[ScrewPlan] = []
+    warnings: list[str] = []
+    for k, level in enumerate(seg.levels):
+        if level not in settings.levels:
+            continue
+        mask_full = labels == k + 1
+        box = bounding_box(mask_full, 12)
+        mask = mask_full[box]
+        sub_aff = crop_affine(aff, box)
+        try:
+            anatomy = vertebra_anatomy(mask, sub_aff, _cranial_hint(seg.centroids, k), ANTERIOR_LPS)
+        except InferenceError as exc:
+            warnings.append(f"{level}: no vertebra frame ({exc})")
+            continue
+        origin = anatomy.frame.origin
+        verts.append(
+            VertebraLabel(
+                level,
+                LEVEL_TO_LABEL[level],
+                (float(origin[0]), float(origin[1]), float(origin[2])),
+                seg.confidence[k],
+            )
+        )
+        model = VertebraModel.build(level, mask, sub_aff, anatomy)
+        joints = _joints(labels, k, box, model)
+        plans, warn = plan_vertebra(model, settings, joints)
+        screws.extend(plans)
+        warnings.extend(warn)
+    return LumbarOutput(tuple(verts), tuple(screws), tuple(warnings))
+
+
+def _joints(
+    labels: np.ndarray, k: int, box: tuple[slice, slice, slice], model: VertebraModel
+) -> dict[Side, FacetJoint | None]:
+    """The facet joints at risk (with the vertebra above) on both sides, when it is in view."""
+    if k == 0:
+        return {Side.LEFT: None, Side.RIGHT: None}
+    upper = labels[box] == k
+    if not upper.any():
+        return {Side.LEFT: None, Side.RIGHT: None}
+    out: dict[Side, FacetJoint | None] = {}
+    for side in (Side.LEFT, Side.RIGHT):
+        try:
+            out[side] = facet_joint(
+                model.mask,
+                upper,
+                model.affine,
+                frame=model.anatomy.frame,
+                side=side,
+                body_back_mm=model.anatomy.body_back_mm,
+            )
+        except InferenceError:
+            out[side] = None
+    return out

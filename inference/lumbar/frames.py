@@ -1,0 +1,147 @@
+"""Vertebra frames from the endplates, and screw angles measured in them.
+
+Patient frame: DICOM LPS mm (any right-handed patient frame works: ``r = a × s`` is patient right
+in LPS and RAS alike). A vertebra frame has ``s`` = cranial endplate normal (bisector of the
+superior and inferior endplate normals), ``a`` = spinal canal → body centroid made ⊥ s,
+``r = a × s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from inference.errors import InferenceError
+from inference.geometry import BoolArray, FloatArray, Frame, index_to_mm, orthonormal_frame, unit
+from inference.results import Side
+
+
+@dataclass(frozen=True, slots=True)
+class VertebraAnatomy:
+    """The frame of one vertebra (origin = body centroid) and its body's extent along ``a``.
+
+    ``body_back_mm`` / ``body_front_mm`` are the local ``a`` coordinates of the posterior and
+    anterior body walls (mid-height, near the midline).
+    """
+
+    frame: Frame
+    body: BoolArray
+    body_back_mm: float
+    body_front_mm: float
+
+
+def medial_vector(frame: Frame, side: Side) -> FloatArray:
+    """Unit vector pointing medially for a screw on ``side``: +r for left, −r for right."""
+    return frame.r if side is Side.LEFT else -frame.r
+
+
+def screw_angles(
+    frame: Frame, entry: npt.ArrayLike, tip: npt.ArrayLike, side: Side
+) -> tuple[float, float]:
+    """(PTA, PSA) in degrees of the screw entry→tip, measured in the vertebra frame.
+
+    PTA = atan2(d·m, d·a), positive = convergent (tip medial to entry);
+    PSA = atan2(d·s, d·a), positive = tip cranial to entry.
+    """
+    d = unit(np.asarray(tip, dtype=np.float64) - np.asarray(entry, dtype=np.float64))
+    m = medial_vector(frame, side)
+    pta = float(np.degrees(np.arctan2(d @ m, d @ frame.a)))
+    psa = float(np.degrees(np.arctan2(d @ frame.s, d @ frame.a)))
+    return pta, psa
+
+
+def direction_from_angles(frame: Frame, pta_deg: float, psa_deg: float, side: Side) -> FloatArray:
+    """The unit screw direction with the given PTA and PSA in ``frame`` (see screw_angles)."""
+    m = medial_vector(frame, side)
+    d = frame.a + np.tan(np.radians(pta_deg)) * m + np.tan(np.radians(psa_deg)) * frame.s
+    return unit(d)
+
+
+def extract_body(mask: BoolArray, spacing: FloatArray) -> BoolArray:
+    """The vertebral body of one vertebra mask: a morphological opening at the body's scale.
+
+    The erosion radius is 70% of the largest inscribed radius (which lies in the body), so the
+    pedicles and posterior elements, thinner than the body, fall away.
+    """
+    dt = ndimage.distance_transform_edt(mask, sampling=spacing)
+    radius = 0.7 * float(dt.max())
+    core = dt > radius
+    labels, n = ndimage.label(core)
+    if n == 0:
+        raise InferenceError("vertebra mask too thin to find a body")
+    seed = np.unravel_index(int(np.argmax(dt)), dt.shape)
+    core = labels == labels[seed]
+    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius + 0.5
+    body: BoolArray = grown & mask
+    return body
+
+
+def _endplate_normal(points: FloatArray, s0: FloatArray, superior: bool) -> FloatArray:
+    """Normal (≈ s0) of a plane fitted to the top (or bottom) surface of the body points."""
+    u1 = unit(np.cross(s0, [1.0, 0.0, 0.0] if abs(s0[0]) < 0.9 else [0.0, 1.0, 0.0]))
+    u2 = np.cross(s0, u1)
+    c = points.mean(axis=0)
+    u, v, h = (points - c) @ u1, (points - c) @ u2, (points - c) @ s0
+    radius = np.hypot(u, v)
+    keep = radius < 0.6 * np.percentile(radius, 95)
+    cell = np.floor(u[keep] / 2.0).astype(np.int64) * 100003 + np.floor(v[keep] / 2.0).astype(
+        np.int64
+    )
+    hk = h[keep] if superior else -h[keep]
+    order = np.lexsort((-hk, cell))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = cell[order][1:] != cell[order][:-1]
+    pick = np.nonzero(keep)[0][order[first]]
+    if pick.size < 6:
+        return s0
+    design = np.column_stack([u[pick], v[pick], np.ones(pick.size)])
+    target = h[pick]
+    good = np.ones(pick.size, dtype=bool)
+    for _ in range(3):  # trim cells whose top point is not on the endplate (rim, cut cells)
+        coef, *_ = np.linalg.lstsq(design[good], target[good], rcond=None)
+        residual = np.abs(design @ coef - target)
+        good = residual <= max(1.0, float(np.percentile(residual, 75)))
+    return unit(s0 - coef[0] * u1 - coef[1] * u2)
+
+
+def vertebra_anatomy(
+    mask: BoolArray,
+    affine: npt.ArrayLike,
+    cranial_hint: npt.ArrayLike,
+    anterior_hint: npt.ArrayLike,
+) -> VertebraAnatomy:
+    """The frame of the vertebra ``mask`` (patient frame of ``affine``).
+
+    ``cranial_hint`` (e.g. the local spine tangent) and ``anterior_hint`` only fix signs and seed
+    the endplate fit; the result comes from the endplates and the canal → body direction.
+    """
+    aff = np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    body = extract_body(mask, spacing)
+    pts = index_to_mm(aff, np.argwhere(body))
+    rest = index_to_mm(aff, np.argwhere(mask & ~body))
+    centroid = pts.mean(axis=0)
+    s = unit(cranial_hint)
+    for _ in range(3):
+        n_sup = _endplate_normal(pts, s, superior=True)
+        n_inf = _endplate_normal(pts, s, superior=False)
+        s = unit(n_sup + n_inf)
+    if rest.shape[0] > 0:
+        anterior = centroid - rest.mean(axis=0)
+        if np.dot(anterior, anterior_hint) < 0:
+            anterior = np.asarray(anterior_hint, dtype=np.float64)
+    else:
+        anterior = np.asarray(anterior_hint, dtype=np.float64)
+    frame = orthonormal_frame(centroid, anterior, s)
+    local = frame.to_local(pts)
+    central = (np.abs(local[:, 0]) < 6.0) & (np.abs(local[:, 2]) < 6.0)
+    sel = local[central] if central.sum() > 10 else local
+    return VertebraAnatomy(
+        frame=frame,
+        body=body,
+        body_back_mm=float(np.percentile(sel[:, 1], 1)),
+        body_front_mm=float(np.percentile(sel[:, 1], 99)),
+    )

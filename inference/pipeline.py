@@ -1,0 +1,120 @@
+"""``analyze_volume``: CT volume in, analysis result and vertebra label map out.
+
+Input: ``hu`` indexed [slice, row, col] and a 4×4 affine index → DICOM LPS mm. Output coordinates
+are LPS mm. Runs the weights-free lumbosacral engine (segmentation, labelling, planning, grading).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from inference.errors import InferenceError, NotApplicableError
+from inference.lumbar.engine import LumbarOutput, plan_lumbar
+from inference.results import AnalysisResult
+from inference.segment.bone import bone_mask
+from inference.segment.grid import WorkingVolume, to_native, working_volume
+from inference.segment.instances import OTHER, separate_vertebrae
+from inference.segment.labelling import label_levels, merge_sacrum
+from inference.settings import PlanningSettings
+from inference.verse import LEVEL_TO_LABEL
+
+logger = logging.getLogger(__name__)
+
+ENGINE = "geometric"
+VERSION = "0.1.0"
+CRANIAL_LPS = np.array([0.0, 0.0, 1.0])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AnalysisOutput:
+    """The result (``result.json``) and the VerSe label map on the input grid."""
+
+    result: AnalysisResult
+    labels: npt.NDArray[np.uint8]
+
+
+@dataclass
+class Timer:
+    """Wall time per stage (s)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Segmentation:
+    """Vertebra instances on the working grid with their level names."""
+
+    work: WorkingVolume
+    instances: npt.NDArray[np.uint8]
+    levels: tuple[str, ...]
+    confidence: tuple[float, ...]
+    centroids: npt.NDArray[np.float64]
+    warnings: tuple[str, ...]
+
+    def verse_labels(self) -> npt.NDArray[np.uint8]:
+        """The instance map with VerSe ids (unknown levels and other bone → 0)."""
+        lut = np.zeros(256, dtype=np.uint8)
+        for k, level in enumerate(self.levels, start=1):
+            lut[k] = LEVEL_TO_LABEL.get(level, 0)
+        lut[OTHER] = 0
+        out: npt.NDArray[np.uint8] = lut[self.instances]
+        return out
+
+
+def segment_volume(hu: npt.NDArray[np.floating], affine: npt.ArrayLike) -> Segmentation:
+    """Bone, vertebra instances and level names (working grid, 1 mm)."""
+    work = working_volume(hu, affine)
+    bone = bone_mask(work.hu)
+    inst = merge_sacrum(separate_vertebrae(bone, work.affine, CRANIAL_LPS, work.spine_point))
+    names = label_levels(inst, work.affine, CRANIAL_LPS)
+    return Segmentation(
+        work, inst.labels, names.levels, names.confidence, inst.centroids, names.warnings
+    )
+
+
+def analyze_volume(
+    hu: npt.NDArray[np.floating], affine: npt.ArrayLike, settings: PlanningSettings | None = None
+) -> AnalysisOutput:
+    """Segment, label and plan; raise :class:`NotApplicableError` when no lumbar spine is seen."""
+    settings = settings or PlanningSettings()
+    if hu.ndim != 3 or min(hu.shape) < 2:
+        raise NotApplicableError(f"need a 3-D volume, got shape {hu.shape}", hu.shape)
+    timer = Timer()
+    with timer.stage("segment"):
+        seg = segment_volume(hu, affine)
+    lumbar = [lv for lv in seg.levels if lv in settings.levels]
+    if not lumbar:
+        raise NotApplicableError(
+            f"no lumbosacral vertebra found (saw {', '.join(seg.levels) or 'none'})", seg.levels
+        )
+    with timer.stage("plan"):
+        out: LumbarOutput = plan_lumbar(seg, settings)
+    with timer.stage("labels"):
+        labels = to_native(seg.verse_labels(), seg.work)
+    result = AnalysisResult(
+        engine=ENGINE,
+        version=VERSION,
+        vertebrae=out.vertebrae,
+        screws=out.screws,
+        warnings=seg.warnings + out.warnings,
+        timings_s=dict(timer.stages),
+    )
+    return AnalysisOutput(result, labels)
+
+
+__all__ = ["AnalysisOutput", "InferenceError", "NotApplicableError", "analyze_volume"]

@@ -1,0 +1,45 @@
+"""Bone from Hounsfield units on the working grid (indexed [slice, row, col])."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from inference.geometry import BoolArray
+
+CORTEX_HU = 250.0
+CANCELLOUS_HU = 115.0
+
+
+def bone_mask(hu: npt.NDArray[np.float32], spacing_mm: float = 1.0) -> BoolArray:
+    """Bone = dense bone (> 250 HU after light smoothing) with the cavities it encloses filled,
+    plus cancellous bone (> 115 HU) touching it.
+
+    Filling the cortical shell keeps osteoporotic bodies (cancellous < 100 HU) whole; the disc
+    spaces and the spinal canal stay open because they are not enclosed in 3-D.
+    """
+    smooth = ndimage.gaussian_filter(hu, sigma=0.7 / spacing_mm)
+    dense = smooth > CORTEX_HU
+    soft = smooth > CANCELLOUS_HU
+    labels, _ = ndimage.label(soft)
+    touching = np.unique(labels[dense & soft])
+    grown = np.isin(labels, touching[touching > 0]) | dense
+    filled: BoolArray = ndimage.binary_fill_holes(grown)
+    # fill enclosed cavities slice by slice too (a shell broken in 3-D by a foramen) but only
+    # small ones: the canal and the pelvic inlet are large holes and must stay open.
+    per_slice = np.zeros_like(filled)
+    for k in range(filled.shape[0]):
+        per_slice[k] = ndimage.binary_fill_holes(filled[k])
+    holes = per_slice & ~filled
+    lab, n = ndimage.label(holes)
+    if n:
+        sizes = ndimage.sum(holes, lab, range(1, n + 1))
+        small = np.concatenate([[False], sizes * spacing_mm**3 < 400.0])
+        filled |= small[lab]
+    # the blurred cortex spills ~1 mm beyond the bone: put the border at half the cortical peak
+    peak = float(np.percentile(smooth[filled], 99)) if filled.any() else CORTEX_HU
+    edge = ndimage.binary_fill_holes(smooth > max(CORTEX_HU, 0.45 * peak))
+    inner = ndimage.binary_erosion(filled, iterations=1)
+    out: BoolArray = ndimage.binary_opening(edge | inner, iterations=1)
+    return out

@@ -1,0 +1,98 @@
+"""The 1 mm working grid: a crop of the input around the spine, resampled with the same axes.
+
+Both directions of resampling are axis-aligned (diagonal) affine transforms, so no coordinate
+arrays of the full volume are ever built. Patient frame: whatever frame ``affine`` maps to (LPS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from inference.errors import NotApplicableError
+from inference.geometry import FloatArray, index_to_mm, voxel_spacing
+
+BONE_HU = 250.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingVolume:
+    """A resampled crop: ``hu`` on a grid of ``spacing`` mm; ``affine`` index → patient mm.
+
+    ``box`` is the crop in native indices and ``native_shape`` the full input shape;
+    ``spine_point`` a patient-mm point on the spinal column's axis (mid-volume).
+    """
+
+    hu: npt.NDArray[np.float32]
+    affine: FloatArray
+    box: tuple[slice, slice, slice]
+    native_affine: FloatArray
+    native_shape: tuple[int, int, int]
+    spine_point: FloatArray
+
+
+def spine_box(
+    hu: npt.NDArray[np.floating], affine: FloatArray, margin_mm: float = 90.0
+) -> tuple[tuple[slice, slice, slice], FloatArray]:
+    """Native-index box (± ``margin_mm`` in-plane) around the spinal column, the in-plane region
+    where dense bone is present in most slices (ribs, pelvis and contrast come and go), and a
+    patient-mm point on that column."""
+    bone = hu > BONE_HU
+    if not bone.any():
+        raise NotApplicableError("no bone in the volume (nothing above 250 HU)")
+    frac = bone.mean(axis=0)
+    core = frac >= min(0.35, 0.6 * float(frac.max()))
+    labels, n = ndimage.label(core)
+    sizes = ndimage.sum(frac, labels, range(1, n + 1))
+    keep = labels == (int(np.argmax(sizes)) + 1)
+    rows, cols = np.nonzero(keep)
+    sp = voxel_spacing(affine)
+    r0, c0 = float(rows.mean()), float(cols.mean())
+    mr, mc = margin_mm / sp[1], margin_mm / sp[2]
+    centre = index_to_mm(affine, [[hu.shape[0] / 2, r0, c0]])[0]
+    box = (
+        slice(0, hu.shape[0]),
+        slice(max(0, int(r0 - mr)), min(hu.shape[1], int(np.ceil(r0 + mr)) + 1)),
+        slice(max(0, int(c0 - mc)), min(hu.shape[2], int(np.ceil(c0 + mc)) + 1)),
+    )
+    return box, centre
+
+
+def working_volume(
+    hu: npt.NDArray[np.floating], affine: npt.ArrayLike, spacing: float = 1.0
+) -> WorkingVolume:
+    """Crop ``hu`` to the spine and resample it to ``spacing`` mm (trilinear), same axes."""
+    aff = np.asarray(affine, dtype=np.float64)
+    box, centre = spine_box(hu, aff)
+    sub = np.asarray(hu[box], dtype=np.float32)
+    native = voxel_spacing(aff)
+    zoom = native / spacing
+    shape = tuple(
+        max(1, int(np.floor((n - 1) * z)) + 1) for n, z in zip(sub.shape, zoom, strict=True)
+    )
+    out = ndimage.affine_transform(
+        sub, 1.0 / zoom, output_shape=shape, order=1, mode="nearest", prefilter=False
+    ).astype(np.float32)
+    w_aff = aff.copy()
+    w_aff[:3, :3] = aff[:3, :3] / zoom
+    start = np.array([s.start for s in box], dtype=np.float64)
+    w_aff[:3, 3] = aff[:3, :3] @ start + aff[:3, 3]
+    shape_in = (int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2]))
+    return WorkingVolume(out, w_aff, box, aff, shape_in, centre)
+
+
+def to_native(labels: npt.NDArray[np.integer], work: WorkingVolume) -> npt.NDArray[np.uint8]:
+    """Nearest-neighbour map of a working-grid label map back onto the full native grid."""
+    native = voxel_spacing(work.native_affine)
+    step = voxel_spacing(work.affine)
+    box = work.box
+    shape = tuple(int(s.stop - s.start) for s in box)
+    sub = ndimage.affine_transform(
+        labels.astype(np.uint8), native / step, output_shape=shape, order=0, mode="constant", cval=0
+    )
+    out = np.zeros(work.native_shape, dtype=np.uint8)
+    out[box] = sub
+    return out

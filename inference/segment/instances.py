@@ -1,0 +1,202 @@
+"""Vertebra instances from a bone mask on the working grid ([slice, row, col], affine → LPS mm).
+
+Bodies are the thick parts of the bone (inscribed radius ≥ ``core_mm``); discs split them. The
+vertebral bodies along the spine form a chain of such cores. Every bone voxel then goes to the
+core it reaches along the widest bone path (a watershed on the distance transform), so posterior
+elements follow their own pedicles and thin facet contacts become the borders.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from inference.errors import NotApplicableError
+from inference.geometry import (
+    BoolArray,
+    FloatArray,
+    bounding_box,
+    index_to_mm,
+    mm_to_index,
+    unit,
+    voxel_spacing,
+)
+
+logger = logging.getLogger(__name__)
+
+OTHER = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Instances:
+    """Vertebra instances ordered cranial → caudal.
+
+    ``labels`` holds 1..n for the vertebrae (1 = most cranial), ``OTHER`` for other bone that
+    reached no vertebra, 0 for background. ``centroids`` are body-core centroids (patient mm);
+    ``core_extent_mm`` is each core's length along the chain.
+    """
+
+    labels: npt.NDArray[np.uint8]
+    centroids: FloatArray
+    core_extent_mm: FloatArray
+    width_mm: FloatArray
+
+
+def _walk(
+    cents: FloatArray, big: BoolArray, cranial: FloatArray, start: int, probe: Probe
+) -> list[int]:
+    """Chain of cores through ``start``: step up and down to the nearest big core in reach; when
+    no core centroid is in reach (a sacrum fused with the ilia in the mask) take the core found
+    in a ball one vertebra further along the column."""
+    chain = [start]
+    for sign in (1.0, -1.0):
+        cur, heading = start, sign * cranial
+        while True:
+            rel = cents - cents[cur]
+            along = sign * (rel @ cranial)
+            across = np.linalg.norm(rel - np.outer(rel @ cranial, cranial), axis=1)
+            ok = big & (along > 20.0) & (along < 60.0) & (across < 0.8 * along + 10.0)
+            ok[chain] = False
+            if ok.any():
+                nxt = int(np.argmin(np.where(ok, along + across, np.inf)))
+            else:
+                nxt = probe(cents[cur] + 32.0 * heading, chain)
+                if nxt < 0 or sign * ((cents[nxt] - cents[cur]) @ cranial) < 20.0:
+                    break
+            heading = unit(cents[nxt] - cents[cur]) if ok.any() else heading
+            cur = nxt
+            chain.insert(0 if sign > 0 else len(chain), cur)
+    return chain
+
+
+class Probe:
+    """Which core (0-based) occupies most of a 15 mm ball around a point, excluding some."""
+
+    def __init__(self, cores: npt.NDArray[np.int32], affine: FloatArray, big: BoolArray) -> None:
+        self.cores, self.affine, self.big = cores, affine, big
+        g = np.arange(-15.0, 15.1, 3.0)
+        ball = np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1).reshape(-1, 3)
+        self.ball = ball[np.linalg.norm(ball, axis=1) <= 15.0]
+
+    def __call__(self, point: FloatArray, exclude: list[int]) -> int:
+        idx = np.rint(mm_to_index(self.affine, point + self.ball)).astype(int)
+        inside = np.all((idx >= 0) & (idx < self.cores.shape), axis=1)
+        hits = self.cores[tuple(idx[inside].T)] - 1
+        hits = hits[(hits >= 0)]
+        hits = hits[self.big[hits] & ~np.isin(hits, exclude)]
+        return int(np.bincount(hits).argmax()) if hits.size else -1
+
+
+def _chain(
+    cents: FloatArray, vols: FloatArray, cranial: FloatArray, spine: FloatArray, probe: Probe
+) -> list[int]:
+    """Indices of the cores forming the spinal column, cranial first.
+
+    Every big core near the spine axis through ``spine`` seeds a walk; the longest chain (then
+    the largest total volume) wins: the column is the longest stack of thick bones.
+    """
+    big = vols >= 0.2 * np.median(np.sort(vols)[-6:])
+    rel0 = cents - spine
+    off_axis = np.linalg.norm(rel0 - np.outer(rel0 @ cranial, cranial), axis=1)
+    seeds = np.nonzero(big & (off_axis < 80.0))[0]
+    if seeds.size == 0:
+        seeds = np.array([int(np.argmax(vols))])
+    best: list[int] = []
+    for start in seeds:
+        chain = _walk(cents, big, cranial, int(start), probe)
+        if (len(chain), vols[chain].sum()) > (len(best), vols[best].sum() if best else 0.0):
+            best = chain
+    return best
+
+
+def separate_vertebrae(
+    bone: BoolArray,
+    affine: npt.ArrayLike,
+    cranial: FloatArray,
+    spine: FloatArray,
+    core_radii: tuple[float, ...] = (8.0, 7.0, 6.0, 5.0),
+) -> Instances:
+    """Split ``bone`` into vertebra instances.
+
+    ``cranial`` is the patient-frame cranial direction, ``spine`` a point near the spinal axis;
+    body cores are tried at each inscribed radius of ``core_radii`` and the longest chain wins.
+    """
+    aff = np.asarray(affine, dtype=np.float64)
+    spacing = voxel_spacing(aff)
+    dt = ndimage.distance_transform_edt(bone, sampling=spacing).astype(np.float32)
+    best: tuple[int, float, npt.NDArray[np.int32], FloatArray, list[int]] | None = None
+    for radius in core_radii:
+        cores, n = ndimage.label(dt >= radius)
+        if n == 0:
+            continue
+        idx = range(1, n + 1)
+        vols = np.asarray(ndimage.sum(np.ones_like(dt), cores, idx)) * float(np.prod(spacing))
+        cents = index_to_mm(aff, np.asarray(ndimage.center_of_mass(np.ones_like(dt), cores, idx)))
+        big = vols >= 0.2 * np.median(np.sort(vols)[-6:])
+        chain = _chain(cents, vols, cranial, spine, Probe(cores.astype(np.int32), aff, big))
+        if best is None or len(chain) > len(best[4]):
+            best = (int(n), radius, cores.astype(np.int32), cents, chain)
+    if best is None:
+        raise NotApplicableError("no vertebral bodies found (no bone thick enough)")
+    _, radius, cores, cents, chain = best
+    logger.debug("vertebral body cores at %.1f mm: %d in the chain", radius, len(chain))
+    markers = np.zeros(bone.shape, dtype=np.int16)
+    for rank, comp in enumerate(chain, start=1):
+        markers[cores == comp + 1] = rank
+    markers[(cores > 0) & (markers == 0)] = OTHER
+    # nearest vertebral body core (Euclidean, mm); thin stray connections are cut afterwards
+    _, near = ndimage.distance_transform_edt(markers == 0, sampling=spacing, return_indices=True)
+    labels = np.where(bone, markers[tuple(near)], 0).astype(np.int16)
+    del near
+    out = _keep_connected(labels.astype(np.uint8), markers, len(chain))
+    extents, widths = _shape_stats(
+        out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
+    )
+    return Instances(out, cents[chain], extents, widths)
+
+
+def _keep_connected(
+    labels: npt.NDArray[np.uint8], markers: npt.NDArray[np.int16], n: int
+) -> npt.NDArray[np.uint8]:
+    """Keep, per vertebra, only the bone connected to its own core; the rest becomes OTHER (the
+    flood crosses soft tissue at maximal cost, so detached bone such as ribs lands anywhere)."""
+    for k in range(1, n + 1):
+        mine = labels == k
+        if not mine.any():
+            continue
+        box = bounding_box(mine, 1)
+        cc, _ = ndimage.label(mine[box])
+        own = np.unique(cc[(markers[box] == k) & (cc > 0)])
+        stray = (cc > 0) & ~np.isin(cc, own)
+        sub = labels[box]
+        sub[stray] = OTHER
+    return labels
+
+
+def _shape_stats(
+    labels: npt.NDArray[np.uint8],
+    n: int,
+    *,
+    aff: FloatArray,
+    cranial: FloatArray,
+    cores: npt.NDArray[np.int32],
+    chain: list[int],
+) -> tuple[FloatArray, FloatArray]:
+    """Core extent along ``cranial`` and instance width across it (mm) for each vertebra."""
+    extents = np.zeros(n)
+    widths = np.zeros(n)
+    for k in range(n):
+        pts = index_to_mm(aff, np.argwhere(cores == chain[k] + 1))
+        h = pts @ cranial
+        extents[k] = float(np.percentile(h, 99) - np.percentile(h, 1))
+        allp = index_to_mm(aff, np.argwhere(labels == k + 1)[::4])
+        across = allp - np.outer(allp @ cranial, cranial)
+        lat = np.cross(cranial, [0.0, 1.0, 0.0])
+        lat = lat / max(np.linalg.norm(lat), 1e-9)
+        w = across @ lat
+        widths[k] = float(np.percentile(w, 99) - np.percentile(w, 1)) if w.size else 0.0
+    return extents, widths

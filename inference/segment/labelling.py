@@ -1,0 +1,133 @@
+"""Level names for vertebra instances, counted from the sacrum and checked against the ribs.
+
+The most caudal instance is the sacrum when it is much longer (fused segments) or wider (alae)
+than the vertebrae above it. Ribs are long detached bones touching a vertebra; the lowest
+rib-bearing vertebra is T12. A count between them other than five lumbar vertebrae is reported
+as a transitional anatomy (L6 or sacralised L5) with lowered confidence, never hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from inference.errors import NotApplicableError
+from inference.geometry import FloatArray, index_to_mm, voxel_spacing
+from inference.segment.instances import OTHER, Instances
+
+LUMBAR_ORDER = ("T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "L6", "S1")
+
+
+@dataclass(frozen=True, slots=True)
+class LevelAssignment:
+    """``levels[k]`` names instance ``k + 1`` (cranial first); ``confidence`` per instance."""
+
+    levels: tuple[str, ...]
+    confidence: tuple[float, ...]
+    warnings: tuple[str, ...]
+
+
+def is_sacrum(inst: Instances) -> bool:
+    """Whether the most caudal instance looks like the sacrum (long fused core or wide alae)."""
+    n = len(inst.centroids)
+    if n < 2:
+        return bool(n == 1 and inst.core_extent_mm[0] > 30.0)
+    others_ext = float(np.median(inst.core_extent_mm[:-1]))
+    others_w = float(np.median(inst.width_mm[:-1]))
+    return bool(inst.core_extent_mm[-1] > 1.8 * others_ext or inst.width_mm[-1] > 1.3 * others_w)
+
+
+def merge_sacrum(inst: Instances) -> Instances:
+    """Fold sacral segments below S1 into it: while the second most caudal instance already looks
+    like the sacrum (wide alae), the instance below it is a lower sacral segment."""
+    while len(inst.centroids) >= 4:
+        n = len(inst.centroids)
+        above = inst.width_mm[: n - 2]
+        if inst.width_mm[n - 2] <= 1.3 * float(np.median(above)):
+            break
+        labels = inst.labels.copy()
+        labels[labels == n] = n - 1
+        inst = Instances(
+            labels,
+            inst.centroids[: n - 1],
+            np.append(inst.core_extent_mm[: n - 2], inst.core_extent_mm[n - 2 :].sum()),
+            np.append(inst.width_mm[: n - 2], inst.width_mm[n - 2 :].max()),
+        )
+    return inst
+
+
+def rib_bearing(
+    inst: Instances, affine: npt.ArrayLike, cranial: FloatArray, min_length_mm: float = 45.0
+) -> list[int]:
+    """0-based indices of instances touched by a long detached bone (a rib)."""
+    aff = np.asarray(affine, dtype=np.float64)
+    spacing = voxel_spacing(aff)
+    other = inst.labels == OTHER
+    cc, _ = ndimage.label(other)
+    found: set[int] = set()
+    for k, box in enumerate(ndimage.find_objects(cc), start=1):
+        if box is None:
+            continue
+        pts = index_to_mm(aff, np.argwhere(cc[box] == k)[::3] + [s.start for s in box])
+        if pts.shape[0] * 3 * float(np.prod(spacing)) < 300.0:
+            continue
+        if float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0))) < min_length_mm:
+            continue
+        grown = tuple(slice(max(0, s.start - 4), s.stop + 4) for s in box)
+        near = ndimage.binary_dilation(cc[grown] == k, iterations=3)
+        touched = inst.labels[grown][near]
+        touched = touched[(touched > 0) & (touched != OTHER)]
+        if touched.size:
+            k_v = int(np.bincount(touched).argmax()) - 1
+            rel = pts.mean(axis=0) - inst.centroids[k_v]
+            if abs(rel @ cranial) < 25.0:  # a rib sits at its vertebra's height; the ilium lower
+                found.add(k_v)
+    return sorted(found)
+
+
+def label_levels(inst: Instances, affine: npt.ArrayLike, cranial: FloatArray) -> LevelAssignment:
+    """Name every instance (cranial first) with a level and a confidence."""
+    n = len(inst.centroids)
+    sacrum = is_sacrum(inst)
+    ribs = [k for k in rib_bearing(inst, affine, cranial) if not (sacrum and k == n - 1)]
+    warnings: list[str] = []
+    if sacrum:
+        names = _count_up(n, n - 1, "S1")
+        conf = 0.9
+        if ribs:
+            lumbar = n - 1 - (max(ribs) + 1)
+            if lumbar == 5:
+                conf = 0.98
+            else:
+                kind = "a sixth lumbar vertebra" if lumbar == 6 else "a sacralised L5"
+                if lumbar == 6:
+                    names = _count_up(n, n - 1, "S1", with_l6=True)
+                warnings.append(
+                    f"{lumbar} mobile vertebrae between the last rib-bearing vertebra and the "
+                    f"sacrum: transitional anatomy ({kind}); levels counted from the sacrum, verify"
+                )
+                conf = 0.6
+        else:
+            warnings.append("no ribs in view: levels counted from the sacrum only")
+    elif ribs:
+        names = _count_up(n, max(ribs), "T12")
+        conf = 0.75
+        warnings.append("no sacrum in view: levels counted from the last rib-bearing vertebra")
+    else:
+        raise NotApplicableError(
+            "cannot name the vertebrae: neither the sacrum nor a rib-bearing vertebra is in view"
+        )
+    return LevelAssignment(tuple(names), tuple([conf] * n), tuple(warnings))
+
+
+def _count_up(n: int, anchor: int, anchor_level: str, with_l6: bool = False) -> list[str]:
+    order = list(LUMBAR_ORDER if with_l6 else [x for x in LUMBAR_ORDER if x != "L6"])
+    base = order.index(anchor_level)
+    names = []
+    for k in range(n):
+        pos = base + (k - anchor)
+        names.append(order[pos] if 0 <= pos < len(order) else f"X{k}")
+    return names
