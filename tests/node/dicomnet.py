@@ -70,6 +70,7 @@ def write_series(
     series_uid: str = SERIES_UID,
     spacing: tuple[float, float, float] = (2.0, 1.0, 1.0),
     transfer_syntax: str = ExplicitVRLittleEndian,
+    enhanced: bool = False,
 ) -> list[Path]:
     """A small synthetic CT series: a bright block in noise, ``slices`` × ``size`` × ``size``."""
     rng = np.random.default_rng(7)
@@ -81,6 +82,7 @@ def write_series(
         out_dir,
         series_spec(series_uid),
         transfer_syntax=transfer_syntax,
+        enhanced=enhanced,
     )
 
 
@@ -126,7 +128,14 @@ def echo(port: int, calling_ae: str = "PACS", called_ae: str = "SPINENODE") -> i
 class PacsSCP:
     """A pynetdicom storage SCP acting as the PACS; keeps every instance it receives in a folder."""
 
-    def __init__(self, folder: Path, port: int, ae_title: str = "PACS") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        port: int,
+        ae_title: str = "PACS",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.ssl_context = ssl_context
         self.folder = folder
         self.port = port
         self.ae = AE(ae_title=ae_title)
@@ -148,7 +157,10 @@ class PacsSCP:
     def start(self) -> PacsSCP:
         handlers = [(evt.EVT_C_STORE, self._on_store)]
         self._server = self.ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=handlers
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=handlers,  # type: ignore[arg-type]
+            ssl_context=self.ssl_context,
         )
         return self
 

@@ -206,3 +206,10 @@ def test_tls_association(tmp_path: Path, free_port: int) -> None:
         assert send(free_port, paths, ssl_context=no_cert) is None  # client cert required
     finally:
         running.stop()
+
+
+def test_enhanced_ct_is_accepted(node: Node, tmp_path: Path) -> None:
+    (path,) = write_series(tmp_path / "in", slices=5, enhanced=True)
+    assert send(node.settings.port, [path]) == [0]
+    (job,) = node.joblog.jobs(state=JobState.RECEIVING)
+    assert job.instances == 1

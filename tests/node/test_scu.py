@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,12 +13,12 @@ from pydicom import dcmread
 
 from node.scheduler import Scheduler
 from node.scu import Outbox
-from node.settings import Destination, SelectionRules, Settings
+from node.settings import Destination, SelectionRules, Settings, TLSSettings
 from node.worker import Worker, load_analyzer
 from storage.joblog import JobLog
 from storage.spool import Spool
 from storage.states import DeliveryState, JobState
-from tests.node.dicomnet import PacsSCP, receive, write_series
+from tests.node.dicomnet import PacsSCP, make_tls_chain, receive, write_series
 
 
 @dataclass
@@ -100,3 +101,22 @@ def test_gives_up_after_max_attempts_and_retry_rearms(env: Env, tmp_path: Path) 
     finally:
         pacs.stop()
     assert env.joblog.job(env.job_id).summary.state is JobState.DONE
+
+
+def test_delivery_over_tls(env: Env, tmp_path: Path) -> None:
+    chain = make_tls_chain(tmp_path / "tls")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=chain["ca"])
+    server.load_cert_chain(chain["server"], chain["server_key"])
+    server.verify_mode = ssl.CERT_REQUIRED
+    port = env.settings.destination("pacs").port
+    tls = TLSSettings(enabled=True, cert=chain["client"], key=chain["client_key"], ca=chain["ca"])
+    settings = env.settings.with_changes(
+        tls=tls, destinations=(Destination("pacs", "PACS", "127.0.0.1", port, tls=True),)
+    )
+    pacs = PacsSCP(tmp_path / "pacs", port, ssl_context=server).start()
+    try:
+        assert Outbox(env.joblog, settings).tick() == 1
+    finally:
+        pacs.stop()
+    assert env.joblog.job(env.job_id).summary.state is JobState.DONE
+    assert len(pacs.received) == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from node.scheduler import Scheduler
+from node.scheduler import Scheduler, series_facts
 from node.settings import Destination, SelectionRules, Settings
 from node.worker import Worker, load_analyzer, worker_main
 from storage.joblog import JobLog
@@ -167,3 +167,12 @@ def test_worker_loop_stops_when_asked(env: Env) -> None:
     stop.set()
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_enhanced_ct_frames_count_as_slices(env: Env, tmp_path: Path) -> None:
+    paths = write_series(tmp_path / "in", slices=5, enhanced=True)
+    facts = series_facts(paths)
+    assert (facts.slices, facts.max_gap_mm, facts.modalities) == (5, pytest.approx(2.0), ("CT",))
+    receive(env.joblog, env.spool, paths)
+    ((_, state),) = Scheduler(env.joblog, env.settings).tick(datetime.now(UTC) + LATER)
+    assert state is JobState.QUEUED
