@@ -17,7 +17,8 @@ from storage.errors import (
     StorageError,
 )
 from storage.joblog import JobLog
-from storage.states import JobState, ReceiptOutcome
+from storage.models import Base
+from storage.states import ALLOWED_TRANSITIONS, JobState, ReceiptOutcome
 from tests.storage.factory import T0, db_url, queued_jobs, receipt, series_uid
 
 LATER = T0 + timedelta(hours=1)
@@ -252,3 +253,16 @@ def test_open_without_create_refuses_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="no job log at"):
         JobLog.open(db_url(tmp_path / "absent"), create=False)
     assert not (tmp_path / "absent").exists()
+
+
+def test_no_table_can_hold_patient_identifiers() -> None:
+    columns = [c.name for table in Base.metadata.tables.values() for c in table.columns]
+    assert "sop_instance_uid" in columns
+    assert not [c for c in columns if "patient" in c or "birth" in c or c == "name"]
+
+
+def test_life_cycle_table_has_final_states_and_failure_exits() -> None:
+    assert ALLOWED_TRANSITIONS[JobState.DONE] == ALLOWED_TRANSITIONS[JobState.SKIPPED] == set()
+    for state in (JobState.RECEIVING, JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING):
+        assert JobState.FAILED in ALLOWED_TRANSITIONS[state]
+    assert ALLOWED_TRANSITIONS[JobState.FAILED] == {JobState.QUEUED, JobState.DELIVERING}
