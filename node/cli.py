@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from types import ModuleType
 
 # Module names under node.commands, in the order `spinenode --help` lists them.
-COMMANDS: tuple[str, ...] = ("inspect", "serve", "jobs", "job", "status", "retry", "phantom")
+COMMANDS: tuple[str, ...] = (
+    "inspect",
+    "serve",
+    "jobs",
+    "job",
+    "status",
+    "retry",
+    "phantom",
+    "analyze",
+)
 
 
 def _load_commands() -> list[ModuleType]:

@@ -62,12 +62,12 @@ def merge_sacrum(inst: Instances) -> Instances:
 def rib_bearing(
     inst: Instances, affine: npt.ArrayLike, cranial: FloatArray, min_length_mm: float = 45.0
 ) -> list[int]:
-    """0-based indices of instances touched by a long detached bone (a rib)."""
+    """0-based indices of instances touched by long detached bones (ribs) on both sides."""
     aff = np.asarray(affine, dtype=np.float64)
     spacing = voxel_spacing(aff)
     other = inst.labels == OTHER
     cc, _ = ndimage.label(other)
-    found: set[int] = set()
+    found: dict[int, set[bool]] = {}
     for k, box in enumerate(ndimage.find_objects(cc), start=1):
         if box is None:
             continue
@@ -84,13 +84,17 @@ def rib_bearing(
             k_v = int(np.bincount(touched).argmax()) - 1
             rel = pts.mean(axis=0) - inst.centroids[k_v]
             if abs(rel @ cranial) < 25.0:  # a rib sits at its vertebra's height; the ilium lower
-                found.add(k_v)
-    return sorted(found)
+                found.setdefault(k_v, set()).add(bool(rel[0] > 0))
+    return sorted(k for k, sides in found.items() if len(sides) == 2)  # ribs on both sides
 
 
 def label_levels(inst: Instances, affine: npt.ArrayLike, cranial: FloatArray) -> LevelAssignment:
     """Name every instance (cranial first) with a level and a confidence."""
     n = len(inst.centroids)
+    if n < 3:
+        raise NotApplicableError(
+            f"no spinal column: {n} vertebral body candidate(s) in a stack, need at least 3", n
+        )
     sacrum = is_sacrum(inst)
     ribs = [k for k in rib_bearing(inst, affine, cranial) if not (sacrum and k == n - 1)]
     warnings: list[str] = []
