@@ -119,28 +119,35 @@ def bench_seg(volume: CTVolume, labels: np.ndarray, report: AnalysisReport, repe
     sources = source_datasets(volume)
     series = DerivedSeries("2.25.2001", 7701, "Spine segmentation", WHEN)
     rows = {}
+    variants = (
+        ("BINARY", SegmentationKind.BINARY, False),
+        ("LABELMAP", SegmentationKind.LABELMAP, False),
+        ("LABELMAP+RLE", SegmentationKind.LABELMAP, True),
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in SegmentationKind:
+        for name, kind, rle in variants:
             build_s, seg = _timed(
-                lambda kind=kind: build_segmentation(
+                lambda kind=kind, rle=rle: build_segmentation(
                     volume, sources, report, (labels, None), series=series,
-                    equipment=EQUIPMENT, kind=kind,
+                    equipment=EQUIPMENT, kind=kind, compress_labelmap=rle,
                 ),
                 repeat,
             )  # fmt: skip
-            path = Path(tmp) / f"seg_{kind.value}.dcm"
+            path = Path(tmp) / f"seg_{name}.dcm"
             save_s, _ = _timed(lambda seg=seg, path=path: seg.save_as(path), repeat)
-            rows[kind] = (build_s, save_s, int(seg.NumberOfFrames), path.stat().st_size)
+            rows[name] = (build_s, save_s, int(seg.NumberOfFrames), path.stat().st_size)
             print(
-                f"SEG {kind.value:8s}: build {build_s:7.2f} s  save {save_s:6.2f} s  "
-                f"frames {rows[kind][2]:6d}  size {rows[kind][3] / 1e6:8.2f} MB  "
+                f"SEG {name:12s}: build {build_s:6.2f} s  save {save_s:5.2f} s  "
+                f"frames {rows[name][2]:5d}  size {rows[name][3] / 1e6:7.2f} MB  "
                 f"segments {len(seg.SegmentSequence)}"
             )
-    b, lm = rows[SegmentationKind.BINARY], rows[SegmentationKind.LABELMAP]
-    print(
-        f"LABELMAP / BINARY: build time {lm[0] / b[0]:.2f}x, size {lm[3] / b[3]:.2f}x, "
-        f"frames {lm[2] / b[2]:.2f}x"
-    )
+    b = rows["BINARY"]
+    for name in ("LABELMAP", "LABELMAP+RLE"):
+        lm = rows[name]
+        print(
+            f"{name} / BINARY: build time {lm[0] / b[0]:.2f}x, size {lm[3] / b[3]:.3f}x, "
+            f"frames {lm[2] / b[2]:.2f}x"
+        )
 
 
 def main() -> None:

@@ -43,6 +43,8 @@ class OutputOptions:
     ----------
     segmentation_type:
         ``BINARY`` (Segmentation Storage, accepted everywhere) or ``LABELMAP``.
+    compress_labelmap:
+        Write a LABELMAP SEG with RLE Lossless (default) instead of uncompressed.
     seg, sr, sc:
         Which kinds of object to write.
     series_number_base:
@@ -54,6 +56,7 @@ class OutputOptions:
     """
 
     segmentation_type: SegmentationKind = SegmentationKind.BINARY
+    compress_labelmap: bool = True
     seg: bool = True
     sr: bool = True
     sc: bool = True
@@ -184,6 +187,7 @@ def write_outputs(
                 series=_series(volume, report, options, ("seg", 1, "Spine segmentation")),
                 equipment=equipment,
                 kind=options.segmentation_type,
+                compress_labelmap=options.compress_labelmap,
             )
         except EmptySegmentationError as exc:
             logger.info("series %s: no SEG written: %s", volume.series_instance_uid, exc)

@@ -84,7 +84,20 @@ def test_options_select_objects_and_labelmap(tmp_path: Path) -> None:
         tmp_path / "out", sc=False, sr=False, segmentation_type=SegmentationKind.LABELMAP
     )
     assert [p.name for p in paths] == ["seg.dcm"]
-    assert pydicom.dcmread(paths[0]).SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"
+    ds = pydicom.dcmread(paths[0])
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.7"
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"  # RLE Lossless
+    plain = _write(
+        tmp_path / "plain",
+        sc=False,
+        sr=False,
+        segmentation_type=SegmentationKind.LABELMAP,
+        compress_labelmap=False,
+    )
+    ds_plain = pydicom.dcmread(plain[0])
+    assert ds_plain.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    np.testing.assert_array_equal(ds.pixel_array, ds_plain.pixel_array)
+    assert paths[0].stat().st_size < plain[0].stat().st_size
 
 
 def test_nothing_found_writes_nothing(tmp_path: Path) -> None:
