@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 
 from inference.errors import InferenceError
-from inference.phantom.cervical import build_cervical
+from inference.phantom.cervical import build_cervical, neck_context
 from inference.phantom.lumbar import (
     build_vertebra,
     chain_frames,
@@ -98,23 +98,18 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         radii = (spec.torso_width_mm / 2, torso_depth / 2)
     elif spec.kind == PhantomKind.CERVICAL:
         neck_depth = 0.5 * torso_depth
-        verts_c, joints, soft = build_cervical(spec, np.array([0.0, 8.0, 0.0]))
-        verts, extra = verts_c, []
-        soft = [
-            SoftRegion(
-                "neck_muscle",
-                Capsule(np.array([0.0, 30.0, -40.0]), np.array([0.0, 30.0, 40.0]), 38.0, 38.0),
-                MUSCLE_HU,
-            ),
-            *soft,
-        ]
-        radii = (0.4 * spec.torso_width_mm, neck_depth / 2)
+        verts, joints, soft = build_cervical(spec, np.array([0.0, 6.0, 0.0]))
+        extra, context = neck_context(verts[0], verts[1], spec.seed)
+        soft = context + soft
+        radii = (0.19 * spec.torso_width_mm, neck_depth / 2)
     else:
         raise InferenceError(
             "phantom kind 'full' is not built yet; use lumbar or cervical", spec.kind
         )
     lo = min(float(b.shape.bounds()[0][2]) for v in verts for b in v.parts)
     hi = max(float(b.shape.bounds()[1][2]) for v in verts for b in v.parts)
+    if spec.kind == PhantomKind.CERVICAL:
+        lo, hi = lo - 10.0, hi + 20.0  # C3/C4 disc below, skull base above
     comps = tuple(p for v in verts if v.level == "C2" for p in v.pedicles)
     return Anatomy(
         tuple(verts),

@@ -23,6 +23,7 @@ from inference.phantom.shapes import (
     EllipticTube,
     FloatArray,
     HalfSpace,
+    Subtract,
     frame,
 )
 from inference.phantom.spec import PhantomSpec
@@ -236,3 +237,57 @@ def build_cervical(
         ),
     ]
     return verts, joints, soft
+
+
+def neck_context(c1: Vertebra, c2: Vertebra, seed: int) -> tuple[list[BonePart], list[SoftRegion]]:
+    """Skull base (occipital squama with foramen magnum), mandible, neck muscles and vessels.
+
+    Bones here carry no vertebra label; they give the field of view its real neighbours.
+    """
+    rng = np.random.default_rng([seed, 0xC1])
+    up, ant = c1.s, c1.a
+    skull_c = c1.origin + up * 48.0 + ant * 12.0
+    outer = Ellipsoid(skull_c, c1.rot, np.array([70.0, 86.0, 62.0]))
+    inner = Ellipsoid(skull_c, c1.rot, np.array([64.0, 80.0, 56.0]))
+    shell = Subtract(outer, inner)
+    fm = Capsule(c1.origin - up * 10.0 - ant * 12.0, c1.origin + up * 40.0 - ant * 16.0, 17.0, 17.0)
+    base = Clipped(
+        Subtract(shell, fm),
+        (HalfSpace(c1.origin + up * 8.0, -up), HalfSpace(c1.origin + ant * 20.0, ant)),
+    )
+    mandible = EllipticRing(
+        c2.origin + ant * 32.0 - c2.s * 4.0, c2.rot, 44.0, 46.0, 5.0, 13.0, y_min=-12.0
+    )
+    bones = [BonePart("occiput", base, 2.0), BonePart("mandible", mandible, 2.0)]
+    blood = float(rng.uniform(150, 250)) if rng.random() < 0.5 else 42.0
+    soft = [
+        SoftRegion("head", Ellipsoid(skull_c, c1.rot, np.array([72.0, 88.0, 66.0])), 34.0),
+        SoftRegion(
+            "face",
+            Ellipsoid(c2.origin + ant * 45.0 + up * 10.0, c2.rot, np.array([56.0, 50.0, 45.0])),
+            40.0,
+        ),
+        SoftRegion(
+            "posterior_fat",
+            Ellipsoid(c2.origin - ant * 38.0, c2.rot, np.array([50.0, 31.0, 80.0])),
+            -90.0,
+        ),
+        SoftRegion(
+            "posterior_muscles",
+            Ellipsoid(c2.origin - ant * 36.0, c2.rot, np.array([45.0, 27.0, 80.0])),
+            52.0,
+        ),
+    ]
+    for sx in (-1.0, 1.0):
+        for name, x, y, r, hu in (
+            ("carotid", 21.0, 14.0, 3.5, blood),
+            ("jugular", 29.0, 8.0, 6.0, blood - 10),
+        ):
+            a = c2.to_world((sx * x, y, -40.0))
+            b = c2.to_world((sx * x, y, 25.0))
+            soft.append(SoftRegion(name, Capsule(a, b, r, r), hu))
+        scm = Capsule(
+            c2.to_world((sx * 40.0, 10.0, -45.0)), c1.to_world((sx * 48.0, -15.0, 10.0)), 9.0, 7.0
+        )
+        soft.append(SoftRegion("sternocleidomastoid", scm, 55.0))
+    return bones, soft
