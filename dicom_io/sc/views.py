@@ -111,11 +111,11 @@ def overview_canvas(volume: CTVolume, screws: Sequence[NumberedScrew]) -> Canvas
     """A sagittal reformat through all screws (projected), with every screw's numbers listed."""
     points = _points(screws)
     centre = points.mean(axis=0)
-    along = np.ptp(points @ POSTERIOR) + 80.0
+    along = np.ptp(points @ POSTERIOR) + 120.0
     height = np.ptp(points @ SUPERIOR) + 80.0
     pixel = max(LEVEL_PIXEL_MM, along / 500.0, height / 600.0)
     plane = Plane.through(
-        centre, -POSTERIOR, -SUPERIOR, (round(along / pixel), round(height / pixel)), pixel
+        centre, POSTERIOR, -SUPERIOR, (round(along / pixel), round(height / pixel)), pixel
     )
     canvas = Canvas(header=["Overview: all planned pedicle screws", *(n.line() for n in screws)])
     canvas.add(_panel(volume, plane, screws), plane)

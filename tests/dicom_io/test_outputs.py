@@ -176,3 +176,18 @@ def test_outputs_from_an_enhanced_ct(tmp_path: Path) -> None:
     got = back.get_volume(segment_numbers=[numbers["Screw L4 left"]], combine_segments=True)
     expected = screw_mask(syn.report().screws[0], volume.shape, volume.affine)
     assert int((got.array > 0).sum()) == int(expected.sum())
+
+
+def test_analyze_dicom_flag_refuses_nifti_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.cli import build_parser
+
+    nifti = tmp_path / "ct.nii.gz"
+    nifti.write_bytes(b"")
+    args = build_parser().parse_args(
+        ["analyze", str(nifti), "--out", str(tmp_path / "o"), "--dicom"]
+    )
+    assert args.dicom and not args.labelmap
+    assert args._run(args) == 2
+    assert "--dicom needs a DICOM input" in capsys.readouterr().err

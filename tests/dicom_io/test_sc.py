@@ -134,3 +134,17 @@ def test_captures_are_deterministic(tmp_path: Path) -> None:
     first, _ = _write_level(tmp_path, "a.dcm")
     second, _ = _write_level(tmp_path, "b.dcm")
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_sagittal_views_show_anterior_on_the_left_and_superior_up() -> None:
+    screws = views.numbered(syn.report())
+    overview = views.overview_canvas(syn.volume(), screws)
+    level = _level_canvas()
+    for canvas, panel in ((overview, 0), (level, 1), (level, 2)):
+        screw = screws[0].screw if panel != 2 else screws[1].screw
+        tip, entry = canvas.project(panel, screw.tip_mm), canvas.project(panel, screw.entry_mm)
+        assert tip[1] < entry[1]  # the tip is anterior to the entry
+        above = np.array(screw.entry_mm) + np.array([0.0, 0.0, 10.0])
+        assert canvas.project(panel, above)[0] < entry[0]
+    plane = overview.panels[0][1]
+    assert (orientation_letter(plane.u), orientation_letter(plane.v)) == ("P", "F")
