@@ -19,6 +19,8 @@ from inference.lumbar.frames import VertebraAnatomy
 from inference.results import Side
 
 GRID_MM = 0.5
+MAX_OFFSET_MM = 2.5
+MIN_SECTION_MM2 = 12.0  # smaller than any pedicle a 4.5 mm screw could enter
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +104,39 @@ def _profile(
         if not found:
             continue
         rows, cols = np.nonzero(comp)
+        if rows.size * GRID_MM**2 < MIN_SECTION_MM2:  # a sliver at the end of the bone
+            continue
         touches = rows.min() == 0 or cols.min() == 0 or rows.max() == g.size - 1
+        offset = np.hypot(g[cols].mean(), g[rows].mean())
+        if offset > MAX_OFFSET_MM:  # a section cut off-axis (end of a bone run): not the pedicle
+            continue
         areas[i] = comp.sum() * GRID_MM**2 * (4.0 if touches else 1.0)
         cents[i] = centre + g[cols].mean() * u + g[rows].mean() * v
     return ts, areas, cents
 
 
+def _run_around_seed(areas: FloatArray) -> FloatArray:
+    """Only the contiguous run of valid sections that contains (or is nearest) the seed (the
+    middle of the profile); isolated slivers elsewhere along the axis are dropped."""
+    valid = np.isfinite(areas)
+    if not valid.any():
+        return areas
+    mid = areas.size // 2
+    idx = np.nonzero(valid)[0]
+    start = int(idx[np.argmin(np.abs(idx - mid))])
+    lo = start
+    while lo > 0 and valid[lo - 1]:
+        lo -= 1
+    hi = start
+    while hi < areas.size - 1 and valid[hi + 1]:
+        hi += 1
+    out = np.full_like(areas, np.inf)
+    out[lo : hi + 1] = areas[lo : hi + 1]
+    return out
+
+
 def pedicle_axis(
-    inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side, iterations: int = 3
+    inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side, iterations: int = 4
 ) -> tuple[FloatArray, FloatArray, float]:
     """(isthmus centroid, unit axis pointing anterior, isthmus area mm²) of the pedicle."""
     f = anatomy.frame
@@ -121,9 +148,12 @@ def pedicle_axis(
         ts, areas, cents = _profile(inside, point, direction)
         if not np.isfinite(areas).any():
             raise InferenceError(f"{side} pedicle lost while searching the isthmus", str(side))
+        areas = _run_around_seed(areas)
+        if not np.isfinite(areas).any():
+            raise InferenceError(f"{side} pedicle lost while searching the isthmus", str(side))
         k = int(np.argmin(areas))
         area = float(areas[k])
-        near = (np.abs(ts - ts[k]) <= 5.0) & np.isfinite(areas) & (areas < 2.5 * area)
+        near = (np.abs(ts - ts[k]) <= 8.0) & np.isfinite(areas) & (areas < 1.4 * area)
         pts = cents[near]
         point = cents[k]
         if pts.shape[0] >= 4:

@@ -1,0 +1,95 @@
+"""GR grades from screws displaced by known distances; Babu grades from constructed joints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.geometry import Frame, SignedDistance
+from inference.grading import Screw, babu_grade, facet_joint, gertzbein_robbins, gr_grade_of
+from inference.results import Side
+
+# LPS: r = patient right = -x, a = anterior = -y, s = +z
+FRAME = Frame(np.zeros(3), np.array([-1.0, 0, 0]), np.array([0, -1.0, 0]), np.array([0, 0, 1.0]))
+STEP = 0.5
+
+
+def _grid(n: int) -> np.ndarray:
+    affine = np.eye(4) * STEP
+    affine[3, 3] = 1.0
+    affine[:3, 3] = -STEP * (n - 1) / 2
+    return affine
+
+
+def _points(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    idx = np.indices(shape).reshape(3, -1).T.astype(float)
+    return idx @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _bone_tube(radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """A bone rod of ``radius`` mm along a (LPS -y), 60 mm long, on a 0.5 mm grid."""
+    n = 81
+    affine = _grid(n)
+    pts = _points(affine, (n, n, n))
+    inside = (np.hypot(pts[:, 0], pts[:, 2]) <= radius) & (np.abs(pts[:, 1]) <= 18.0)
+    return inside.reshape(n, n, n), affine
+
+
+@pytest.mark.parametrize(
+    ("breach", "grade"), [(0.0, "A"), (1.0, "B"), (3.0, "C"), (5.0, "D"), (7.0, "E")]
+)
+def test_gr_grade_and_distance_from_a_displaced_screw(breach: float, grade: str) -> None:
+    mask, affine = _bone_tube(radius=8.0)
+    phi = SignedDistance(mask, affine)
+    # screw radius 3 along the rod, shifted laterally (left screw: lateral = +x in LPS)
+    shift = 8.0 - 3.0 + breach + (0.25 if breach > 0 else -1.0)
+    entry = np.array([shift, 17.0, 0.0])
+    screw = Screw(entry, entry + np.array([0.0, -30.0, 0.0]), 6.0)
+    gr = gertzbein_robbins(phi, screw, FRAME, Side.LEFT)
+    assert gr.grade == grade
+    assert gr.breach_mm == pytest.approx(breach, abs=0.35)
+    assert gr.direction == (None if grade == "A" else "lateral")
+
+
+def test_breach_direction_is_medial_for_a_right_screw_shifted_left() -> None:
+    mask, affine = _bone_tube(radius=8.0)
+    phi = SignedDistance(mask, affine)
+    entry = np.array([8.0, 17.0, 0.0])  # +x = patient left = medial for a right screw
+    gr = gertzbein_robbins(
+        phi, Screw(entry, entry + np.array([0.0, -30.0, 0.0]), 6.0), FRAME, Side.RIGHT
+    )
+    assert gr.direction == "medial"
+    assert gr.grade in {"B", "C"}
+
+
+def test_gr_thresholds() -> None:
+    assert [gr_grade_of(b) for b in (0.0, 1.99, 2.0, 3.99, 4.0, 5.99, 6.0)] == list("ABCCDDE")
+
+
+def _joint_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower vertebra: a body block in front and a facet block behind on the left; the upper
+    vertebra's articular block sits 2 mm cranial to the facet block (the joint space)."""
+    n = 101
+    affine = _grid(n)
+    pts = _points(affine, (n, n, n))
+    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+    body = (np.abs(x) <= 20) & (y >= -20) & (y <= 0) & (np.abs(z) <= 10)
+    facet = (x >= 8) & (x <= 20) & (y > 0) & (y <= 15) & (z >= -5) & (z <= 5)
+    upper = (x >= 8) & (x <= 20) & (y > 0) & (y <= 15) & (z >= 7) & (z <= 15)
+    shape = (n, n, n)
+    return (body | facet).reshape(shape), upper.reshape(shape), affine
+
+
+@pytest.mark.parametrize(
+    ("z", "x", "grade"),
+    [(-3.5, 26.0, 0), (-3.0, 14.0, 0), (2.5, 17.0, 1), (4.8, 14.0, 2), (9.0, 14.0, 3)],
+)
+def test_babu_grades_from_a_constructed_joint(z: float, x: float, grade: int) -> None:
+    lower, upper, affine = _joint_scene()
+    # the lower vertebra's body wall is at local a = 0 (LPS y = 0); posterior = +y
+    joint = facet_joint(
+        lower, upper, affine, frame=FRAME, side=Side.LEFT, body_back_mm=0.0, gap=1.5
+    )
+    entry = np.array([x, 14.0, z])
+    screw = Screw(entry, entry + np.array([0.0, -12.0, 0.0]), 2.0)
+    assert babu_grade(joint, screw) == grade

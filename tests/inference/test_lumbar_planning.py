@@ -1,0 +1,109 @@
+"""Angle conventions, catalogue snapping and the breach/collision loop on analytic vertebrae."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from inference.geometry import Frame, segment_distance
+from inference.lumbar.catalogue import fit_diameter, next_smaller, snap_length
+from inference.lumbar.frames import direction_from_angles, screw_angles, vertebra_anatomy
+from inference.lumbar.planner import VertebraModel, plan_vertebra
+from inference.results import Side
+from inference.settings import PlanningSettings
+from tests.inference.lumbar_helpers import make_vertebra
+
+ROTATIONS = [(0.0, 0.0, 0.0), (20.0, -10.0, 15.0), (-25.0, 5.0, -30.0)]
+
+
+def _angle(u: np.ndarray, v: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(np.dot(u, v), -1.0, 1.0))))
+
+
+@pytest.mark.parametrize("rotation", ROTATIONS)
+@pytest.mark.parametrize("side", [Side.LEFT, Side.RIGHT])
+def test_angles_come_back_in_a_rotated_vertebra_frame(
+    rotation: tuple[float, float, float], side: Side
+) -> None:
+    rot = Rotation.from_euler("xyz", rotation, degrees=True).as_matrix()
+    frame = Frame(np.zeros(3), rot @ [-1.0, 0, 0], rot @ [0, -1.0, 0], rot @ [0, 0, 1.0])
+    d = direction_from_angles(frame, 17.0, -4.0, side)
+    entry = np.array([10.0, 20.0, 30.0])
+    pta, psa = screw_angles(frame, entry, entry + 40.0 * d, side)
+    assert pta == pytest.approx(17.0, abs=1e-6)
+    assert psa == pytest.approx(-4.0, abs=1e-6)
+    # the scanner frame would read a different sagittal angle once the vertebra is tilted
+    if rotation != (0.0, 0.0, 0.0):
+        scanner = Frame(np.zeros(3), np.array([-1.0, 0, 0]), np.array([0, -1.0, 0]), np.eye(3)[2])
+        assert abs(screw_angles(scanner, entry, entry + 40.0 * d, side)[1] + 4.0) > 2.0
+
+
+def test_convergent_screws_have_positive_pta_on_both_sides() -> None:
+    frame = Frame(np.zeros(3), np.array([-1.0, 0, 0]), np.array([0, -1.0, 0]), np.eye(3)[2])
+    left_entry, right_entry = np.array([20.0, 30.0, 0.0]), np.array([-20.0, 30.0, 0.0])
+    tip = np.array([0.0, -10.0, 0.0])  # both aim at the midline, anteriorly
+    assert screw_angles(frame, left_entry, tip, Side.LEFT)[0] > 20.0
+    assert screw_angles(frame, right_entry, tip, Side.RIGHT)[0] > 20.0
+
+
+@pytest.mark.parametrize("rotation", ROTATIONS[:2])
+def test_frame_and_pedicle_angles_recovered_on_an_analytic_vertebra(
+    rotation: tuple[float, float, float],
+) -> None:
+    v = make_vertebra(rotation, pta_deg=15.0, psa_deg=5.0, pedicle_radius=5.0)
+    hint = v.frame.s + 0.15 * v.frame.a  # a poor cranial hint: the endplates must fix it
+    anatomy = vertebra_anatomy(v.mask, v.affine, hint, v.frame.a)
+    assert _angle(anatomy.frame.s, v.frame.s) < 1.5
+    assert _angle(anatomy.frame.a, v.frame.a) < 2.0
+    model = VertebraModel.build("L3", v.mask, v.affine, anatomy)
+    plans, warnings = plan_vertebra(model, PlanningSettings(), {})
+    assert not warnings
+    assert {p.side for p in plans} == {Side.LEFT, Side.RIGHT}
+    for p in plans:
+        assert p.pta_deg == pytest.approx(15.0, abs=2.5)
+        assert p.psa_deg == pytest.approx(5.0, abs=2.5)
+        assert p.length_mm <= 0.8 * p.channel_mm
+        assert p.length_mm in PlanningSettings().lengths_mm
+        assert p.gr_grade in {"A", "B"}
+
+
+def test_catalogue_snapping() -> None:
+    s = PlanningSettings()
+    assert snap_length(57.1, 0.8, s.lengths_mm) == 45.0  # 45.7 snapped down
+    assert snap_length(62.5, 0.8, s.lengths_mm) == 50.0  # exactly on a size
+    assert snap_length(30.0, 0.8, s.lengths_mm) is None
+    assert snap_length(200.0, 0.8, s.lengths_mm) == 60.0
+    assert fit_diameter(4.0, 0.5, s.diameters_mm) == 7.0
+    assert fit_diameter(3.2, 0.5, s.diameters_mm) == 5.0
+    assert fit_diameter(2.5, 0.5, s.diameters_mm) is None
+    assert next_smaller(6.5, s.diameters_mm) == 6.0
+    assert next_smaller(4.5, s.diameters_mm) is None
+
+
+def test_correction_loop_shrinks_screws_until_they_stop_colliding() -> None:
+    # steeply convergent pedicles: full-length screws would cross in the body
+    v = make_vertebra((0.0, 0.0, 0.0), pta_deg=38.0, psa_deg=0.0, pedicle_radius=5.0)
+    anatomy = vertebra_anatomy(v.mask, v.affine, v.frame.s, v.frame.a)
+    model = VertebraModel.build("L5", v.mask, v.affine, anatomy)
+    settings = PlanningSettings()
+    plans, _ = plan_vertebra(model, settings, {})
+    assert len(plans) == 2
+    a, b = plans
+    gap = segment_distance(
+        np.array(a.entry_mm), np.array(a.tip_mm), np.array(b.entry_mm), np.array(b.tip_mm)
+    )
+    uncorrected = snap_length(min(a.channel_mm, b.channel_mm), 0.8, settings.lengths_mm)
+    assert uncorrected is not None
+    assert min(a.length_mm, b.length_mm) < uncorrected  # the loop had to step down
+    assert gap >= (a.diameter_mm + b.diameter_mm) / 2 + settings.collision_clearance_mm
+
+
+def test_correction_loop_steps_the_diameter_down_in_a_thin_pedicle() -> None:
+    v = make_vertebra((0.0, 0.0, 0.0), pta_deg=12.0, psa_deg=0.0, pedicle_radius=3.2)
+    anatomy = vertebra_anatomy(v.mask, v.affine, v.frame.s, v.frame.a)
+    model = VertebraModel.build("L2", v.mask, v.affine, anatomy)
+    plans, _ = plan_vertebra(model, PlanningSettings(), {})
+    for p in plans:
+        assert p.diameter_mm <= 5.5
+        assert p.gr_grade in {"A", "B"}
