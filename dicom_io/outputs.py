@@ -131,6 +131,7 @@ def _write_captures(
         frames = views.c2_frames(volume, finding)
         mf = multi_frame(
             frames,
+            views.c2_planes(finding)[2],
             reference,
             info(f"c2.{finding.side}", f"C2 {finding.side} isthmus slices"),
             series=series,

@@ -80,6 +80,8 @@ def single_frame(
         content_date=series.created.date(),
         content_time=series.created.time(),
     )
+    # set here: from_ref_dataset annotates pixel_spacing as integers
+    sc.PixelSpacing = [plane.pixel_mm, plane.pixel_mm]
     _annotate(sc, info, equipment)
     finish(sc, series.created)
     return sc
@@ -96,13 +98,17 @@ def _annotate(ds: Dataset, info: CaptureInfo, equipment: Equipment) -> None:
 
 def multi_frame(
     frames: Sequence[npt.NDArray[np.uint8]],
+    plane: Plane,
     reference: Dataset,
     info: CaptureInfo,
     *,
     series: DerivedSeries,
     equipment: Equipment,
 ) -> Dataset:
-    """A Multi-frame True Color Secondary Capture Image of equally sized RGB ``frames``."""
+    """A Multi-frame True Color Secondary Capture Image of equally sized RGB ``frames``.
+
+    ``plane`` is one of the frames' planes: its pixel size becomes the Pixel Spacing.
+    """
     stack = np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
     ds = Dataset()
     for kw in _PATIENT_STUDY:
@@ -135,6 +141,7 @@ def multi_frame(
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
+    ds.PixelSpacing = [plane.pixel_mm, plane.pixel_mm]
     ds.FrameIncrementPointer = 0x00181063  # FrameTime
     ds.FrameTime = FRAME_TIME_MS
     _annotate(ds, info, equipment)

@@ -98,6 +98,7 @@ def test_c2_multiframe_capture(tmp_path: Path) -> None:
     assert len(frames) == 5
     ds = multi_frame(
         frames,
+        views.c2_planes(finding)[2],
         source_datasets(syn.volume())[0],
         CaptureInfo("1.2.826.0.1.3680043.8.498.7001.93.2", 2, "C2 right isthmus slices"),
         series=SERIES,
@@ -109,6 +110,7 @@ def test_c2_multiframe_capture(tmp_path: Path) -> None:
     back = pydicom.dcmread(path)
     assert back.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7.4"
     assert int(back.NumberOfFrames) == 5
+    assert [float(v) for v in back.PixelSpacing] == [views.C2_PIXEL_MM] * 2
     np.testing.assert_array_equal(back.pixel_array, np.stack(frames))
     # the MPD circle is drawn in the risk colour (red = high) around the narrowest section
     planes = views.c2_planes(finding)
