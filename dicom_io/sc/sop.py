@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MultiFrameTrueColorSecondaryCaptureImageStorage
+from pydicom.valuerep import DSfloat
 
 from dicom_io.derived import DISCLAIMER, DerivedSeries, finish
 from dicom_io.sc.render import Plane
@@ -81,7 +82,7 @@ def single_frame(
         content_time=series.created.time(),
     )
     # set here: from_ref_dataset annotates pixel_spacing as integers
-    sc.PixelSpacing = [plane.pixel_mm, plane.pixel_mm]
+    sc.PixelSpacing = [DSfloat(plane.pixel_mm, auto_format=True)] * 2
     _annotate(sc, info, equipment)
     finish(sc, series.created)
     return sc
