@@ -121,5 +121,5 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         radii,
         spec.fat_mm,
         (lo, hi),
-        0.6 if spec.kind == PhantomKind.LUMBAR else 0.0,
+        0.85 if spec.kind == PhantomKind.LUMBAR else 0.0,
     )

@@ -18,7 +18,7 @@ from inference.phantom.lumbar import rotation
 from inference.phantom.model import Anatomy, BonePart, PartId
 from inference.phantom.shapes import FloatArray, Shape
 from inference.phantom.spec import PhantomSpec
-from inference.phantom.tissue import visceral_fat_field
+from inference.phantom.tissue import visceral_fat_field, visceral_fat_grid
 
 AIR_HU = -1000.0
 FAT_HU = -95.0
@@ -96,6 +96,7 @@ def paint_torso(r: Raster, anatomy: Anatomy, seed: int, chunk: int = 8) -> None:
     """Air, skin, subcutaneous fat and viscera: an elliptic body outline along LPS z."""
     ax, ay = anatomy.torso_radii
     inner = (ax - anatomy.fat_mm, ay - anatomy.fat_mm * 0.8)
+    fat_grid = visceral_fat_grid(seed)
     from inference.phantom.shapes import ellipse_sdf
 
     for s0 in range(0, r.hu.shape[0], chunk):
@@ -109,7 +110,7 @@ def paint_torso(r: Raster, anatomy: Anatomy, seed: int, chunk: int = 8) -> None:
         d_in = ellipse_sdf(p[:, 0], p[:, 1], inner[0], inner[1])
         hu = AIR_HU + (SKIN_HU - AIR_HU) * _occ(d_out, r.ramp_mm)
         hu += (FAT_HU - SKIN_HU) * _occ(d_out + 2.0, r.ramp_mm)
-        fat = visceral_fat_field(p, seed) * anatomy.visceral_fat
+        fat = visceral_fat_field(p, fat_grid) * anatomy.visceral_fat
         viscera = VISCERA_HU + (FAT_HU - VISCERA_HU) * fat
         hu += (viscera - FAT_HU) * _occ(d_in, r.ramp_mm)
         r.hu[block] = hu.reshape(r.hu[block].shape)

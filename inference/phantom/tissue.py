@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage
 
 from inference.phantom.model import SoftRegion, Vertebra
 from inference.phantom.shapes import Capsule, Ellipsoid, FloatArray, frame
@@ -88,12 +89,21 @@ def organs(frames: Frames, verts: list[Vertebra], rng: np.random.Generator) -> l
     return out
 
 
-def visceral_fat_field(p: FloatArray, seed: int) -> FloatArray:
-    """A smooth pseudo-random field in [0, 1] (mm-scale ≈ 15–40): the fat fraction of viscera."""
+VISCERA_CELL_MM = 9.0
+_VISCERA_LO = np.array([-300.0, -300.0, -600.0])
+_VISCERA_SHAPE = (67, 67, 134)
+
+
+def visceral_fat_grid(seed: int) -> FloatArray:
+    """Coarse smooth random field (cells of 9 mm over the LPS box ±300 × ±300 × ±600 mm)."""
     rng = np.random.default_rng([seed, 0xFA7])
-    total = np.zeros(len(p))
-    for _ in range(5):
-        k = rng.normal(0.0, 1.0, 3)
-        k *= rng.uniform(2 * math.pi / 60, 2 * math.pi / 20) / np.linalg.norm(k)
-        total += np.sin(p @ k + rng.uniform(0, 2 * math.pi))
-    return np.asarray(1.0 / (1.0 + np.exp(-2.0 * (total - 0.8))))
+    noise = rng.standard_normal(_VISCERA_SHAPE)
+    field = ndimage.gaussian_filter(noise, 1.2, mode="wrap")
+    field /= field.std()
+    return np.asarray(1.0 / (1.0 + np.exp(-5.0 * (field - 0.3))))
+
+
+def visceral_fat_field(p: FloatArray, grid: FloatArray) -> FloatArray:
+    """Fat fraction of the viscera at LPS points ``p`` (N, 3), in [0, 1] (blobs of 1–4 cm)."""
+    idx = ((p - _VISCERA_LO) / VISCERA_CELL_MM).T
+    return np.asarray(ndimage.map_coordinates(grid, idx, order=1, mode="nearest"))
