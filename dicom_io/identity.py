@@ -84,7 +84,8 @@ def _series_level(
     valid = {v for v in values if is_valid_uid(v)}
     if len(valid) > 1:
         raise NotApplicableError(
-            f"the instances belong to {len(valid)} different {keyword}s; load one series at a time",
+            f"the instances carry {len(valid)} different {keyword}s; one series has one "
+            "(were two series or two scans mixed?)",
             sorted(valid),
         )
     if valid and len(values) == 1:

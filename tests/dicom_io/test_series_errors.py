@@ -19,7 +19,7 @@ from dicom_io.errors import (
     PixelDataError,
     UnreadableFileError,
 )
-from tests.dicom_io.helpers import SERIES_UID, make_hu, rewrite, write_series
+from tests.dicom_io.helpers import SERIES_UID, make_hu, make_spec, rewrite, write_series
 
 
 def _series(tmp_path: Path, slices: int = 3, **options: Any) -> list[Path]:
@@ -143,4 +143,18 @@ def test_unreadable_files_are_reported_by_name(tmp_path: Path) -> None:
 def test_an_empty_folder_is_not_applicable(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("nothing here")
     with pytest.raises(NotApplicableError, match="no DICOM files"):
+        load_series(tmp_path)
+
+
+def test_instances_of_two_series_in_one_list_are_not_applicable(tmp_path: Path) -> None:
+    first = _series(tmp_path / "a")
+    second = _series(tmp_path / "b", spec=make_spec(SERIES_UID + ".7"))
+    with pytest.raises(NotApplicableError, match="2 different SeriesInstanceUIDs"):
+        load_series([*first, *second])
+
+
+def test_mixed_frames_of_reference_are_not_applicable(tmp_path: Path) -> None:
+    paths = _series(tmp_path)
+    rewrite(paths[:1], lambda ds, _: setattr(ds, "FrameOfReferenceUID", "1.2.3.4"))
+    with pytest.raises(NotApplicableError, match="2 different FrameOfReferenceUIDs"):
         load_series(tmp_path)
