@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -138,3 +139,21 @@ def test_sr_is_deterministic(tmp_path: Path) -> None:
 def test_reading_a_non_report_fails_clearly() -> None:
     with pytest.raises(NotAMeasurementReportError, match="not an SR"):
         measurement_groups(syn.header())
+
+
+def test_highdicom_parses_the_report_as_tid1500(tmp_path: Path) -> None:
+    """A second, independent reader (highdicom's TID 1500 parser) sees the same groups."""
+    path, _ = _write(tmp_path)
+    content = hd.sr.MeasurementReport.from_sequence([pydicom.dcmread(path)])
+    groups = content.get_image_measurement_groups()
+    report = syn.report()
+    assert [g.tracking_identifier for g in groups] == [
+        *(f"Screw {s.name}" for s in report.screws),
+        *(f"C2 pedicle {c.side}" for c in report.c2),
+    ]
+    first = groups[0]
+    measured = {m.name.value: (m.value, m.unit.value) for m in first.get_measurements()}
+    assert measured["410668003"] == (report.screws[0].length_mm, "mm")
+    assert measured["SN-PTA"] == (pytest.approx(report.screws[0].pta_deg), "deg")
+    grades = {e.name.value: e.value.value for e in first.get_qualitative_evaluations()}
+    assert grades == {"SN-GR": "SN-GR-A", "SN-BABU": "SN-BABU-0"}
