@@ -161,7 +161,8 @@ def write_outputs(
     labels:
         VerSe vertebra ids (uint8) on the CT grid.
     c2_parts:
-        C2 pediculoisthmic components on the CT grid (1 = left, 2 = right), or ``None``.
+        The parts map on the CT grid, or ``None``: 5 = C2 pediculoisthmic component left, 6 = right
+        (the values of ``inference.phantom.model.PartId``); other values are ignored.
     out_dir:
         Created if missing; files are named ``seg.dcm``, ``sr.dcm``, ``sc_NN_<what>.dcm``.
     options:

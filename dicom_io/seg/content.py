@@ -32,7 +32,9 @@ VERTEBRA_CODES: dict[int, tuple[str, Code]] = {
     25: ("L6", codes.SCT.Vertebra),  # a sixth lumbar vertebra has no code of its own
     26: ("S1", codes.SCT.Sacrum),
 }
-C2_PART_VALUES = {"left": 1, "right": 2}  # values of the C2 pediculoisthmic parts map
+# Values of the parts map for the C2 pediculoisthmic components, as inference.phantom.model.PartId
+# (C2_ISTHMUS_LEFT, C2_ISTHMUS_RIGHT); the other part values (pedicles, facet joints) are ignored.
+C2_PART_VALUES = {"left": 5, "right": 6}
 LATERALITY = {"left": codes.SCT.Left, "right": codes.SCT.Right}
 
 
@@ -117,7 +119,7 @@ def segment_specs(
     affine: npt.NDArray[np.float64],
 ) -> list[SegmentSpec]:
     """Segments in SEG order: vertebrae present in ``labels`` (by VerSe id), the C2 parts
-    (``c2_parts`` values 1 = left, 2 = right), then each screw of ``report`` in report order."""
+    (``c2_parts`` values 5 = left, 6 = right), then each screw of ``report`` in report order."""
     shape = (int(labels.shape[0]), int(labels.shape[1]), int(labels.shape[2]))
     specs: list[SegmentSpec] = []
     present = [int(v) for v in np.unique(labels) if v != 0]

@@ -142,7 +142,7 @@ def build_segmentation(
         The analysis result; its screws are voxelised as cylinders.
     masks:
         ``(labels, c2_parts)``: the uint8 VerSe label map on the CT grid, and the C2 parts map
-        (1 = left, 2 = right pediculoisthmic component) or ``None``.
+        (5 = left, 6 = right pediculoisthmic component, other values ignored) or ``None``.
     series, equipment, kind:
         Output series identity, manufacturer, SEG type.
     compress_labelmap:

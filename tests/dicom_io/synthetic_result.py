@@ -80,14 +80,15 @@ def volume() -> CTVolume:
 
 
 def label_maps() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """(VerSe labels, C2 parts 1 = left / 2 = right)."""
+    """(VerSe labels, parts: 5 = C2 isthmus left, 6 = right, 1 = a pedicle)."""
     labels = np.zeros(SHAPE, dtype=np.uint8)
     labels[4:19, 10:50, 16:48] = 23  # L4
     labels[22:37, 10:50, 16:48] = 24  # L5
     labels[40:47, 14:46, 20:44] = 2  # C2
     parts = np.zeros(SHAPE, dtype=np.uint8)
-    parts[41:45, 30:38, 36:41] = 1  # left is +x: high columns
-    parts[41:45, 30:38, 23:28] = 2
+    parts[41:45, 30:38, 36:41] = 5  # left is +x: high columns
+    parts[41:45, 30:38, 23:28] = 6
+    parts[10:14, 40:46, 38:44] = 1  # an L4 pedicle: not a C2 part, not in the SEG
     return labels, parts
 
 

@@ -46,8 +46,8 @@ def _expected_masks() -> dict[str, np.ndarray]:
     labels, parts = syn.label_maps()
     volume, report = syn.volume(), syn.report()
     masks = {"L4": labels == 23, "L5": labels == 24, "C2": labels == 2}
-    masks["C2 pediculoisthmic left"] = parts == 1
-    masks["C2 pediculoisthmic right"] = parts == 2
+    masks["C2 pediculoisthmic left"] = parts == 5
+    masks["C2 pediculoisthmic right"] = parts == 6
     for screw in report.screws:
         masks[f"Screw {screw.name}"] = screw_mask(screw, volume.shape, volume.affine)
     return masks
