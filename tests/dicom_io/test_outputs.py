@@ -191,3 +191,16 @@ def test_analyze_dicom_flag_refuses_nifti_input(
     assert args.dicom and not args.labelmap
     assert args._run(args) == 2
     assert "--dicom needs a DICOM input" in capsys.readouterr().err
+
+
+def test_patient_name_in_utf8_is_kept_in_every_object(tmp_path: Path) -> None:
+    header = syn.header()
+    header.SpecificCharacterSet = "ISO_IR 192"
+    header.PatientName = "Müller^Jörg=山田^太郎"
+    volume = dataclasses.replace(syn.volume(), header=header)
+    labels, parts = syn.label_maps()
+    for path in write_outputs(volume, syn.report(), labels, parts, tmp_path / "out"):
+        ds = pydicom.dcmread(path)
+        assert ds.SpecificCharacterSet == "ISO_IR 192", path.name
+        assert str(ds.PatientName) == "Müller^Jörg=山田^太郎", path.name
+        assert syn.dciodvfy_errors(path) == [], path.name
