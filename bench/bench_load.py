@@ -49,8 +49,10 @@ def child(kind: str, folder: Path, repair: bool) -> None:
     from dicom_io import LoadPolicy, load_series
 
     def load() -> int:
-        if kind == "spinenode":
-            return load_series(folder, policy=LoadPolicy(repair_uids=repair)).shape[0]
+        if kind.startswith("spinenode"):
+            workers = int(kind.partition("x")[2] or 1)  # "spinenode" or "spinenode-x2"
+            policy = LoadPolicy(repair_uids=repair)
+            return load_series(folder, policy=policy, workers=workers).shape[0]
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
         reader.SetOutputPixelType(sitk.sitkFloat32)
@@ -65,7 +67,7 @@ def child(kind: str, folder: Path, repair: bool) -> None:
     seconds = time.perf_counter() - start
     result = {"seconds": seconds, "cold": cold, "slices": slices, "rss_peak": _rss_mb()}
     result["traced_peak"] = 0.0
-    if kind == "spinenode":
+    if kind == "spinenode":  # tracemalloc sees this process only
         tracemalloc.start()
         load()
         result["traced_peak"] = tracemalloc.get_traced_memory()[1] / 2**20
@@ -122,10 +124,13 @@ def _run_child(kind: str, folder: Path, repair: bool) -> dict[str, float]:
     return result
 
 
-def _report(label: str, folder: Path, repeats: int, repair: bool = False) -> None:
+def _report(
+    label: str, folder: Path, repeats: int, repair: bool = False, parallel: bool = False
+) -> None:
     size_mb = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
     runs: dict[str, dict[str, float]] = {}
-    for kind in ("spinenode", "simpleitk"):
+    kinds = ["spinenode", "simpleitk"] + (["spinenode-x2"] if parallel else [])
+    for kind in kinds:
         best = min(
             (_run_child(kind, folder, repair) for _ in range(repeats)), key=lambda r: r["seconds"]
         )
@@ -142,6 +147,9 @@ def _report(label: str, folder: Path, repeats: int, repair: bool = False) -> Non
         f"{label:<28} spinenode speed / SimpleITK speed = {ratio:.2f}; files {size_mb:.0f} MB, "
         f"float32 volume {volume_mb:.0f} MB"
     )
+    if parallel:
+        ratio = runs["spinenode"]["seconds"] / runs["spinenode-x2"]["seconds"]
+        print(f"{label:<28} spinenode 2 decoding processes / 1 process speed = {ratio:.2f}")
 
 
 def main() -> int:
@@ -168,7 +176,7 @@ def main() -> int:
             folder = Path(tmp) / label.replace(" ", "_")
             seconds = _write(folder, args.slices, syntax)
             print(f"{label:<28} written in {seconds:.1f} s")
-            _report(label, folder, args.repeats)
+            _report(label, folder, args.repeats, parallel=syntax == JPEG2000Lossless)
             for path in folder.iterdir():
                 path.unlink()
     data = Path(os.environ.get("SPINENODE_DATA", REPO.parent / "shared" / "data"))

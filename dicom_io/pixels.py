@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -68,7 +69,9 @@ def _stored_frames(
 ) -> npt.NDArray[np.integer]:
     """All frames of the instance as stored integers, shape (frames, rows, columns)."""
     if "PixelData" not in ds:
-        raise PixelDataError(f"{label}: the instance has no pixel data", None)
+        raise PixelDataError(
+            f"{label}: the instance has no pixel data (none sent, or the file is truncated)", None
+        )
     check_decodable(ds, label)
     syntax = _transfer_syntax(ds)
     try:
@@ -139,3 +142,12 @@ def fill_padding(hu: npt.NDArray[np.float32]) -> float:
     fill = min(-1024.0, real_min)
     hu[nan] = fill
     return fill
+
+
+def decode_file(
+    path: Path, label: str, frames: Sequence[FrameInfo]
+) -> tuple[npt.NDArray[np.float32], bool]:
+    """Decode one file's ``frames`` into a new HU array: the unit of work of a decoding process."""
+    out = np.empty((len(frames), *frames[0].size), dtype=np.float32)
+    padded = decode_into(out, range(len(frames)), Instance(label, Dataset(), path=path), frames)
+    return out, padded

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="repair empty or malformed UIDs (deterministically) instead of refusing the series",
     )
     parser.add_argument(
+        "--workers", type=int, default=1, help="decode files in this many processes (default 1)"
+    )
+    parser.add_argument(
         "--tilt",
         choices=[t.value for t in TiltPolicy],
         default=TiltPolicy.RESAMPLE.value,
@@ -60,14 +63,14 @@ def _describe(volume: CTVolume) -> list[str]:
     return lines
 
 
-def _series_report(series: SeriesFiles, policy: LoadPolicy) -> tuple[bool, list[str]]:
+def _series_report(series: SeriesFiles, policy: LoadPolicy, workers: int) -> tuple[bool, list[str]]:
     number = "?" if series.series_number is None else str(series.series_number)
     head = (
         f"series {series.series_instance_uid or '(empty SeriesInstanceUID)'}: "
         f"{series.modality or '?'} #{number}, {len(series.paths)} file(s)"
     )
     try:
-        volume = load_series(series, policy=policy)
+        volume = load_series(series, policy=policy, workers=workers)
     except DicomIOError as exc:
         return False, [head, f"  refused ({type(exc).__name__}): {exc}"]
     return True, [head, *_describe(volume)]
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{path}: {len(found)} series")
     loaded = 0
     for series in found:
-        ok, lines = _series_report(series, policy)
+        ok, lines = _series_report(series, policy, max(1, args.workers))
         loaded += ok
         print("\n".join(lines))
     return 0 if loaded else 2

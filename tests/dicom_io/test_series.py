@@ -226,3 +226,16 @@ def test_shuffled_enhanced_frames_are_sorted_by_position(tmp_path: Path, syntax:
     volume = load_series(paths[0])
     np.testing.assert_array_equal(volume.hu, hu)
     assert [s.frame_number for s in volume.sources] == [2, 4, 5, 1, 3]
+
+
+def test_decoding_in_worker_processes_gives_the_same_volume(tmp_path: Path) -> None:
+    hu = make_hu((4, 40, 36))
+    hu[:, :2, :] = -2000.0
+    paths = write_series(
+        tmp_path, hu, transfer_syntax=RLELossless, pixel_representation=1, rescale_intercept=0.0
+    )
+    rewrite(paths, lambda ds, _: ds.add_new("PixelPaddingValue", "SS", -2000))
+    serial = load_series(tmp_path)
+    parallel = load_series(tmp_path, workers=2)
+    np.testing.assert_array_equal(parallel.hu, serial.hu)
+    assert np.all(parallel.hu[:, :2, :] == -1024.0)
