@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from pathlib import Path
 
 import highdicom as hd
@@ -204,3 +205,38 @@ def test_patient_name_in_utf8_is_kept_in_every_object(tmp_path: Path) -> None:
         assert ds.SpecificCharacterSet == "ISO_IR 192", path.name
         assert str(ds.PatientName) == "Müller^Jörg=山田^太郎", path.name
         assert syn.dciodvfy_errors(path) == [], path.name
+
+
+def test_a_real_orthanc_stores_every_object(tmp_path: Path) -> None:
+    """Orthanc (Debian package) on loopback accepts SEG, SR and captures over C-STORE."""
+    from pynetdicom import AE
+
+    from tests.node.orthanc import Orthanc, orthanc_available
+
+    if not orthanc_available():
+        pytest.skip("Orthanc (Debian package orthanc) is not installed")
+    paths = _write(tmp_path / "out")
+    datasets = [pydicom.dcmread(p) for p in paths]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    orthanc = Orthanc(tmp_path / "orthanc", ports[0], ports[1], {})
+    try:
+        ae = AE(ae_title="SPINENODE")
+        for sop_class in {str(ds.SOPClassUID) for ds in datasets}:
+            ae.add_requested_context(sop_class, "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", ports[0], ae_title="ORTHANC")
+        assert assoc.is_established
+        try:
+            statuses = [int(assoc.send_c_store(ds).Status) for ds in datasets]
+        finally:
+            assoc.release()
+        assert statuses == [0] * len(datasets)
+        series = orthanc.get("/series?expand")
+        modalities = sorted(str(s["MainDicomTags"]["Modality"]) for s in series)
+        assert modalities == ["OT", "SEG", "SR"]
+        assert orthanc.get("/statistics")["CountInstances"] == len(datasets)
+    finally:
+        orthanc.stop()
