@@ -191,6 +191,7 @@ def build_measurement_report(
         instance_number=1,
         manufacturer=equipment.manufacturer,
         is_complete=True,
+        is_final=True,  # never amended: a new pipeline version writes new objects
         series_description=series.series_description,
         content_date=series.created.date(),
         content_time=series.created.time(),

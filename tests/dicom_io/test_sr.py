@@ -53,6 +53,8 @@ def test_sr_is_valid_tid1500(tmp_path: Path) -> None:
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
     assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     assert ds.CompletionFlag == "COMPLETE"
+    assert ds.PreliminaryFlag == "FINAL"
+    assert ds.VerificationFlag == "UNVERIFIED"  # a planning aid, nobody signed it
     assert ds.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == sn.SCHEME
 
 
