@@ -7,8 +7,10 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pydicom
+import pytest
 
 from dicom_io.seg.sop import SegmentationKind
+from tests.dicom_io import synthetic_result as syn
 from tests.dicom_io.test_seg import _write
 
 
@@ -56,3 +58,40 @@ def test_reference_seg_reads_back_with_the_same_reader(shared_data: Path) -> Non
     )
     assert pixels.shape[-1] == 1
     assert np.count_nonzero(pixels) > 0
+
+
+@pytest.mark.realdata
+def test_seg_on_a_real_ct_series_with_totalsegmentator_labels(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Real JPEG 2000 CT (UIDs repaired by the loader) + TotalSegmentator T11/T12 labels."""
+    from dicom_io import load_series
+    from dicom_io.outputs import write_outputs
+    from dicom_io.policy import LoadPolicy
+    from dicom_io.report import AnalysisReport
+    from inference.nifti import read_nifti
+
+    volume = load_series(
+        shared_data / "real-dicom/totalseg-t11-t12", policy=LoadPolicy(repair_uids=True)
+    )
+    labels, affine = read_nifti(shared_data / "real-dicom/totalseg-t11-t12-labels.nii.gz")
+    # nearest-neighbour onto the CT grid through both affines (index → LPS mm)
+    index = np.argwhere(np.ones(volume.shape, dtype=bool))
+    mapping = np.linalg.inv(affine) @ volume.affine
+    src = np.rint(index @ mapping[:3, :3].T + mapping[:3, 3]).astype(int)
+    inside = np.all((src >= 0) & (src < np.array(labels.shape)), axis=1)
+    values = np.zeros(len(index), dtype=np.int64)
+    values[inside] = np.asarray(labels)[tuple(src[inside].T)]
+    verse = np.zeros(volume.shape, dtype=np.uint8)
+    verse[tuple(index[values == 33].T)] = 18  # TotalSegmentator v2 T11 → VerSe T11
+    verse[tuple(index[values == 32].T)] = 19  # T12
+    assert (verse == 18).any() and (verse == 19).any()
+    report = AnalysisReport(engine="geometric", version="0.1.0")
+    (path,) = write_outputs(volume, report, verse, None, tmp_path / "out")
+    assert syn.dciodvfy_errors(path) == []
+    seg = hd.seg.segread(path)
+    assert [str(s.SegmentLabel) for s in seg.SegmentSequence] == ["T11", "T12"]
+    assert seg.SegmentSequence[1].SegmentedPropertyTypeCodeSequence[0].CodeValue == "23215003"
+    uids = [s.sop_instance_uid for s in volume.sources]
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[2])
+    np.testing.assert_array_equal(pixels[..., 0] > 0, verse == 19)
