@@ -8,6 +8,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from scipy import ndimage
 
 from dicom_io.seg.sop import SegmentationKind
 from tests.dicom_io import synthetic_result as syn
@@ -76,15 +77,17 @@ def test_seg_on_a_real_ct_series_with_totalsegmentator_labels(
     )
     labels, affine = read_nifti(shared_data / "real-dicom/totalseg-t11-t12-labels.nii.gz")
     # nearest-neighbour onto the CT grid through both affines (index → LPS mm)
-    index = np.argwhere(np.ones(volume.shape, dtype=bool))
     mapping = np.linalg.inv(affine) @ volume.affine
-    src = np.rint(index @ mapping[:3, :3].T + mapping[:3, 3]).astype(int)
-    inside = np.all((src >= 0) & (src < np.array(labels.shape)), axis=1)
-    values = np.zeros(len(index), dtype=np.int64)
-    values[inside] = np.asarray(labels)[tuple(src[inside].T)]
+    values = ndimage.affine_transform(
+        np.asarray(labels, dtype=np.int16),
+        mapping[:3, :3],
+        offset=mapping[:3, 3],
+        output_shape=volume.shape,
+        order=0,
+    )
     verse = np.zeros(volume.shape, dtype=np.uint8)
-    verse[tuple(index[values == 33].T)] = 18  # TotalSegmentator v2 T11 → VerSe T11
-    verse[tuple(index[values == 32].T)] = 19  # T12
+    verse[values == 33] = 18  # TotalSegmentator v2 T11 → VerSe T11
+    verse[values == 32] = 19  # T12
     assert (verse == 18).any() and (verse == 19).any()
     report = AnalysisReport(engine="geometric", version="0.1.0")
     (path,) = write_outputs(volume, report, verse, None, tmp_path / "out")
