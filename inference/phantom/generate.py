@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +60,12 @@ class Phantom:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def spec_json(spec: PhantomSpec) -> dict[str, Any]:
+    """The spec as plain JSON values (``truth.json["parameters"]``)."""
+    out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(spec), default=str))
+    return out
+
+
 def generate(spec: PhantomSpec) -> Phantom:
     """Build the phantom described by ``spec`` (a pure function: same spec → same bytes)."""
     t0 = time.perf_counter()
@@ -99,6 +108,7 @@ def generate(spec: PhantomSpec) -> Phantom:
             "age_years": spec.age_years,
             "noise_hu": spec.noise_hu,
         },
+        parameters=spec_json(spec),
     )
     t4 = time.perf_counter()
     timings = {"anatomy": t1 - t0, "paint": t2 - t1, "blur_noise": t3 - t2, "truth": t4 - t3}

@@ -101,9 +101,10 @@ def _local_box(
 def build_pedicle(p: VertebraParams, origin: FloatArray, rot: FloatArray, side: str) -> Pedicle:
     """The pedicle tube of ``side``: isthmus 5 mm behind the posterior body wall."""
     sx = side_x(side)
+    width = p.pedicle_width_of(side)
     local = np.array(
         [
-            sx * (p.canal_width / 2 + p.pedicle_width / 2),
+            sx * (p.canal_width / 2 + width / 2),
             -(p.body_depth / 2 + 5.0),
             0.12 * p.body_height,
         ]
@@ -112,9 +113,9 @@ def build_pedicle(p: VertebraParams, origin: FloatArray, rot: FloatArray, side: 
     d = pedicle_axis(rot, side, p.pta_deg, p.psa_deg)
     u = np.cross(rot[:, 2], d)
     tube_rot = frame(u, np.cross(d, u))
-    tube = EllipticTube(centre, tube_rot, p.pedicle_width / 2, p.pedicle_height / 2, -12.0, 14.0)
+    tube = EllipticTube(centre, tube_rot, width / 2, p.pedicle_height / 2, -12.0, 14.0)
     return Pedicle(
-        side, centre, d, tube_rot[:, 0], p.pedicle_width, p.pedicle_height, 0.8 * p.cortex_mm, tube
+        side, centre, d, tube_rot[:, 0], width, p.pedicle_height, 0.8 * p.cortex_mm, tube
     )
 
 
@@ -125,16 +126,13 @@ def facet_joint(
 ) -> Joint:
     """The joint between the IAP of ``upper`` and the SAP of ``lower`` (in ``lower``'s frame)."""
     p, origin, rot = lower
+    pu, origin_u, rot_u = upper
     sx = side_x(side)
-    gap_z = (upper[1] - origin) @ rot[:, 2] - upper[0].body_height / 2
-    local = np.array(
-        [
-            sx * (p.canal_width / 2 + 0.3 * p.pedicle_width + 3.0),
-            -(p.body_depth / 2 + 15.0),
-            (p.body_height / 2 + gap_z) / 2 + 2.0,
-        ]
-    )
-    centre = origin + rot @ local
+    x = sx * (p.canal_width / 2 + 0.3 * p.pedicle_width + 3.0)
+    y = -(p.body_depth / 2 + 5.0 + max(10.0, 0.4 * p.pedicle_height + 5.0))
+    top = origin + rot @ np.array([x, y, 0.12 * p.body_height + p.pedicle_height / 2])
+    bottom = origin_u + rot_u @ np.array([x, y, 0.12 * pu.body_height - pu.pedicle_height / 2])
+    centre = (top + bottom) / 2 + rot[:, 2] * 0.5
     beta = math.radians(min(max(p.facet_angle_deg, 5.0), 70.0))
     normal = math.cos(beta) * (-sx * rot[:, 0]) + math.sin(beta) * (-rot[:, 1])
     jrot = frame(np.cross(normal, rot[:, 2]), normal)
@@ -145,8 +143,8 @@ def facet_joint(
 def _sap(joint: Joint, rot: FloatArray, ped: Pedicle) -> list[BonePart]:
     """Superior articular process: lateral to the joint plane, joined to the pedicle's back end."""
     jrot = frame(np.cross(joint.normal, rot[:, 2]), joint.normal)
-    centre = joint.centre - joint.normal * (joint.gap / 2 + 3.5) + rot[:, 2] * 1.0
-    box = Box(centre, jrot, np.array([7.0, 3.5, 8.5]), 2.0)
+    centre = joint.centre - joint.normal * (joint.gap / 2 + 3.5) + rot[:, 2] * 2.0
+    box = Box(centre, jrot, np.array([7.0, 3.5, 7.0]), 2.0)
     clip = HalfSpace(joint.centre - joint.normal * joint.gap / 2, joint.normal)
     base = Capsule(ped.centre - ped.axis * 10.0, centre - rot[:, 2] * 5.0, 4.5, 4.0)
     return [
@@ -160,10 +158,10 @@ def _iap(
 ) -> list[BonePart]:
     """Inferior articular process: medial to the joint plane, hanging from the lamina."""
     jrot = frame(np.cross(joint.normal, rot[:, 2]), joint.normal)
-    centre = joint.centre + joint.normal * (joint.gap / 2 + 3.5) - rot[:, 2] * 1.0
-    box = Box(centre, jrot, np.array([6.5, 3.5, 10.0]), 2.0)
+    centre = joint.centre + joint.normal * (joint.gap / 2 + 3.5) - rot[:, 2] * 3.0
+    box = Box(centre, jrot, np.array([6.5, 3.5, 8.0]), 2.0)
     clip = HalfSpace(joint.centre + joint.normal * joint.gap / 2, -joint.normal)
-    strut = Capsule(lamina_mid, centre + rot[:, 2] * 6.0, 4.5, 4.0)
+    strut = Capsule(lamina_mid, centre + rot[:, 2] * 4.0, 4.5, 4.0)
     return [
         BonePart("iap_" + joint.side, Clipped(box, (clip,)), 1.2),
         BonePart("iap_strut_" + joint.side, Clipped(strut, (clip,)), 1.2),

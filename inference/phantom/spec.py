@@ -44,6 +44,12 @@ class VertebraParams:
     facet_angle_deg: float
     cortex_mm: float
     disc_below: float
+    pedicle_asymmetry: float = 0.0
+
+    def pedicle_width_of(self, side: str) -> float:
+        """Pedicle width of ``side``: the level's width ± half the right-minus-left asymmetry."""
+        sign = 1.0 if side == "right" else -1.0
+        return max(self.pedicle_width + sign * self.pedicle_asymmetry / 2, 3.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +227,7 @@ def _draw_level(rng: np.random.Generator, name: str, size: float) -> VertebraPar
         facet_angle_deg=float(rng.normal(facet, 5.0)),
         cortex_mm=float(rng.uniform(1.0, 2.0)),
         disc_below=disc * float(rng.normal(1.0, 0.1)),
+        pedicle_asymmetry=float(rng.normal(0.0, 0.06 * pw)),
     )
 
 

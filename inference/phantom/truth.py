@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,7 @@ class PhantomTruth:
     vertebrae: tuple[VertebraTruth, ...]
     c2: tuple[C2SideTruth, ...]
     tissue: Mapping[str, float]
+    parameters: Mapping[str, Any] = field(default_factory=dict)
 
     def vertebra(self, level: str) -> VertebraTruth:
         for v in self.vertebrae:
@@ -123,6 +124,7 @@ class PhantomTruth:
 
         body = asdict(self)
         body["tissue"] = dict(self.tissue)
+        body["parameters"] = dict(self.parameters)
         return {
             "frame": "LPS",
             "units": "mm",
@@ -202,6 +204,7 @@ class PhantomTruth:
             verts,
             c2,
             {k: float(v) for k, v in d["tissue"].items()},
+            dict(d.get("parameters", {})),
         )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from inference.errors import InferenceError
 from inference.phantom import PartId, PhantomKind, PhantomSpec, PhantomTruth, generate
+from inference.phantom.anatomy import build_anatomy
 from inference.phantom.spec import SEGMENTAL_LORDOSIS
 from inference.phantom.truth import SCREW_DIAMETERS, SCREW_LENGTHS
 from inference.verse import LEVEL_TO_LABEL
@@ -190,3 +191,35 @@ def test_spec_overrides_and_errors() -> None:
         PhantomSpec.from_seed(1, "lumbar", spacing_mm=(0.0, 1.0, 1.0))
     ph = generate(PhantomSpec.from_seed(1, "lumbar", spacing_mm=COARSE, shape=(20, 30, 40)))
     assert ph.hu.shape == (20, 30, 40)
+
+
+def test_isthmus_is_free_of_other_bone_over_many_seeds() -> None:
+    """On the exact geometry, chords through the isthmus equal the pedicle width and height.
+
+    Guards the anatomy layout: no articular process, lamina or transverse process may touch a
+    pedicle within 1.5 mm of its isthmus, for any seed (T12 and L6 included).
+    """
+    for seed in range(12):
+        spec = PhantomSpec.from_seed(seed, "lumbar", include_t12=True, include_l6=seed % 3 == 0)
+        for v in build_anatomy(spec).vertebrae:
+            if v.level == "S1":  # the S1 pedicle merges with the ala by design
+                continue
+            for ped in v.pedicles:
+                height_dir = np.cross(ped.axis, ped.width_dir)
+                for t in (-1.5, 0.0, 1.5):
+                    centre = ped.centre + t * ped.axis
+                    for direction, expected in (
+                        (ped.width_dir, ped.width),
+                        (height_dir, ped.height),
+                    ):
+                        steps = np.arange(-30.0, 30.0, 0.02)
+                        inside = v.sdf(centre + steps[:, None] * direction) < 0
+                        i0 = len(steps) // 2
+                        a = i0 - int(np.argmin(inside[i0::-1]))
+                        b = i0 + int(np.argmin(inside[i0:]))
+                        assert abs(steps[b] - steps[a] - expected) < 0.05, (
+                            seed,
+                            v.level,
+                            ped.side,
+                            t,
+                        )
