@@ -11,10 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 
 from inference.errors import InferenceError
-from inference.geometry import FloatArray, VolumeSampler, perpendicular_basis, ray_exit, unit
+from inference.geometry import (
+    FloatArray,
+    SignedDistance,
+    VolumeSampler,
+    perpendicular_basis,
+    ray_exit,
+    unit,
+)
 from inference.lumbar.frames import VertebraAnatomy
 from inference.results import Side
 
@@ -62,30 +70,68 @@ def _component_at(image: np.ndarray, reach_px: int = 6) -> tuple[np.ndarray, boo
     return labels == np.bincount(ids).argmax(), True
 
 
-def pedicle_seed(inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side) -> FloatArray:
-    """Centre of the pedicle on ``side``: the smallest pedicle section in coronal planes behind
-    the body (planes ⊥ a, 1–14 mm posterior to the posterior body wall)."""
+def _coronal_candidates(
+    inside: VolumeSampler, anatomy: VertebraAnatomy, depth: float, sign: float
+) -> list[tuple[float, FloatArray]]:
+    """(area, centre) of the bone sections on one side of the plane ⊥ a at ``depth`` mm behind
+    the posterior body wall, near the pedicle's expected place."""
+    f = anatomy.frame
+    centre = f.origin + (anatomy.body_back_mm - depth) * f.a
+    img = _section(inside, centre, f.r, f.s, 40.0)
+    labels, n = ndimage.label(img)
+    if n == 0:
+        return []
+    g = np.arange(-40.0, 40.0 + 1e-9, GRID_MM)
+    idx = ndimage.center_of_mass(img, labels, range(1, n + 1))
+    area = ndimage.sum(img, labels, range(1, n + 1)) * GRID_MM**2
+    out = []
+    for (row, col), a_mm2 in zip(idx, area, strict=True):
+        rr, ss = np.interp(col, np.arange(g.size), g), np.interp(row, np.arange(g.size), g)
+        if sign * rr < 4.0 or sign * rr > 40.0 or abs(ss) > 10.0 or a_mm2 < MIN_SECTION_MM2:
+            continue
+        out.append((float(a_mm2), centre + rr * f.r + ss * f.s))
+    return out
+
+
+def coronal_track(
+    inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side
+) -> tuple[FloatArray, FloatArray]:
+    """(centre, unit axis pointing anterior) of the pedicle on ``side`` from its sections in
+    coronal planes (⊥ a) 0.5–14 mm behind the body: the centre is the smallest section, the axis
+    the line through the section centres where the pedicle is narrow (area < 1.5 × minimum)."""
     f = anatomy.frame
     sign = -1.0 if side is Side.LEFT else 1.0  # r points to patient right
-    best: tuple[float, FloatArray] | None = None
-    for k in np.arange(1.0, 14.5, 1.0):
-        centre = f.origin + (anatomy.body_back_mm - k) * f.a
-        img = _section(inside, centre, f.r, f.s, 40.0)
-        labels, n = ndimage.label(img)
-        if n == 0:
-            continue
-        g = np.arange(-40.0, 40.0 + 1e-9, GRID_MM)
-        idx = ndimage.center_of_mass(img, labels, range(1, n + 1))
-        area = ndimage.sum(img, labels, range(1, n + 1)) * GRID_MM**2
-        for (row, col), a_mm2 in zip(idx, area, strict=True):
-            rr, ss = np.interp(col, np.arange(g.size), g), np.interp(row, np.arange(g.size), g)
-            if sign * rr < 4.0 or sign * rr > 40.0 or abs(ss) > 22.0 or a_mm2 < 8.0:
-                continue
-            if best is None or a_mm2 < best[0]:
-                best = (float(a_mm2), centre + rr * f.r + ss * f.s)
-    if best is None:
+    depths = np.arange(0.5, 14.01, 0.5)
+    areas = np.full(depths.size, np.inf)
+    cents = np.zeros((depths.size, 3))
+    for i, depth in enumerate(depths):
+        cands = _coronal_candidates(inside, anatomy, float(depth), sign)
+        if cands:
+            a_mm2, c = max(cands, key=lambda ac: ac[0])  # the pedicle, not a process tip
+            areas[i], cents[i] = a_mm2, c
+    if not np.isfinite(areas).any():
         raise InferenceError(f"no {side} pedicle found behind the vertebral body", str(side))
-    return best[1]
+    # only the run of sections that starts at the body: beyond a gap lie process fragments
+    first = _run_from(np.isfinite(areas), int(np.argmax(np.isfinite(areas))))
+    k = int(np.argmin(np.where(first, areas, np.inf)))
+    run = _run_from(areas < 1.5 * areas[k], k)
+    if run.sum() < 4:
+        return cents[k], unit(f.a)
+    pts = cents[run]
+    axis = np.linalg.svd(pts - pts.mean(axis=0), full_matrices=False)[2][0]
+    return cents[k], unit(axis if axis @ f.a > 0 else -axis)
+
+
+def _run_from(ok: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
+    """The contiguous run of True in ``ok`` that contains index ``k``."""
+    lo, hi = k, k
+    while lo > 0 and ok[lo - 1]:
+        lo -= 1
+    while hi < ok.size - 1 and ok[hi + 1]:
+        hi += 1
+    out = np.zeros(ok.size, dtype=bool)
+    out[lo : hi + 1] = True
+    return out
 
 
 def _profile(
@@ -135,39 +181,60 @@ def _run_around_seed(areas: FloatArray) -> FloatArray:
     return out
 
 
+def _cone(direction: FloatArray, half_deg: float, step_deg: float) -> FloatArray:
+    """Unit directions within ±``half_deg`` of ``direction`` on a two-angle grid."""
+    u, v = perpendicular_basis(direction)
+    g = np.tan(np.radians(np.arange(-half_deg, half_deg + 1e-9, step_deg)))
+    d = direction + g[:, None, None] * u + g[None, :, None] * v
+    d = d.reshape(-1, 3)
+    out: FloatArray = d / np.linalg.norm(d, axis=1, keepdims=True)
+    return out
+
+
+def corridor_axis(phi: SignedDistance, point: FloatArray, direction: FloatArray) -> FloatArray:
+    """The direction through ``point`` that keeps the line farthest inside the bone along the
+    pedicle (mean clearance −φ over ±8 mm, capped so the roomy body does not dominate)."""
+    t = np.arange(-5.0, 8.0 + 1e-9, 0.5)  # posteriorly the pedicle merges with the processes
+    cap = max(2.0, float(-phi(point[None, :])[0]) + 1.5)
+    best = unit(direction)
+    for half, step in ((20.0, 2.0), (2.5, 0.5)):
+        dirs = _cone(best, half, step)
+        pts = point + t[None, :, None] * dirs[:, None, :]
+        clear = np.minimum(-phi(pts.reshape(-1, 3)).reshape(dirs.shape[0], t.size), cap)
+        best = dirs[int(np.argmax(clear.mean(axis=1)))]
+    return best
+
+
 def pedicle_axis(
-    inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side, iterations: int = 4
+    inside: VolumeSampler, phi: SignedDistance, anatomy: VertebraAnatomy, side: Side
 ) -> tuple[FloatArray, FloatArray, float]:
-    """(isthmus centroid, unit axis pointing anterior, isthmus area mm²) of the pedicle."""
-    f = anatomy.frame
-    point = pedicle_seed(inside, anatomy, side)
-    target = f.origin + anatomy.body_front_mm * f.a
-    direction = unit(target - point)
+    """(isthmus centroid, unit axis pointing anterior, isthmus area mm²) of the pedicle.
+
+    Start from the coronal track; then alternate: isthmus = smallest section ⊥ the axis (within
+    the contiguous pedicle run), axis = widest corridor through the isthmus centroid.
+    """
+    point, direction = coronal_track(inside, anatomy, side)
     area = float("nan")
-    for _ in range(iterations):
-        ts, areas, cents = _profile(inside, point, direction)
-        if not np.isfinite(areas).any():
-            raise InferenceError(f"{side} pedicle lost while searching the isthmus", str(side))
+    for _ in range(3):
+        _, areas, cents = _profile(inside, point, direction)
         areas = _run_around_seed(areas)
         if not np.isfinite(areas).any():
             raise InferenceError(f"{side} pedicle lost while searching the isthmus", str(side))
         k = int(np.argmin(areas))
         area = float(areas[k])
-        near = (np.abs(ts - ts[k]) <= 8.0) & np.isfinite(areas) & (areas < 1.4 * area)
-        pts = cents[near]
         point = cents[k]
-        if pts.shape[0] >= 4:
-            centred = pts - pts.mean(axis=0)
-            axis = np.linalg.svd(centred, full_matrices=False)[2][0]
-            direction = unit(axis if axis @ f.a > 0 else -axis)
-            point = pts.mean(axis=0)
+        direction = corridor_axis(phi, point, direction)
+        if direction @ anatomy.frame.a < 0:
+            direction = -direction
     return point, direction, area
 
 
-def channel(inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side) -> Channel:
+def channel(
+    inside: VolumeSampler, phi: SignedDistance, anatomy: VertebraAnatomy, side: Side
+) -> Channel:
     """The pedicle axis and its bone channel: entry = first bone crossing from posterior, exit =
     where the axis leaves the anterior body cortex."""
-    point, direction, area = pedicle_axis(inside, anatomy, side)
+    point, direction, area = pedicle_axis(inside, phi, anatomy, side)
     back = ray_exit(inside, point, -direction, 80.0, 0.25)
     front = ray_exit(inside, point, direction, 120.0, 0.25)
     return Channel(

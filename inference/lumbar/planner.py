@@ -75,7 +75,7 @@ def _pedicle_radius(model: VertebraModel, ch: Channel) -> float:
 
 def initial_draft(model: VertebraModel, side: Side, settings: PlanningSettings) -> Draft:
     """Channel, length (insertion ratio × channel, snapped down) and fitting diameter."""
-    ch = channel(model.inside, model.anatomy, side)
+    ch = channel(model.inside, model.phi, model.anatomy, side)
     length = snap_length(ch.length, settings.insertion_ratio, settings.lengths_mm)
     if length is None:
         if ch.length - 2.0 < settings.lengths_mm[0]:

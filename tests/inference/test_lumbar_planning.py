@@ -61,8 +61,8 @@ def test_frame_and_pedicle_angles_recovered_on_an_analytic_vertebra(
     assert not warnings
     assert {p.side for p in plans} == {Side.LEFT, Side.RIGHT}
     for p in plans:
-        assert p.pta_deg == pytest.approx(15.0, abs=2.5)
-        assert p.psa_deg == pytest.approx(5.0, abs=2.5)
+        assert p.pta_deg == pytest.approx(15.0, abs=3.0)
+        assert p.psa_deg == pytest.approx(5.0, abs=3.0)
         assert p.length_mm <= 0.8 * p.channel_mm
         assert p.length_mm in PlanningSettings().lengths_mm
         assert p.gr_grade in {"A", "B"}
