@@ -7,8 +7,8 @@ DICOM LPS millimetres; every point and direction in the result is LPS mm. Patien
 Steps: find C2 (:mod:`.locate`), seed each pediculoisthmic component at the bottleneck between
 the body and the posterior arch (:mod:`.bottleneck`), measure the narrowest oblique section
 (:mod:`.mpd`), classify at the cut-off and attach the calibrated logistic probability
-(:mod:`.probability`), and keep ``slice_count`` sections ⊥ the axis centred on the narrowest one for the report and the
-learned classifier.
+(:mod:`.probability`), and keep ``slice_count`` sections ⊥ the axis centred on the narrowest
+one for the report and the learned classifier.
 """
 
 from __future__ import annotations
