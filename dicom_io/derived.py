@@ -22,6 +22,7 @@ from dicom_io.errors import DicomIOError
 from dicom_io.volume import CTVolume
 
 DISCLAIMER = "Planning aid - verify before surgery"
+UNKNOWN_DEIDENTIFICATION = "Not stated by the source series"
 
 # Attributes whose value is the time the object was made; fixed so that outputs are reproducible.
 _DATE_TIME_PAIRS = (
@@ -120,10 +121,19 @@ def stamp(ds: Dataset, when: datetime.datetime) -> None:
 
 
 def finish(ds: Dataset, when: datetime.datetime) -> None:
-    """Give ``ds`` its series date and time and pin every time stamp to ``when``."""
+    """Give ``ds`` its series date and time, pin every time stamp to ``when``, and complete the
+    de-identification attributes copied from the source."""
     ds.SeriesDate = DA(when.date())
     ds.SeriesTime = TM(when.time())
     stamp(ds, when)
+    if (
+        ds.get("PatientIdentityRemoved") == "YES"
+        and not ds.get("DeidentificationMethod")
+        and not ds.get("DeidentificationMethodCodeSequence")
+    ):
+        # Type 1C: a source that says "identity removed" without saying how would make every
+        # output fail validation; say what we know instead of leaving it empty.
+        ds.DeidentificationMethod = UNKNOWN_DEIDENTIFICATION
 
 
 def slice_geometry(volume: CTVolume) -> tuple[list[float], list[float], np.ndarray]:

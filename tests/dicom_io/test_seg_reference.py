@@ -98,3 +98,34 @@ def test_seg_on_a_real_ct_series_with_totalsegmentator_labels(
     uids = [s.sop_instance_uid for s in volume.sources]
     pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[2])
     np.testing.assert_array_equal(pixels[..., 0] > 0, verse == 19)
+
+
+@pytest.mark.realdata
+def test_outputs_on_a_resampled_real_series(shared_data: Path, tmp_path: Path) -> None:
+    """Real GE head CT with gantry tilt and gaps: the loader resamples (28 files → more slices);
+    the SEG places its frames by the affine, and the source's incomplete de-identification
+    attributes are completed so that every object validates."""
+    from dicom_io import load_series
+    from dicom_io.derived import UNKNOWN_DEIDENTIFICATION
+    from dicom_io.outputs import write_outputs
+    from dicom_io.report import AnalysisReport
+
+    volume = load_series(shared_data / "real-dicom/ge-head-gantry-tilt")
+    assert len(volume.sources) != volume.shape[0]
+    labels = np.zeros(volume.shape, dtype=np.uint8)
+    labels[2:6, 200:300, 200:300] = 2
+    entry = (volume.affine @ np.array([4.0, 290.0, 240.0, 1.0]))[:3]
+    tip = (volume.affine @ np.array([4.0, 210.0, 250.0, 1.0]))[:3]
+    result = syn.result_json()
+    screw = {**result["screws"][0], "level": "C2", "entry_mm": list(entry), "tip_mm": list(tip)}
+    report = AnalysisReport.from_json({**result, "screws": [screw], "c2": []})
+    paths = write_outputs(volume, report, labels, None, tmp_path / "out")
+    assert [p.name for p in paths] == ["seg.dcm", "sr.dcm", "sc_01_C2.dcm", "sc_02_overview.dcm"]
+    for path in paths:
+        assert syn.dciodvfy_errors(path) == [], path.name
+        ds = pydicom.dcmread(path)
+        if ds.get("PatientIdentityRemoved") == "YES":
+            assert ds.DeidentificationMethod == UNKNOWN_DEIDENTIFICATION
+    seg = hd.seg.segread(paths[0])
+    got = seg.get_volume(segment_numbers=[1], combine_segments=True)
+    assert int((got.array > 0).sum()) == int(labels.sum() // 2)
