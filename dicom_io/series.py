@@ -40,6 +40,7 @@ from dicom_io.volume import CTVolume, SourceInstance
 logger = logging.getLogger(__name__)
 
 _HEADER_DROP = ("PixelData", "PerFrameFunctionalGroupsSequence")
+_DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,9 @@ def _scan(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
         except UnreadableFileError as exc:
             logger.debug("skipping %s: %s", path, exc)
             continue
+        meta = getattr(header, "file_meta", None)
+        if meta is not None and meta.get("MediaStorageSOPClassUID") == _DICOMDIR:
+            continue  # an index of the files, not an instance
         uid = str(header.get("SeriesInstanceUID", "") or "").strip()
         groups.setdefault(uid, []).append((path, header))
     return groups

@@ -239,3 +239,18 @@ def test_decoding_in_worker_processes_gives_the_same_volume(tmp_path: Path) -> N
     parallel = load_series(tmp_path, workers=2)
     np.testing.assert_array_equal(parallel.hu, serial.hu)
     assert np.all(parallel.hu[:, :2, :] == -1024.0)
+
+
+def test_a_dicomdir_beside_the_images_is_not_part_of_a_series(tmp_path: Path) -> None:
+    from pydicom.fileset import FileSet
+
+    hu = make_hu((3, 40, 36))
+    paths = write_series(tmp_path / "src", hu)
+    fileset = FileSet()
+    for path in paths:
+        fileset.add(pydicom.dcmread(path))
+    fileset.write(tmp_path / "media")
+    assert (tmp_path / "media" / "DICOMDIR").is_file()
+    [series] = find_series(tmp_path / "media")
+    assert len(series.paths) == 3
+    np.testing.assert_array_equal(load_series(tmp_path / "media").hu, hu)
