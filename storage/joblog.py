@@ -31,6 +31,7 @@ from storage.records import (
     JobDetail,
     JobRef,
     JobSummary,
+    OutputRecord,
     StatusSummary,
 )
 from storage.spool import validate_uid
@@ -252,7 +253,14 @@ class JobLog:
             )
             return list(paths)
 
-    # -- the outbox ------------------------------------------------------------------------
+    # -- outputs and the outbox ------------------------------------------------------------
+
+    def record_outputs(self, job_id: int, items: Sequence[OutputRecord]) -> None:
+        """Record the instances the job produced (shown by :meth:`job` whether or not they are
+        delivered anywhere); idempotent per (job, SOP Instance UID)."""
+        with self._transaction() as session:
+            get_job(session, job_id)
+            outbox.record_outputs(session, job_id, items, utcnow())
 
     def add_deliveries(self, job_id: int, items: Sequence[DeliveryRequest]) -> None:
         """Queue output instances for delivery; idempotent per (job, destination, SOP UID)."""

@@ -172,6 +172,20 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class Output(Base):
+    """An instance a job produced (kept whether or not it is delivered anywhere)."""
+
+    __tablename__ = "outputs"
+    __table_args__ = (UniqueConstraint("job_id", "sop_instance_uid", name="uq_output"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    sop_class_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Worker(Base):
     """A worker process as last seen (by a claim attempt or a heartbeat)."""
 

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from storage.common import apply_transition, utcnow
 from storage.errors import DeliveryNotFoundError
-from storage.models import Delivery, Job
-from storage.records import DeliveryRef, DeliveryRequest
+from storage.models import Delivery, Job, Output
+from storage.records import DeliveryRef, DeliveryRequest, OutputRecord
 from storage.spool import validate_uid
 from storage.states import DeliveryState, JobState
 
@@ -48,6 +48,27 @@ def add_deliveries(
                 next_attempt_at=None,  # due at once, whatever clock the caller uses
                 created_at=now,
                 updated_at=now,
+            )
+        )
+
+
+def record_outputs(
+    session: Session, job_id: int, items: Sequence[OutputRecord], now: datetime
+) -> None:
+    """Add the job's outputs; an SOP Instance UID already recorded for the job is left alone."""
+    known = set(session.scalars(select(Output.sop_instance_uid).where(Output.job_id == job_id)))
+    for item in items:
+        uid = validate_uid(item.sop_instance_uid)
+        if uid in known:
+            continue
+        known.add(uid)
+        session.add(
+            Output(
+                job_id=job_id,
+                sop_instance_uid=uid,
+                sop_class_uid=item.sop_class_uid,
+                path=item.path,
+                created_at=now,
             )
         )
 
@@ -134,7 +155,8 @@ def finish_if_delivered(session: Session, job: Job) -> JobState | None:
         )
         return JobState.FAILED
     sent = counts.get(DeliveryState.SENT.value, 0)
-    apply_transition(session, job, JobState.DONE, f"{sent} instances delivered", None)
+    reason = f"all {sent} deliveries sent" if sent else "nothing to deliver"
+    apply_transition(session, job, JobState.DONE, reason, None)
     return JobState.DONE
 
 

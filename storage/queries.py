@@ -18,6 +18,7 @@ from storage.models import (
     InstanceEvent,
     Job,
     JobEvent,
+    Output,
     Series,
     StageTiming,
     Study,
@@ -31,6 +32,7 @@ from storage.records import (
     JobEventInfo,
     JobRef,
     JobSummary,
+    OutputRecord,
     StageTimingInfo,
     StatusSummary,
     WorkerInfo,
@@ -159,6 +161,7 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         stages=_stages(session, job.id),
         deliveries=_deliveries(session, job.id),
         instance_events=_instance_events(session, job.series_id),
+        outputs=_outputs(session, job.id),
     )
 
 
@@ -212,6 +215,11 @@ def _deliveries(session: Session, job_id: int) -> tuple[DeliveryInfo, ...]:
         )
         for d in rows
     )
+
+
+def _outputs(session: Session, job_id: int) -> tuple[OutputRecord, ...]:
+    rows = session.scalars(select(Output).where(Output.job_id == job_id).order_by(Output.id))
+    return tuple(OutputRecord(o.sop_instance_uid, o.sop_class_uid, o.path) for o in rows)
 
 
 def _instance_events(session: Session, series_id: int) -> tuple[InstanceEventInfo, ...]:

@@ -94,6 +94,15 @@ class DeliveryRequest(_JSONMixin):
 
 
 @dataclass(frozen=True, slots=True)
+class OutputRecord(_JSONMixin):
+    """One instance a job produced (a SEG, SR or secondary capture file)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryRef(_JSONMixin):
     """A delivery that is due: what the SCU sends, and how often it has tried already."""
 
@@ -185,6 +194,7 @@ class JobDetail(_JSONMixin):
     stages: tuple[StageTimingInfo, ...]
     deliveries: tuple[DeliveryInfo, ...]
     instance_events: tuple[InstanceEventInfo, ...]
+    outputs: tuple[OutputRecord, ...]  # recorded by record_outputs(), in that order
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,17 @@ from node.settings import SettingsError
 from storage.errors import JobNotFoundError, StorageError
 from storage.records import JobDetail
 
+#: Short names of the SOP classes a job writes (anything else is shown by its UID).
+SOP_CLASS_NAMES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
+    "1.2.840.10008.5.1.4.1.1.88.33": "SR (comprehensive)",
+    "1.2.840.10008.5.1.4.1.1.88.34": "SR (comprehensive 3D)",
+    "1.2.840.10008.5.1.4.1.1.88.22": "SR (enhanced)",
+    "1.2.840.10008.5.1.4.1.1.7": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.4": "SC (multi-frame true colour)",
+    "1.2.840.10008.5.1.4.1.1.7.2": "SC (multi-frame grayscale)",
+}
+
 NAME = "job"
 HELP = "show one job: what arrived, its timeline, stage timings, outputs and deliveries"
 
@@ -38,45 +49,53 @@ def render(detail: JobDetail) -> str:
         f"{when_text(detail.last_instance_at)} UTC",
         f"  attempts    {s.attempts}; worker {s.worker or '-'}; lease until "
         f"{when_text(detail.lease_until)}",
-        "",
-        "timeline (UTC):",
-        table(
-            ("AT", "FROM", "TO", "WORKER", "REASON"),
-            [
-                [
-                    when_text(e.at),
-                    e.source.value if e.source else "-",
-                    e.target.value,
-                    e.worker,
-                    e.reason or "",
-                ]
-                for e in detail.events
-            ],
-        ),
     ]
-    if detail.stages:
-        total = sum(t.seconds for t in detail.stages)
-        rows: list[list[object]] = [[t.attempt, t.stage, f"{t.seconds:.2f}"] for t in detail.stages]
-        lines += ["", f"stage timings (s; total {total:.2f}):"]
-        lines.append(table(("TRY", "STAGE", "SECONDS"), rows))
-    lines += ["", _deliveries(detail)]
-    if detail.instance_events:
-        lines += ["", "instance events:"]
-        lines.append(
-            table(
-                ("AT", "KIND", "FROM AE", "HOST", "SOP INSTANCE UID"),
-                [
-                    [when_text(e.at), e.kind, e.calling_ae, e.peer_host, e.sop_instance_uid]
-                    for e in detail.instance_events
-                ],
-            )
-        )
+    for section in (_timeline, _stages, _outputs, _deliveries, _instance_events):
+        text = section(detail)
+        if text:
+            lines += ["", text]
     return "\n".join(lines)
+
+
+def _timeline(detail: JobDetail) -> str:
+    rows = [
+        [when_text(e.at), e.source.value if e.source else "-", e.target.value, e.worker, e.reason]
+        for e in detail.events
+    ]
+    return "timeline (UTC):\n" + table(("AT", "FROM", "TO", "WORKER", "REASON"), rows)
+
+
+def _stages(detail: JobDetail) -> str:
+    if not detail.stages:
+        return ""
+    rows = [[t.attempt, t.stage, f"{t.seconds:.2f}"] for t in detail.stages]
+    return "stage timings:\n" + table(("TRY", "STAGE", "SECONDS"), rows)
+
+
+def _outputs(detail: JobDetail) -> str:
+    if not detail.outputs:
+        return ""
+    rows = [
+        [SOP_CLASS_NAMES.get(o.sop_class_uid, o.sop_class_uid), o.sop_instance_uid, o.path]
+        for o in detail.outputs
+    ]
+    return f"outputs ({len(rows)}):\n" + table(("KIND", "SOP INSTANCE UID", "FILE"), rows)
+
+
+def _instance_events(detail: JobDetail) -> str:
+    if not detail.instance_events:
+        return ""
+    rows = [
+        [when_text(e.at), e.kind, e.calling_ae, e.peer_host, e.sop_instance_uid]
+        for e in detail.instance_events
+    ]
+    header = ("AT", "KIND", "FROM AE", "HOST", "SOP INSTANCE UID")
+    return "instance events (re-sends):\n" + table(header, rows)
 
 
 def _deliveries(detail: JobDetail) -> str:
     if not detail.deliveries:
-        return "outputs: none recorded"
+        return "deliveries: none"
     rows = [
         [
             d.destination,
@@ -90,7 +109,7 @@ def _deliveries(detail: JobDetail) -> str:
         for d in detail.deliveries
     ]
     header = ("DESTINATION", "STATE", "TRIES", "NEXT TRY", "SOP INSTANCE UID", "FILE", "LAST ERROR")
-    return f"outputs and deliveries ({len(rows)}):\n" + table(header, rows)
+    return f"deliveries ({len(rows)}):\n" + table(header, rows)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,11 +11,12 @@ import pytest
 from node.cli import main
 from node.commands.jobs import parse_when, table
 from storage.joblog import JobLog
-from storage.records import DeliveryRequest
+from storage.records import DeliveryRequest, OutputRecord
 from storage.states import JobState
-from tests.storage.factory import T0, queued_jobs, series_uid
+from tests.storage.factory import T0, queued_jobs, receipt, series_uid
 
 NOW = T0 + timedelta(hours=1)
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
 def _populate(url: str) -> tuple[int, int, int]:
@@ -25,6 +26,7 @@ def _populate(url: str) -> tuple[int, int, int]:
         for job_id in (done, failed):
             assert log.claim("worker-1", 60.0, NOW) is not None
             log.record_stage(job_id, "segment", 4.25)
+            log.record_outputs(job_id, [OutputRecord(f"2.25.{job_id}", SEG_CLASS, "/out.dcm")])
             log.add_deliveries(job_id, [DeliveryRequest("pacs", f"2.25.{job_id}", "/out.dcm")])
             log.transition(job_id, JobState.DELIVERING, "1 output", worker="worker-1")
             (due,) = [d for d in log.due_deliveries(NOW) if d.job_id == job_id]
@@ -62,11 +64,15 @@ def test_job_shows_timeline_timings_and_deliveries(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     done, _, _ = _populate(url)
+    with JobLog.open(url) as log:
+        log.record_instance(receipt(0, 0, b"other bytes", calling_ae="OTHERPACS"))
     assert main(["job", str(done), "--db", url]) == 0
     out = capsys.readouterr().out
+    assert "instance events (re-sends):" in out and "conflict  OTHERPACS" in out
     assert out.startswith(f"job {done}: done")
-    for expected in ("timeline (UTC):", "claimed by worker-1", "segment", "4.25", "2.25.", "sent"):
+    for expected in ("timeline (UTC):", "claimed by worker-1", "segment", "4.25", "sent"):
         assert expected in out
+    assert f"outputs (1):\nKIND  SOP INSTANCE UID  FILE\nSEG   2.25.{done}" in out
     assert main(["job", str(done), "--db", url, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [e["target"] for e in doc["events"]] == [
@@ -78,6 +84,9 @@ def test_job_shows_timeline_timings_and_deliveries(
     ]
     assert doc["stages"][0]["seconds"] == 4.25
     assert doc["deliveries"][0]["state"] == "sent"
+    assert doc["outputs"] == [
+        {"sop_instance_uid": f"2.25.{done}", "sop_class_uid": SEG_CLASS, "path": "/out.dcm"}
+    ]
     assert main(["job", "9999", "--db", url]) == 1
     assert "no job with id 9999" in capsys.readouterr().err
 

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from storage.errors import DeliveryNotFoundError, InvalidTransitionError, InvalidUIDError
+from storage.errors import (
+    DeliveryNotFoundError,
+    InvalidTransitionError,
+    InvalidUIDError,
+    JobNotFoundError,
+)
 from storage.joblog import JobLog
-from storage.records import DeliveryRequest
+from storage.records import DeliveryRequest, OutputRecord
 from storage.states import DeliveryState, JobState
 from tests.storage.factory import T0, db_url, queued_jobs
 
@@ -119,3 +124,17 @@ def test_job_without_deliveries_finishes_done_and_unknown_delivery_is_an_error(
         assert log.finish_if_delivered(job_id) is JobState.DONE
         with pytest.raises(DeliveryNotFoundError):
             log.delivery_attempted(999, True, None, None)
+
+
+def test_outputs_are_recorded_once_per_uid_in_order(tmp_path: Path) -> None:
+    seg = OutputRecord("2.25.7", "1.2.840.10008.5.1.4.1.1.66.4", "/work/1/seg.dcm")
+    sr = OutputRecord("2.25.8", "1.2.840.10008.5.1.4.1.1.88.33", "/work/1/sr.dcm")
+    with JobLog.open(db_url(tmp_path)) as log:
+        (job_id,) = queued_jobs(log, 1)
+        log.record_outputs(job_id, [seg, sr])
+        log.record_outputs(job_id, [sr])
+        assert log.job(job_id).outputs == (seg, sr)
+        with pytest.raises(InvalidUIDError):
+            log.record_outputs(job_id, [OutputRecord("2.25/../x", "1.2", "/x")])
+        with pytest.raises(JobNotFoundError):
+            log.record_outputs(job_id + 1, [seg])
