@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: How long a stopping worker may take to release or finish its job before it is killed.
 WORKER_STOP_GRACE_S = 30.0
+#: A worker that exits sooner than this after its start counts as a crash loop (restart delayed).
+QUICK_EXIT_S = 10.0
+MAX_RESTART_DELAY_S = 60.0
 
 
 class Service:
@@ -39,6 +43,8 @@ class Service:
         self.stopping = threading.Event()
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[BaseProcess | None] = [None] * settings.worker_count
+        self._started_at = [0.0] * settings.worker_count
+        self._quick_exits = [0] * settings.worker_count
         self._threads: list[threading.Thread] = []
         self.joblog: JobLog | None = None
         self.scp: StorageSCP | None = None
@@ -67,21 +73,36 @@ class Service:
         )
         process.start()
         self._workers[index] = process
+        self._started_at[index] = time.monotonic()
         logger.info("worker %d started (pid %s)", index, process.pid)
 
     def supervise(self, poll_seconds: float = 1.0) -> None:
-        """Restart workers that died, until :attr:`stopping` is set."""
+        """Restart workers that died, until :attr:`stopping` is set.
+
+        A worker that keeps dying right after its start is restarted with a growing delay
+        (up to a minute) so that a broken installation does not spin.
+        """
         while not self.stopping.wait(poll_seconds):
             for index, process in enumerate(self._workers):
-                if process is not None and not process.is_alive():
-                    logger.error(
-                        "worker %d (pid %s) exited with %s; starting it again",
-                        index,
-                        process.pid,
-                        process.exitcode,
-                    )
-                    process.close()
-                    self._start_worker(index)
+                if process is None or process.is_alive():
+                    continue
+                lived = time.monotonic() - self._started_at[index]
+                quick = self._quick_exits[index] + 1 if lived < QUICK_EXIT_S else 0
+                self._quick_exits[index] = quick
+                delay = min(MAX_RESTART_DELAY_S, 2.0**quick) if quick else 0.0
+                logger.error(
+                    "worker %d (pid %s) exited with %s after %.0f s; starting it again in %.0f s",
+                    index,
+                    process.pid,
+                    process.exitcode,
+                    lived,
+                    delay,
+                )
+                process.close()
+                self._workers[index] = None
+                if self.stopping.wait(delay):
+                    return
+                self._start_worker(index)
 
     def stop(self) -> None:
         """Stop accepting, stop the threads, stop the workers, close the job log."""

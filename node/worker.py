@@ -61,6 +61,21 @@ def load_analyzer(spec: str) -> Analyzer:
     return cast(Analyzer, target)
 
 
+def analyzer_problem(spec: str) -> str | None:
+    """Why the analyzer ``module:attribute`` cannot be loaded, or ``None`` when it can.
+
+    The serving process calls this once before it starts workers, so a wrong setting (or an
+    analysis that is not installed) stops ``serve`` with a message instead of a crash loop.
+    """
+    try:
+        target = load_analyzer(spec)
+    except (ImportError, AttributeError, TypeError) as exc:
+        return f"worker.analyzer = {spec!r} cannot be loaded: {type(exc).__name__}: {exc}"
+    if not callable(target):
+        return f"worker.analyzer = {spec!r} is not callable"
+    return None
+
+
 class WorkerTerminatedError(Exception):
     """Raised in the worker's main thread by SIGTERM while an analysis runs."""
 

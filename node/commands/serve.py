@@ -30,5 +30,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"spinenode serve: invalid settings: {exc}", file=sys.stderr)
         return 2
     from node.service import serve
+    from node.worker import analyzer_problem
 
+    problem = analyzer_problem(settings.analyzer)
+    if problem is not None:
+        print(f"spinenode serve: {problem}", file=sys.stderr)
+        return 2
     return serve(settings, verbosity=args.verbose)

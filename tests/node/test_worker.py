@@ -16,7 +16,7 @@ from pydicom import dcmread
 
 from node.scheduler import Scheduler, series_facts
 from node.settings import Destination, SelectionRules, Settings
-from node.worker import Worker, load_analyzer, worker_main
+from node.worker import Worker, analyzer_problem, load_analyzer, worker_main
 from storage.joblog import JobLog
 from storage.spool import Spool
 from storage.states import JobState
@@ -176,3 +176,9 @@ def test_enhanced_ct_frames_count_as_slices(env: Env, tmp_path: Path) -> None:
     receive(env.joblog, env.spool, paths)
     ((_, state),) = Scheduler(env.joblog, env.settings).tick(datetime.now(UTC) + LATER)
     assert state is JobState.QUEUED
+
+
+def test_analyzer_setting_is_checked_before_serving() -> None:
+    assert analyzer_problem("tests.node.analyzers:mip") is None
+    assert "ModuleNotFoundError" in (analyzer_problem("no_such_module:analyze") or "")
+    assert "AttributeError" in (analyzer_problem("tests.node.analyzers:nothing") or "")
