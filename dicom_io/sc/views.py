@@ -76,12 +76,23 @@ def _panel(
     return draw_panel(values, plane, [n.segment() for n in screws])
 
 
+def perpendicular(to: npt.ArrayLike, *candidates: npt.ArrayLike) -> FloatArray:
+    """Unit vector ⊥ ``to`` from the first candidate not (nearly) parallel to it."""
+    t = unit(to)
+    for candidate in (*candidates, LEFT, POSTERIOR, SUPERIOR):
+        c = np.asarray(candidate, dtype=np.float64)
+        rest = c - np.dot(c, t) * t
+        if np.linalg.norm(rest) > 0.1 * max(float(np.linalg.norm(c)), 1e-9):
+            return unit(rest)
+    raise ValueError("no perpendicular found")  # unreachable: LEFT, POSTERIOR, SUPERIOR span 3-D
+
+
 def axial_oblique_plane(screws: Sequence[NumberedScrew]) -> Plane:
     """The plane through the level's screws: u towards patient left, v posterior (⊥ u)."""
     d = _direction(screws)
     by_side = {n.screw.side: np.asarray(n.screw.entry_mm) for n in screws}
-    lateral = by_side["left"] - by_side["right"] if len(by_side) == 2 else LEFT
-    lateral = unit(lateral - np.dot(lateral, d) * d)
+    between = by_side["left"] - by_side["right"] if len(by_side) == 2 else LEFT
+    lateral = perpendicular(d, between, np.cross(d, SUPERIOR))
     if np.dot(lateral, LEFT) < 0:
         lateral = -lateral
     centre = _points(screws).mean(axis=0)
@@ -92,7 +103,8 @@ def sagittal_oblique_plane(screw: ReportScrew) -> Plane:
     """The plane through one screw's axis and the cranial direction: anterior left, superior up."""
     d = unit(np.subtract(screw.tip_mm, screw.entry_mm))
     centre = (np.asarray(screw.entry_mm) + np.asarray(screw.tip_mm)) / 2.0
-    return Plane.through(centre, -d, -SUPERIOR, (300, 300), LEVEL_PIXEL_MM)
+    down = perpendicular(d, -SUPERIOR, POSTERIOR)
+    return Plane.through(centre, -d, down, (300, 300), LEVEL_PIXEL_MM)
 
 
 def level_canvas(volume: CTVolume, level: str, screws: Sequence[NumberedScrew]) -> Canvas:
@@ -126,9 +138,9 @@ def overview_canvas(volume: CTVolume, screws: Sequence[NumberedScrew]) -> Canvas
 def c2_planes(finding: ReportC2) -> list[Plane]:
     """Five cross-sections ⊥ the pedicle axis, 1 mm apart, centred on the narrowest one."""
     a = unit(finding.axis_mm)
-    u = unit(LEFT - np.dot(LEFT, a) * a)
-    down = -SUPERIOR - np.dot(-SUPERIOR, a) * a
-    v = unit(down - np.dot(down, u) * u)
+    u = perpendicular(a, LEFT, POSTERIOR)
+    v = perpendicular(u, perpendicular(a, -SUPERIOR, POSTERIOR))
+    v = unit(v - np.dot(v, a) * a)
     centre = np.asarray(finding.location_mm, dtype=float)
     return [
         Plane.through(

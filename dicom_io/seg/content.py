@@ -6,6 +6,7 @@ voxelised from their entry and tip points in LPS millimetres through the volume 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -17,6 +18,8 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from dicom_io.report import AnalysisReport, ReportScrew
+
+logger = logging.getLogger(__name__)
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -67,40 +70,54 @@ def equal_mask(values: npt.NDArray[np.integer], value: int) -> BoolArray:
     return np.asarray(values == value, dtype=bool)
 
 
-def screw_mask(
+Box = tuple[slice, slice, slice]
+
+
+def screw_box(
     screw: ReportScrew, shape: tuple[int, int, int], affine: npt.NDArray[np.float64]
-) -> BoolArray:
-    """Voxels of ``shape`` whose centre lies inside the screw's cylinder (entry → tip, LPS mm)."""
+) -> tuple[Box, BoolArray] | None:
+    """The screw's cylinder (entry → tip, LPS mm) within its index-space bounding box.
+
+    Returns the box (slices into an array of ``shape``) and the voxels of the box whose centre lies
+    inside the cylinder, or ``None`` when no voxel of the grid does.
+    """
     entry = np.asarray(screw.entry_mm, dtype=np.float64)
     tip = np.asarray(screw.tip_mm, dtype=np.float64)
     radius = screw.diameter_mm / 2.0
-    out = np.zeros(shape, dtype=bool)
-    inverse = np.linalg.inv(affine)
+    axis = tip - entry
+    length = float(np.linalg.norm(axis))
+    if length == 0:
+        return None
+    axis /= length
     # Index-space bounding box of the cylinder (its end points padded by the radius on every axis).
-    corners = [
-        p + d
-        for p in (entry, tip)
-        for d in np.array(np.meshgrid(*[[-radius, radius]] * 3)).reshape(3, -1).T
-    ]
-    idx = (inverse @ np.c_[np.asarray(corners), np.ones(len(corners))].T)[:3]
+    offsets = np.array(np.meshgrid(*[[-radius, radius]] * 3)).reshape(3, -1).T
+    corners = np.concatenate([entry + offsets, tip + offsets])
+    idx = np.linalg.inv(affine)[:3] @ np.c_[corners, np.ones(len(corners))].T
     lo = np.maximum(np.floor(idx.min(axis=1)).astype(int), 0)
     hi = np.minimum(np.ceil(idx.max(axis=1)).astype(int) + 1, shape)
     if np.any(hi <= lo):
-        return out
+        return None
     grid = np.stack(
         np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij"), -1
     ).reshape(-1, 3)
     points = grid @ affine[:3, :3].T + affine[:3, 3]
-    axis = tip - entry
-    length = float(np.linalg.norm(axis))
-    if length == 0:
-        return out
-    axis /= length
     t = (points - entry) @ axis
     radial = np.linalg.norm(points - entry - np.outer(t, axis), axis=1)
     inside = (t >= 0) & (t <= length) & (radial <= radius)
-    box = inside.reshape(tuple(int(b - a) for a, b in zip(lo, hi, strict=True)))
-    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = box
+    if not inside.any():
+        return None
+    box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+    return box, inside.reshape(tuple(int(b - a) for a, b in zip(lo, hi, strict=True)))
+
+
+def screw_mask(
+    screw: ReportScrew, shape: tuple[int, int, int], affine: npt.NDArray[np.float64]
+) -> BoolArray:
+    """Voxels of ``shape`` whose centre lies inside the screw's cylinder (entry → tip, LPS mm)."""
+    out = np.zeros(shape, dtype=bool)
+    found = screw_box(screw, shape, affine)
+    if found is not None:
+        out[found[0]] = found[1]
     return out
 
 
@@ -156,6 +173,9 @@ def segment_specs(
                 )
             )
     for screw in report.screws:
+        if screw_box(screw, shape, affine) is None:
+            logger.warning("screw %s lies outside the CT grid: left out of the SEG", screw.name)
+            continue
         specs.append(
             SegmentSpec(
                 number=len(specs) + 1,

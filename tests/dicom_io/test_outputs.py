@@ -15,6 +15,7 @@ from dicom_io import load_series
 from dicom_io.ct_writer import CTSeriesSpec, write_ct_series
 from dicom_io.outputs import OutputOptions, write_outputs
 from dicom_io.report import AnalysisReport, ReportFormatError
+from dicom_io.sc import views
 from dicom_io.seg.content import screw_mask
 from dicom_io.seg.sop import SegmentationKind
 from dicom_io.sr.read import measurement_groups
@@ -240,3 +241,29 @@ def test_a_real_orthanc_stores_every_object(tmp_path: Path) -> None:
         assert orthanc.get("/statistics")["CountInstances"] == len(datasets)
     finally:
         orthanc.stop()
+
+
+def test_odd_geometry_still_gives_valid_objects(tmp_path: Path) -> None:
+    """A screw outside the CT, a screw along the slice axis, a C2 axis along patient left."""
+    result = syn.result_json()
+    outside = {**result["screws"][0], "level": "L5", "entry_mm": [500, 500, 500]}
+    outside["tip_mm"] = [520, 500, 500]
+    entry = result["screws"][0]["entry_mm"]
+    vertical = {**result["screws"][0], "level": "L3", "tip_mm": [*entry[:2], entry[2] + 20]}
+    result["screws"] += [outside, vertical]
+    result["c2"][0]["axis_mm"] = [1.0, 0.0, 0.0]
+    report = AnalysisReport.from_json(result)
+    labels, parts = syn.label_maps()
+    paths = write_outputs(syn.volume(), report, labels, parts, tmp_path / "out")
+    for path in paths:
+        assert syn.dciodvfy_errors(path) == [], path.name
+    seg = pydicom.dcmread(paths[0])
+    names = [str(s.SegmentLabel) for s in seg.SegmentSequence]
+    assert "Screw L3 left" in names
+    assert "Screw L5 left" not in names  # nothing of it on the CT grid
+    groups = measurement_groups(pydicom.dcmread(paths[1]))
+    assert "Screw L5 left" in [g.tracking_id for g in groups]  # still reported
+    for finding in report.c2:
+        for plane in views.c2_planes(finding):
+            basis = np.array([plane.u, plane.v, finding.axis_mm])
+            np.testing.assert_allclose(basis @ basis.T, np.eye(3), atol=1e-9)
