@@ -195,7 +195,7 @@ def corridor_axis(phi: SignedDistance, point: FloatArray, direction: FloatArray)
     """The direction through ``point`` that keeps the line farthest inside the bone along the
     pedicle (mean clearance −φ over ±8 mm, capped so the roomy body does not dominate)."""
     t = np.arange(-5.0, 8.0 + 1e-9, 0.5)  # posteriorly the pedicle merges with the processes
-    cap = max(2.0, float(-phi(point[None, :])[0]) + 1.5)
+    cap = max(2.0, float(-phi(point[None, :])[0]) + 3.0)
     best = unit(direction)
     for half, step in ((20.0, 2.0), (2.5, 0.5)):
         dirs = _cone(best, half, step)

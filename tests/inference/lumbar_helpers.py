@@ -32,7 +32,8 @@ def _tube(
     rel = local - p0
     t = rel @ d
     radial = np.linalg.norm(rel - t[:, None] * d, axis=1)
-    return (radial <= r) & (t >= t0) & (t <= t1)
+    flare = 0.3 * np.maximum(np.abs(t) - 2.0, 0.0)  # an hourglass: the isthmus is at p0
+    return (radial <= r + flare) & (t >= t0) & (t <= t1)
 
 
 def make_vertebra(
