@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
@@ -9,6 +10,8 @@ from sqlalchemy.orm import Session
 from storage.errors import InvalidTransitionError, JobNotFoundError, StorageError
 from storage.models import Job, JobEvent
 from storage.states import JobState, transition_allowed
+
+logger = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -60,6 +63,19 @@ def apply_transition(
             worker=worker,
         )
     )
+    logger.info(
+        "job %d series %s: %s → %s%s",
+        job.id,
+        series_uid(job),
+        source,
+        target,
+        f" ({reason})" if reason else "",
+    )
+
+
+def series_uid(job: Job) -> str:
+    """The job's series UID, for log lines (loads the series row within the session)."""
+    return job.series.series_uid
 
 
 def _allowed_names(source: JobState) -> list[str]:

@@ -8,6 +8,7 @@ once (SQLite in WAL mode with ``BEGIN IMMEDIATE``; on PostgreSQL the claim uses
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -142,7 +143,6 @@ class JobLog:
             job = get_job(session, job_id)
             _check_holder(job, worker)
             apply_transition(session, job, to, reason, worker)
-        logger.info("job %d → %s%s", job_id, to, f" ({reason})" if reason else "")
 
     def claim(self, worker_id: str, lease_s: float, now: datetime) -> ClaimedJob | None:
         """Atomically take the oldest QUEUED job, or a RUNNING one whose lease expired.
@@ -230,10 +230,11 @@ class JobLog:
             job = get_job(session, job_id)
             _check_holder(job, worker_id, require_running=True)
             apply_transition(session, job, JobState.QUEUED, reason, worker_id)
-        logger.info("job %d released by %s: %s", job_id, worker_id, reason)
 
     def record_stage(self, job_id: int, stage: str, seconds: float) -> None:
         """Record how long ``stage`` of the job's current attempt took."""
+        if not math.isfinite(seconds) or seconds < 0:
+            raise StorageError(f"job {job_id}: stage {stage!r} took {seconds!r} s?", seconds)
         with self._transaction() as session:
             job = get_job(session, job_id, lock=False)
             session.add(
@@ -305,7 +306,6 @@ class JobLog:
             else:
                 job.attempts = 0
                 apply_transition(session, job, JobState.QUEUED, "retry requested", None)
-        logger.info("job %d retried", job_id)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from storage.common import apply_transition, utcnow
+from storage.common import apply_transition, series_uid, utcnow
 from storage.errors import DeliveryNotFoundError
 from storage.models import Delivery, Job, Output
 from storage.records import DeliveryRef, DeliveryRequest, OutputRecord
@@ -126,9 +126,11 @@ def delivery_attempted(
     delivery.next_attempt_at = next_attempt_at
     if next_attempt_at is None:
         delivery.state = DeliveryState.FAILED.value
+        job = session.get(Job, delivery.job_id)
         logger.warning(
-            "job %d: gave up delivering %s to %s after %d attempts: %s",
+            "job %d series %s: gave up delivering %s to %s after %d attempts: %s",
             delivery.job_id,
+            series_uid(job) if job is not None else "?",
             delivery.sop_instance_uid,
             delivery.destination,
             delivery.attempts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -266,3 +267,22 @@ def test_life_cycle_table_has_final_states_and_failure_exits() -> None:
     for state in (JobState.RECEIVING, JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING):
         assert JobState.FAILED in ALLOWED_TRANSITIONS[state]
     assert ALLOWED_TRANSITIONS[JobState.FAILED] == {JobState.QUEUED, JobState.DELIVERING}
+
+
+def test_log_lines_carry_job_id_and_series_uid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with JobLog.open(db_url(tmp_path)) as log, caplog.at_level(logging.INFO, logger="storage"):
+        (job_id,) = queued_jobs(log, 1)
+        log.transition(job_id, JobState.FAILED, "no lumbar spine")
+    (line,) = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert line == f"job {job_id} series {series_uid(0)}: queued → failed (no lumbar spine)"
+
+
+def test_stage_durations_must_be_finite_and_non_negative(tmp_path: Path) -> None:
+    with JobLog.open(db_url(tmp_path)) as log:
+        (job_id,) = queued_jobs(log, 1)
+        for bad in (-1.0, float("nan"), float("inf")):
+            with pytest.raises(StorageError):
+                log.record_stage(job_id, "load", bad)
+        assert log.job(job_id).stages == ()
