@@ -27,9 +27,8 @@ from inference.phantom.shapes import (
     frame,
 )
 from inference.phantom.spec import PhantomSpec
+from inference.phantom.subaxial import articular, cervical_joint, subaxial
 from inference.verse import LEVEL_TO_LABEL
-
-CERVICAL_GAP_MM = 1.4
 
 
 def c2_component(spec: PhantomSpec, origin: FloatArray, rot: FloatArray, k: int) -> Pedicle:
@@ -47,31 +46,6 @@ def c2_component(spec: PhantomSpec, origin: FloatArray, rot: FloatArray, k: int)
     w, h = c2.outer_width[k], c2.height[k]
     tube = EllipticTube(centre, trot, w / 2, h / 2, -8.0, 9.0, flat=1.5, flare=0.45)
     return Pedicle(side, centre, d, trot[:, 0], w, h, c2.cortex_mm[k], tube)
-
-
-def _joint_c2_c3(c3_origin: FloatArray, c3_rot: FloatArray, side: str, gap_z: float) -> Joint:
-    """C2–C3 facet joint, inclined 45° (facing up and back), placed in C3's frame."""
-    sx = side_x(side)
-    centre = c3_origin + c3_rot @ np.array([sx * 15.5, -15.0, 7.0 + gap_z / 2 + 1.0])
-    normal = (c3_rot[:, 2] - c3_rot[:, 1]) / math.sqrt(2.0)
-    jrot = frame(c3_rot[:, 0], normal)
-    space = Box(centre, jrot, np.array([5.5, CERVICAL_GAP_MM / 2 + 0.01, 5.5]), 0.5)
-    return Joint("C2", "C3", side, centre, normal, CERVICAL_GAP_MM, space)
-
-
-def _articular(joint: Joint, above: bool, anchor: FloatArray) -> list[BonePart]:
-    """Articular process on one side of a joint plane, strutted to ``anchor``."""
-    jrot = frame(np.cross(joint.normal, np.array([0.0, 0.0, 1.0])), joint.normal)
-    sign = 1.0 if above else -1.0
-    centre = joint.centre + sign * joint.normal * (joint.gap / 2 + 3.0)
-    clip = HalfSpace(joint.centre + sign * joint.normal * joint.gap / 2, -sign * joint.normal)
-    box = Box(centre, jrot, np.array([6.0, 3.0, 6.0]), 1.5)
-    strut = Capsule(anchor, centre, 3.5, 3.5)
-    name = ("iap_" if above else "sap_") + joint.side
-    return [
-        BonePart(name, Clipped(box, (clip,)), 1.0),
-        BonePart(name + "_strut", Clipped(strut, (clip,)), 1.0),
-    ]
 
 
 def _c2(spec: PhantomSpec, origin: FloatArray, rot: FloatArray, joints: list[Joint]) -> Vertebra:
@@ -117,7 +91,7 @@ def _c2(spec: PhantomSpec, origin: FloatArray, rot: FloatArray, joints: list[Joi
         parts.append(BonePart("transverse_" + comp.side, tp, 0.8))
     for joint in joints:
         comp = next(c for c in comps if c.side == joint.side)
-        parts += _articular(joint, True, comp.centre - comp.axis * 8.0)
+        parts += articular(joint, True, comp.centre - comp.axis * 8.0)
     sp = Box(origin + rot @ np.array([0.0, -36.0, -5.0]), rot, np.array([4.0, 10.0, 6.5]), 2.5)
     parts.append(BonePart("spinous", sp, 1.2))
     for sx in (-1.0, 1.0):
@@ -151,44 +125,6 @@ def _c1(origin: FloatArray, rot: FloatArray) -> Vertebra:
     return Vertebra("C1", LEVEL_TO_LABEL["C1"], origin, rot, tuple(parts), ())
 
 
-def _c3(origin: FloatArray, rot: FloatArray, joints: list[Joint]) -> Vertebra:
-    parts = [BonePart("body", EllipticCylinder(origin, rot, 8.5, 8.0, 7.0, 0.05, 0.8), 1.2)]
-    apex = origin + rot @ np.array([0.0, -28.0, 0.0])
-    for joint in joints:
-        sx = side_x(joint.side)
-        pillar_c = origin + rot @ np.array([sx * 15.0, -15.0, 0.0])
-        pillar = Box(pillar_c, rot, np.array([5.0, 5.5, 6.5]), 2.0)
-        parts.append(
-            BonePart(
-                "pillar_" + joint.side,
-                Clipped(
-                    pillar, (HalfSpace(joint.centre - joint.normal * joint.gap / 2, joint.normal),)
-                ),
-                1.0,
-            )
-        )
-        ped = Capsule(origin + rot @ np.array([sx * 6.0, -4.0, 1.0]), pillar_c, 3.0, 3.0)
-        parts.append(BonePart("pedicle_" + joint.side, ped, 0.8))
-        parts += _articular(joint, False, pillar_c)
-        lam = apex - pillar_c
-        lrot = frame(lam, rot[:, 2])
-        parts.append(
-            BonePart(
-                "lamina_" + joint.side,
-                Box(
-                    (apex + pillar_c) / 2,
-                    lrot,
-                    np.array([float(np.linalg.norm(lam)) / 2, 5.0, 2.5]),
-                    2.0,
-                ),
-                1.0,
-            )
-        )
-    sp = Box(origin + rot @ np.array([0.0, -35.0, -3.0]), rot, np.array([3.5, 8.0, 4.5]), 2.0)
-    parts.append(BonePart("spinous", sp, 1.0))
-    return Vertebra("C3", LEVEL_TO_LABEL["C3"], origin, rot, tuple(parts), ())
-
-
 def build_cervical(
     spec: PhantomSpec, c2_origin: FloatArray
 ) -> tuple[list[Vertebra], list[Joint], list[SoftRegion]]:
@@ -199,8 +135,12 @@ def build_cervical(
     rot3 = vertebra_rot(2.0, 0.0, axial)
     c1_origin = c2_origin + rot2 @ np.array([0.0, -2.0, 23.5])
     c3_origin = c2_origin - rot2[:, 2] * 10.0 - rot3[:, 2] * (4.5 + 7.0)
-    joints = [_joint_c2_c3(c3_origin, rot3, side, 4.5) for side in ("left", "right")]
-    verts = [_c1(c1_origin, rot1), _c2(spec, c2_origin, rot2, joints), _c3(c3_origin, rot3, joints)]
+    joints = [cervical_joint("C2", "C3", c3_origin, rot3, s, disc=4.5) for s in ("left", "right")]
+    verts = [
+        _c1(c1_origin, rot1),
+        _c2(spec, c2_origin, rot2, joints),
+        subaxial("C3", c3_origin, rot3, (joints, [])),
+    ]
     soft = [
         SoftRegion(
             "disc_C2_C3", EllipticCylinder(c2_origin - rot2[:, 2] * 12.0, rot2, 8.0, 7.5, 3.5), 85.0
