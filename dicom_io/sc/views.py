@@ -88,15 +88,20 @@ def perpendicular(to: npt.ArrayLike, *candidates: npt.ArrayLike) -> FloatArray:
 
 
 def axial_oblique_plane(screws: Sequence[NumberedScrew]) -> Plane:
-    """The plane through the level's screws: u towards patient left, v posterior (⊥ u)."""
+    """The plane through the level's screws: spanned by their mean direction and the line between
+    the two entries (patient left for a single screw). u runs towards patient left within that
+    plane and v (⊥ u) posterior, so each screw shows its transverse angle."""
     d = _direction(screws)
     by_side = {n.screw.side: np.asarray(n.screw.entry_mm) for n in screws}
-    between = by_side["left"] - by_side["right"] if len(by_side) == 2 else LEFT
-    lateral = perpendicular(d, between, np.cross(d, SUPERIOR))
+    raw = by_side["left"] - by_side["right"] if len(by_side) == 2 else LEFT
+    if np.linalg.norm(np.cross(unit(raw), d)) < 0.1:  # nearly along the screws: no plane
+        raw = perpendicular(d, np.cross(d, SUPERIOR))
+    lateral = unit(raw)
     if np.dot(lateral, LEFT) < 0:
         lateral = -lateral
+    down = perpendicular(lateral, -d)
     centre = _points(screws).mean(axis=0)
-    return Plane.through(centre, lateral, -d, (360, 300), LEVEL_PIXEL_MM)
+    return Plane.through(centre, lateral, down, (360, 300), LEVEL_PIXEL_MM)
 
 
 def sagittal_oblique_plane(screw: ReportScrew) -> Plane:
