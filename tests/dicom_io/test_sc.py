@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 
 from dicom_io.derived import DerivedSeries, source_datasets
 from dicom_io.sc import views
@@ -150,3 +151,13 @@ def test_sagittal_views_show_anterior_on_the_left_and_superior_up() -> None:
         assert canvas.project(panel, above)[0] < entry[0]
     plane = overview.panels[0][1]
     assert (orientation_letter(plane.u), orientation_letter(plane.v)) == ("P", "F")
+
+
+def test_axial_oblique_shows_the_transverse_angle_of_a_single_screw() -> None:
+    left = views.numbered(syn.report())[:1]  # L4 left alone: 11.3° medial in the axial plane
+    plane = views.axial_oblique_plane(left)
+    (r0, c0), (r1, c1) = plane.project(left[0].screw.entry_mm), plane.project(left[0].screw.tip_mm)
+    angle = np.degrees(np.arctan2(abs(c1 - c0), abs(r1 - r0)))
+    assert angle == pytest.approx(11.31, abs=0.1)
+    assert r1 < r0  # the tip (anterior) is above the entry
+    assert c1 < c0  # a left screw converges towards the image centre (patient right)
