@@ -38,10 +38,17 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+#: Execution option marking a read-only transaction (SQLite then begins it DEFERRED).
+READ_ONLY = "spinenode_read_only"
+
+
 def _sqlite_on_begin(connection: Any) -> None:
-    # Every transaction takes the write lock up front: readers still run concurrently in WAL
-    # mode, and a read-then-write transaction can never deadlock on a lock upgrade.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Transactions that write take the write lock up front, so a read-then-write transaction can
+    # never fail on a lock upgrade; read-only ones take none and, in WAL mode, never wait.
+    if connection.get_execution_options().get(READ_ONLY, False):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import outbox, queries, receipts
 from storage.common import apply_transition, aware, get_job, utcnow
-from storage.database import create_database_engine
+from storage.database import READ_ONLY, create_database_engine
 from storage.errors import InvalidTransitionError, LeaseLostError, StorageError
 from storage.models import Instance, Job, JobEvent, StageTiming
 from storage.models import Worker as WorkerRow
@@ -79,9 +79,11 @@ class JobLog:
         return self._engine
 
     @contextmanager
-    def _transaction(self) -> Iterator[Session]:
+    def _transaction(self, read_only: bool = False) -> Iterator[Session]:
         try:
             with self._sessions.begin() as session:
+                if read_only:
+                    session.connection(execution_options={READ_ONLY: True})
                 yield session
         except SQLAlchemyError as exc:
             raise StorageError(f"job log error: {exc}", type(exc).__name__) from exc
@@ -117,7 +119,7 @@ class JobLog:
     def quiet_jobs(self, quiet_s: float, now: datetime) -> list[JobRef]:
         """RECEIVING jobs whose series has had no new instance for ``quiet_s`` seconds."""
         cutoff = aware(now) - timedelta(seconds=quiet_s)
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             return queries.quiet_jobs(session, cutoff)
 
     # -- the queue -------------------------------------------------------------------------
@@ -245,7 +247,7 @@ class JobLog:
 
     def job_instances(self, job_id: int) -> list[str]:
         """Spool paths of every instance of the job's series, in arrival order."""
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             job = get_job(session, job_id, lock=False)
             paths = session.scalars(
                 select(Instance.path)
@@ -271,7 +273,7 @@ class JobLog:
 
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[DeliveryRef]:
         """PENDING deliveries of DELIVERING jobs whose next attempt is due, oldest first."""
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             return outbox.due_deliveries(session, aware(now), limit)
 
     def delivery_attempted(
@@ -319,17 +321,17 @@ class JobLog:
         """Jobs created in [since, until), newest first, optionally only those in ``state``."""
         since = aware(since, "since") if since is not None else None
         until = aware(until, "until") if until is not None else None
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             return queries.job_summaries(session, state, since, until, limit)
 
     def job(self, job_id: int) -> JobDetail:
         """Everything about one job; :class:`JobNotFoundError` if there is none."""
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             return queries.job_detail(session, get_job(session, job_id, lock=False))
 
     def status(self, now: datetime, live_within_s: float = 300.0) -> StatusSummary:
         """Queue depth per state, workers seen within ``live_within_s``, recent failures."""
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             return queries.status(session, aware(now), live_within_s)
 
 

@@ -286,3 +286,20 @@ def test_stage_durations_must_be_finite_and_non_negative(tmp_path: Path) -> None
             with pytest.raises(StorageError):
                 log.record_stage(job_id, "load", bad)
         assert log.job(job_id).stages == ()
+
+
+def test_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    with JobLog.open(db_url(tmp_path)) as log:
+        (job_id,) = queued_jobs(log, 1)
+        writer = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            assert [j.job_id for j in log.jobs()] == [job_id]
+            assert log.job(job_id).summary.state is JobState.QUEUED
+            assert log.status(LATER).jobs_by_state["queued"] == 1
+            assert len(log.job_instances(job_id)) == 2
+            assert log.quiet_jobs(0.0, LATER) == []
+            assert log.due_deliveries(LATER) == []
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
