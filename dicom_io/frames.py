@@ -62,13 +62,46 @@ class FrameInfo:
 def read_header(path: Path) -> Dataset:
     """A file's attributes without its pixel data; :class:`UnreadableFileError` if not DICOM."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        decode_all(header)
+        return header
     except FileNotFoundError as exc:
         raise UnreadableFileError(f"{path}: file not found", str(path)) from exc
     except Exception as exc:  # pydicom raises many kinds on damaged files; all mean "unreadable"
         raise UnreadableFileError(
             f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})", str(path)
         ) from exc
+
+
+def decode_all(ds: Dataset) -> None:
+    """Convert every element now, so that a damaged one fails here and not deep in the loader.
+
+    pydicom converts raw elements on first access; a corrupt value representation would raise
+    NotImplementedError or ValueError wherever the attribute is first read.
+    """
+    for _ in ds.iterall():
+        pass
+
+
+def number(item: Dataset, keyword: str, label: str, default: float | None) -> float | None:
+    """A single numeric attribute, ``default`` when absent or empty; malformed → error."""
+    value = item.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise MalformedDatasetError(
+            f"{label}: {keyword} is not a single number: {value!r}", value
+        ) from exc
+
+
+def frame_count(item: Dataset, label: str) -> int:
+    """NumberOfFrames (1 when absent); malformed → :class:`MalformedDatasetError`."""
+    count = number(item, "NumberOfFrames", label, 1.0) or 1.0
+    if count < 1 or count != int(count):
+        raise MalformedDatasetError(f"{label}: NumberOfFrames is {count}", count)
+    return int(count)
 
 
 def without(ds: Dataset, keywords: Sequence[str]) -> Dataset:
@@ -85,6 +118,12 @@ def instances_from(source: Sequence[Path] | Sequence[Dataset]) -> list[Instance]
             header = without(item, ("PixelData",))
             if hasattr(item, "file_meta"):
                 header.file_meta = item.file_meta
+            try:
+                decode_all(header)
+            except Exception as exc:  # pydicom raises many kinds on damaged values
+                raise MalformedDatasetError(
+                    f"dataset #{i}: an attribute is damaged ({type(exc).__name__}: {exc})", i
+                ) from exc
             instances.append(Instance(f"dataset #{i}", header, dataset=item))
         else:
             path = Path(item)
@@ -146,23 +185,20 @@ def _orientation(item: Dataset, label: str) -> npt.NDArray[np.float64]:
 
 
 def _size(header: Dataset, label: str) -> tuple[int, int]:
-    rows, cols = header.get("Rows"), header.get("Columns")
+    rows = number(header, "Rows", label, None)
+    cols = number(header, "Columns", label, None)
     if not rows or not cols:
         raise MalformedDatasetError(f"{label}: Rows/Columns missing; no pixel description", None)
     return int(rows), int(cols)
 
 
-def _rescale(item: Dataset) -> tuple[float, float]:
-    slope = item.get("RescaleSlope")
-    intercept = item.get("RescaleIntercept")
-    return (1.0 if slope in (None, "") else float(slope)), (
-        0.0 if intercept in (None, "") else float(intercept)
-    )
-
-
-def _thickness(item: Dataset) -> float | None:
-    value = item.get("SliceThickness")
-    return None if value in (None, "") else float(value)
+def _rescale(item: Dataset, label: str) -> tuple[float, float]:
+    slope = number(item, "RescaleSlope", label, 1.0)
+    intercept = number(item, "RescaleIntercept", label, 0.0)
+    assert slope is not None and intercept is not None  # defaults given
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise MalformedDatasetError(f"{label}: rescale slope/intercept not finite", slope)
+    return slope, intercept
 
 
 def _single_frame(index: int, inst: Instance) -> FrameInfo:
@@ -170,7 +206,7 @@ def _single_frame(index: int, inst: Instance) -> FrameInfo:
     spacing = _floats(h, "PixelSpacing", 2, label)
     if np.any(spacing <= 0):
         raise MalformedDatasetError(f"{label}: PixelSpacing must be positive", list(spacing))
-    slope, intercept = _rescale(h)
+    slope, intercept = _rescale(h, label)
     return FrameInfo(
         instance=index,
         frame=None,
@@ -180,7 +216,7 @@ def _single_frame(index: int, inst: Instance) -> FrameInfo:
         size=_size(h, label),
         slope=slope,
         intercept=intercept,
-        thickness=_thickness(h),
+        thickness=number(h, "SliceThickness", label, None),
     )
 
 
@@ -203,7 +239,7 @@ def _required_group(
 
 def _multi_frames(index: int, inst: Instance) -> list[FrameInfo]:
     h = inst.header
-    n_frames = int(h.get("NumberOfFrames", 1) or 1)
+    n_frames = frame_count(h, inst.label)
     shared_seq = h.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
     per_seq = h.get("PerFrameFunctionalGroupsSequence")
@@ -222,7 +258,7 @@ def _multi_frames(index: int, inst: Instance) -> list[FrameInfo]:
         plane = _required_group(per, shared, "PlanePositionSequence", label)
         orient = _required_group(per, shared, "PlaneOrientationSequence", label)
         pvt = _group_item(per, shared, "PixelValueTransformationSequence")
-        slope, intercept = _rescale(pvt if pvt is not None else h)
+        slope, intercept = _rescale(pvt if pvt is not None else h, label)
         frames.append(
             FrameInfo(
                 instance=index,
@@ -233,7 +269,7 @@ def _multi_frames(index: int, inst: Instance) -> list[FrameInfo]:
                 size=size,
                 slope=slope,
                 intercept=intercept,
-                thickness=_thickness(measures),
+                thickness=number(measures, "SliceThickness", label, None),
             )
         )
     return frames
@@ -243,7 +279,7 @@ def frames_of(index: int, inst: Instance) -> list[FrameInfo]:
     """The frames of one CT instance, with their geometry checked for presence and sanity."""
     if (
         "PerFrameFunctionalGroupsSequence" in inst.header
-        or int(inst.header.get("NumberOfFrames", 1) or 1) > 1
+        or frame_count(inst.header, inst.label) > 1
     ):
         return _multi_frames(index, inst)
     return [_single_frame(index, inst)]

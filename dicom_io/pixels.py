@@ -20,7 +20,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
 from dicom_io.errors import PixelDataError, UnreadableFileError
-from dicom_io.frames import FrameInfo, Instance
+from dicom_io.frames import FrameInfo, Instance, frame_count, number
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,12 @@ def _stored_frames(
     syntax = _transfer_syntax(ds)
     try:
         array = np.asarray(ds.pixel_array)
-    except Exception as exc:  # every decoder failure means the same to an admin
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        # Every decoder failure means the same to an admin. BaseException because the Rust RLE
+        # decoder (pylibjpeg-rle) reports damaged input as a pyo3 PanicException, which is not
+        # an Exception.
         raise PixelDataError(
             f"{label}: pixel data could not be decoded ({syntax.name}): it is truncated or "
             f"damaged ({type(exc).__name__}: {exc})",
@@ -92,14 +97,16 @@ def _stored_frames(
     return array
 
 
-def _padding_mask(ds: Dataset, stored: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_] | None:
-    pad = ds.get("PixelPaddingValue")
-    if pad is None or pad == "":
+def _padding_mask(
+    ds: Dataset, stored: npt.NDArray[np.integer], label: str
+) -> npt.NDArray[np.bool_] | None:
+    pad = number(ds, "PixelPaddingValue", label, None)
+    if pad is None:
         return None
-    limit = ds.get("PixelPaddingRangeLimit")
-    if limit is None or limit == "":
-        return np.asarray(stored == int(pad))
-    lo, hi = sorted((int(pad), int(limit)))
+    limit = number(ds, "PixelPaddingRangeLimit", label, None)
+    if limit is None:
+        return np.asarray(stored == pad)
+    lo, hi = sorted((pad, limit))
     return np.asarray((stored >= lo) & (stored <= hi))
 
 
@@ -120,7 +127,7 @@ def decode_into(
         No decoder, truncated or damaged pixel data, or a shape that does not match the header.
     """
     ds = _full_dataset(inst)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = frame_count(ds, inst.label)
     stored = _stored_frames(ds, inst.label, n_frames, frames[0].size)
     found_padding = False
     for target, frame in zip(targets, frames, strict=True):
@@ -128,7 +135,7 @@ def decode_into(
         slot = out[target]
         np.multiply(plane, frame.slope, out=slot, casting="unsafe")
         slot += np.float32(frame.intercept)
-        mask = _padding_mask(ds, plane)
+        mask = _padding_mask(ds, plane, inst.label)
         if mask is not None and mask.any():
             slot[mask] = np.nan
             found_padding = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,11 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import UID, JPEG2000Lossless, RLELossless
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from dicom_io import LoadPolicy, load_series
 from dicom_io.errors import (
+    DicomIOError,
     MalformedDatasetError,
     NotApplicableError,
     PixelDataError,
@@ -158,3 +160,30 @@ def test_mixed_frames_of_reference_are_not_applicable(tmp_path: Path) -> None:
     rewrite(paths[:1], lambda ds, _: setattr(ds, "FrameOfReferenceUID", "1.2.3.4"))
     with pytest.raises(NotApplicableError, match="2 different FrameOfReferenceUIDs"):
         load_series(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless], ids=str)
+def test_damaged_files_never_escape_as_anything_but_dicom_io_errors(
+    tmp_path: Path, syntax: str
+) -> None:
+    """Cut or scribbled-on bytes (header and pixels) load or raise a DicomIOError, nothing else."""
+    paths = _series(tmp_path, transfer_syntax=syntax)
+    original = paths[1].read_bytes()
+    rng = random.Random(7)
+    outcomes = set()
+    for trial in range(90):
+        damaged = bytearray(original)
+        if trial % 3 == 0:
+            damaged = damaged[: rng.randrange(len(damaged))]
+        else:
+            upper = 1400 if trial % 3 == 1 else len(damaged)  # the header, or anywhere
+            for _ in range(rng.randrange(1, 6)):
+                damaged[rng.randrange(128, upper)] = rng.randrange(256)
+        paths[1].write_bytes(bytes(damaged))
+        try:
+            load_series(tmp_path)
+            outcomes.add("loaded")
+        except DicomIOError as exc:
+            outcomes.add(type(exc).__name__)
+    assert "loaded" in outcomes and len(outcomes) >= 3
