@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from multiprocessing.queues import Queue
@@ -55,3 +56,12 @@ def run_together(target: Callable[..., None], arg_lists: list[tuple[Any, ...]]) 
         process.join(timeout=30)
         assert process.exitcode == 0
     return sorted(results)
+
+
+def claim_and_hang(url: str, worker: str, start: Barrier, out: Queue[Any]) -> None:
+    """Claim one job, report it, then hang until killed (a worker that dies mid-job)."""
+    with JobLog.open(url) as log:
+        start.wait()
+        job = log.claim(worker, 30.0, T0 + timedelta(hours=1))
+        out.put((worker, job))
+        threading.Event().wait()

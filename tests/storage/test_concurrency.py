@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from multiprocessing.queues import Queue
 from pathlib import Path
+from typing import Any
 
 from storage.joblog import JobLog
 from storage.states import JobState
@@ -56,3 +62,27 @@ def test_threads_share_one_job_log(tmp_path: Path) -> None:
         flat = [o for got in outcomes for o in got]
         assert flat.count("new") == 30 and flat.count("duplicate") == 30
         assert sorted(j.instances for j in log.jobs()) == [10, 10, 10]
+
+
+def test_job_of_a_killed_worker_is_reclaimed_after_its_lease(tmp_path: Path) -> None:
+    url = db_url(tmp_path)
+    with JobLog.open(url) as log:
+        (job_id,) = queued_jobs(log, 1)
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(2)
+    out: Queue[Any] = ctx.Queue()
+    child = ctx.Process(target=procs.claim_and_hang, args=(url, "doomed", start, out))
+    child.start()
+    try:
+        start.wait(timeout=120)
+        worker, claimed = out.get(timeout=120)
+    finally:
+        os.kill(child.pid or 0, signal.SIGKILL)
+        child.join(timeout=30)
+    assert child.exitcode == -signal.SIGKILL
+    assert (worker, claimed.job_id) == ("doomed", job_id)
+    with JobLog.open(url) as log:
+        assert log.claim("w2", 30.0, claimed.lease_until) is None  # lease not yet expired
+        again = log.claim("w2", 30.0, claimed.lease_until + timedelta(seconds=1))
+        assert again is not None
+        assert (again.job_id, again.reclaimed_from, again.attempts) == (job_id, "doomed", 2)
