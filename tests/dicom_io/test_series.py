@@ -254,3 +254,18 @@ def test_a_dicomdir_beside_the_images_is_not_part_of_a_series(tmp_path: Path) ->
     [series] = find_series(tmp_path / "media")
     assert len(series.paths) == 3
     np.testing.assert_array_equal(load_series(tmp_path / "media").hu, hu)
+
+
+def test_a_series_split_over_two_enhanced_instances_is_one_volume(tmp_path: Path) -> None:
+    hu = make_hu((6, 40, 36))
+    affine = axial_affine()
+    lower = write_series(tmp_path / "lower", hu[:3], affine, enhanced=True)
+    upper_affine = affine.copy()
+    upper_affine[:3, 3] += 3 * affine[:3, 0]
+    upper = write_series(tmp_path / "upper", hu[3:], upper_affine, enhanced=True)
+    rewrite(upper, lambda ds, _: setattr(ds, "SOPInstanceUID", ds.SOPInstanceUID[:-1] + "7"))
+    volume = load_series([upper[0], lower[0]])
+    np.testing.assert_array_equal(volume.hu, hu)
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-6)
+    assert [s.frame_number for s in volume.sources] == [1, 2, 3, 1, 2, 3]
+    assert len({s.sop_instance_uid for s in volume.sources}) == 2
