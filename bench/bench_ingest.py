@@ -15,7 +15,6 @@ Run: ``.venv/bin/python bench/bench_ingest.py [--slices 300] [--size 512] [--rep
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -33,9 +32,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from dicom_io.ct_writer import CTSeriesSpec, write_ct_series  # noqa: E402
+from node.settings import Settings  # noqa: E402
+from node.worker import analyzer_problem  # noqa: E402
 from storage.joblog import JobLog  # noqa: E402
 from tests.node.orthanc import Orthanc, orthanc_available  # noqa: E402
 
+DEFAULT_ANALYZER = Settings().analyzer
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 for _name in [k for k in ENV if k.startswith("SPINENODE_") and k != "SPINENODE_DATA"]:
     del ENV[_name]
@@ -48,9 +50,13 @@ def free_port() -> int:
         return port
 
 
-def wait_port(port: int, timeout: float = 60.0) -> None:
+def wait_port(
+    port: int, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the receiver exited with {process.returncode}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -74,19 +80,40 @@ def make_series(folder: Path, slices: int, size: int) -> list[Path]:
     return write_ct_series(hu, affine, folder, spec)
 
 
-def storescu(port: int, called: str, folder: Path) -> float:
-    """Seconds ``storescu`` takes to send every file in ``folder`` over one association."""
+def storescu(port: int, called: str, folders: list[Path]) -> float:
+    """Seconds to send every file in ``folders``: one ``storescu`` (one association) per folder,
+    all at once."""
     started = time.perf_counter()
-    subprocess.run(
-        ["storescu", "-aet", "BENCH", "-aec", called, "+sd", "127.0.0.1", str(port), str(folder)],
-        check=True,
-        env=ENV,
-        capture_output=True,
-    )
+    senders = [
+        subprocess.Popen(
+            ["storescu", "-aet", "BENCH", "-aec", called, "+sd", "127.0.0.1", str(port), str(f)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for f in folders
+    ]
+    for sender in senders:
+        _, err = sender.communicate()
+        if sender.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode(errors='replace')[-500:]}")
     return time.perf_counter() - started
 
 
-def node_config(folder: Path, port: int, quiet: float, dest_port: int | None) -> Path:
+def split(files: list[Path], parts: int, work: Path) -> list[Path]:
+    """``parts`` folders of hard links sharing out ``files`` (one folder: the series folder)."""
+    if parts == 1:
+        return [files[0].parent]
+    folders = [work / f"part{parts}-{i}" for i in range(parts)]
+    for i, path in enumerate(files):
+        folders[i % parts].mkdir(exist_ok=True)
+        os.link(path, folders[i % parts] / path.name)
+    return folders
+
+
+def node_config(
+    folder: Path, port: int, quiet: float, dest_port: int | None, analyzer: str
+) -> Path:
     dest = (
         f'[destinations.orthanc]\nae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {dest_port}\n'
         if dest_port
@@ -95,7 +122,8 @@ def node_config(folder: Path, port: int, quiet: float, dest_port: int | None) ->
     text = (
         f'[node]\nbind_address = "127.0.0.1"\nport = {port}\ndata_dir = "{folder}"\n'
         f"min_free_mb = 0\n[scheduler]\nquiet_seconds = {quiet}\npoll_seconds = 0.2\n"
-        f"[delivery]\npoll_seconds = 0.2\n[worker]\nlease_seconds = 300\n{dest}"
+        f"[delivery]\npoll_seconds = 0.2\n[worker]\nlease_seconds = 300\n"
+        f'analyzer = "{analyzer}"\n{dest}'
     )
     path = folder.parent / f"{folder.name}.toml"
     path.write_text(text, encoding="utf-8")
@@ -123,21 +151,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def ingest_node(work: Path, series_dir: Path, run: int) -> float:
+def ingest_node(work: Path, folders: list[Path], run: int) -> float:
     port = free_port()
-    config = node_config(work / f"node{run}", port, quiet=3600, dest_port=None)
-    process = start_node(config, work / f"node{run}.log")
+    # The worker stays idle during ingest (quiet period of an hour); any importable analyzer does.
+    analyzer = "tests.node.analyzers:mip"
+    name = f"node{run}-{len(folders)}"
+    config = node_config(work / name, port, quiet=3600, dest_port=None, analyzer=analyzer)
+    process = start_node(config, work / f"{name}.log")
     try:
-        wait_port(port)
+        wait_port(port, process=process)
         time.sleep(1.0)  # let the worker process finish starting
-        return storescu(port, "SPINENODE", series_dir)
+        return storescu(port, "SPINENODE", folders)
     finally:
         stop(process)
 
 
-def ingest_storescp(work: Path, series_dir: Path, run: int) -> float:
+def ingest_storescp(work: Path, folders: list[Path], run: int) -> float:
     port = free_port()
-    out = work / f"storescp{run}"
+    out = work / f"storescp{run}-{len(folders)}"
     out.mkdir()
     process = subprocess.Popen(
         ["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
@@ -147,15 +178,17 @@ def ingest_storescp(work: Path, series_dir: Path, run: int) -> float:
     )
     try:
         wait_port(port)
-        return storescu(port, "STORESCP", series_dir)
+        return storescu(port, "STORESCP", folders)
     finally:
         stop(process)  # type: ignore[arg-type]
 
 
-def ingest_orthanc(work: Path, series_dir: Path, run: int) -> float:
-    orthanc = Orthanc(work / f"orthanc{run}", free_port(), free_port(), modalities={})
+def ingest_orthanc(work: Path, folders: list[Path], run: int) -> float:
+    orthanc = Orthanc(
+        work / f"orthanc{run}-{len(folders)}", free_port(), free_port(), modalities={}
+    )
     try:
-        return storescu(orthanc.dicom_port, "ORTHANC", series_dir)
+        return storescu(orthanc.dicom_port, "ORTHANC", folders)
     finally:
         orthanc.stop()
 
@@ -173,7 +206,9 @@ def end_to_end(work: Path, slices: int, size: int) -> None:
         work / "orthanc-e2e", dicom_port, http_port,
         modalities={"spinenode": ("SPINENODE", "127.0.0.1", node_port)},
     )  # fmt: skip
-    config = node_config(work / "node-e2e", node_port, quiet=2.0, dest_port=dicom_port)
+    config = node_config(
+        work / "node-e2e", node_port, quiet=2.0, dest_port=dicom_port, analyzer=DEFAULT_ANALYZER
+    )
     process = start_node(config, work / "node-e2e.log")
     try:
         study = orthanc.upload(sorted((out / "dicom").rglob("*.dcm")))
@@ -211,34 +246,44 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--associations",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        help="concurrent associations to measure, the series shared out among them",
+    )
     parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args()
     if not (shutil.which("storescu") and shutil.which("storescp") and orthanc_available()):
         sys.exit("needs DCMTK (storescu, storescp) and Orthanc installed")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
-        series_dir = work / "series"
-        files = make_series(series_dir, args.slices, args.size)
+        folders = work / "series"
+        files = make_series(folders, args.slices, args.size)
         mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"series: {len(files)} images, {args.size}x{args.size}, {mb:.0f} MB, TCP_NODELAY=1")
-        rates: dict[str, float] = {}
-        for name, ingest in (
-            ("spinenode", ingest_node),
-            ("orthanc", ingest_orthanc),
-            ("storescp", ingest_storescp),
-        ):
-            seconds = min(ingest(work, series_dir, run) for run in range(args.repeat))
-            rates[name] = len(files) / seconds
-            print(
-                f"  {name:<10} {rates[name]:8.1f} images/s"
-                f"  ({seconds:.2f} s, best of {args.repeat})"
-            )
-        print(f"ratio spinenode/orthanc:  {rates['spinenode'] / rates['orthanc']:.2f}")
-        print(f"ratio spinenode/storescp: {rates['spinenode'] / rates['storescp']:.2f}")
+        for parallel in args.associations:
+            folders = split(files, parallel, work)
+            print(f"{parallel} association(s) at once:")
+            rates: dict[str, float] = {}
+            for name, ingest in (
+                ("spinenode", ingest_node),
+                ("orthanc", ingest_orthanc),
+                ("storescp", ingest_storescp),
+            ):
+                seconds = min(ingest(work, folders, run) for run in range(args.repeat))
+                rates[name] = len(files) / seconds
+                print(
+                    f"  {name:<10} {rates[name]:8.1f} images/s"
+                    f"  ({seconds:.2f} s, best of {args.repeat})"
+                )
+            print(f"  ratio spinenode/orthanc:  {rates['spinenode'] / rates['orthanc']:.2f}")
+            print(f"  ratio spinenode/storescp: {rates['spinenode'] / rates['storescp']:.2f}")
         if args.skip_e2e:
             return
-        if importlib.util.find_spec("node.analysis") is None:
-            print("\nend to end: skipped (node.analysis, the real analysis, is not built yet)")
+        if analyzer_problem(DEFAULT_ANALYZER) is not None:
+            print(f"\nend to end: skipped ({analyzer_problem(DEFAULT_ANALYZER)})")
             return
         end_to_end(work, args.slices, args.size)
 
