@@ -60,6 +60,12 @@ def _shared_groups(
         VolumetricProperties="VOLUME",
         VolumeBasedCalculationTechnique="NONE",
     )
+    _add_acquisition_groups(g, spec, geom)
+    return g
+
+
+def _add_acquisition_groups(g: Dataset, spec: CTSeriesSpec, geom: PlaneGeometry) -> None:
+    """The CT acquisition functional groups (required for ORIGINAL frames): a spiral scan."""
     g.CTAcquisitionTypeSequence = _seq(
         AcquisitionType="SPIRAL", ConstantVolumeFlag="NO", FluoroscopyFlag="NO"
     )
@@ -81,7 +87,7 @@ def _shared_groups(
         ReconstructionAlgorithm="FILTER_BACK_PROJ",
         ConvolutionKernel="STANDARD",
         ConvolutionKernelGroup="BONE",
-        ReconstructionDiameter=round(500.0, 1),
+        ReconstructionDiameter=500.0,
         ReconstructionPixelSpacing=ds_values(geom.pixel_spacing),
         ReconstructionAngle=360.0,
         ImageFilter="NONE",
@@ -98,7 +104,6 @@ def _shared_groups(
     g.IrradiationEventIdentificationSequence = _seq(
         IrradiationEventUID=str(generate_uid(spec.uid_prefix, [spec.series_instance_uid, "irr"]))
     )
-    return g
 
 
 def _frame_group(spec: CTSeriesSpec, geom: PlaneGeometry, index: int) -> Dataset:
