@@ -8,6 +8,7 @@ import numpy as np
 
 from inference.errors import InferenceError
 from inference.phantom.cervical import build_cervical, neck_context
+from inference.phantom.fullspine import build_full_extras, placed_frames, torso_knots
 from inference.phantom.lumbar import (
     build_vertebra,
     chain_frames,
@@ -15,6 +16,7 @@ from inference.phantom.lumbar import (
     ilium_bones,
     rib_bones,
     sacrum_parts,
+    thoracic_ribs,
 )
 from inference.phantom.model import Anatomy, BonePart, Joint, SoftRegion, Vertebra
 from inference.phantom.shapes import Capsule, EllipticCylinder, FloatArray
@@ -31,7 +33,13 @@ def _lumbar(
 ) -> tuple[list[Vertebra], list[BonePart], list[Joint], list[SoftRegion]]:
     frames = chain_frames(spec)
     mean = np.mean([c for _, c, _ in frames], axis=0)
-    frames = [(p, c - mean + target, rot) for p, c, rot in frames]
+    return thoracolumbar(spec, [(p, c - mean + target, rot) for p, c, rot in frames])
+
+
+def thoracolumbar(
+    spec: PhantomSpec, frames: list[tuple[VertebraParams, FloatArray, FloatArray]]
+) -> tuple[list[Vertebra], list[BonePart], list[Joint], list[SoftRegion]]:
+    """Vertebrae (with facet joints), sacrum, ilia, ribs and soft tissue of placed ``frames``."""
     joints: list[Joint] = []
     for lower, upper in itertools.pairwise(frames):
         joints += [facet_joint(upper, lower, side) for side in ("left", "right")]
@@ -49,6 +57,8 @@ def _lumbar(
             extra += ilium_bones(v, item[0])
         if level == "T12" and spec.ribs:
             extra += rib_bones(v, item[0])
+        elif level.startswith("T") and level != "T12":
+            extra += thoracic_ribs(v, item[0])
         verts.append(v)
     soft = _lumbar_soft(frames, verts, spec.seed)
     return verts, extra, joints, soft
@@ -92,6 +102,7 @@ def _lumbar_soft(
 def build_anatomy(spec: PhantomSpec) -> Anatomy:
     """The anatomy of ``spec`` with the torso centred on the LPS origin."""
     torso_depth = spec.torso_depth_mm
+    knots: tuple[tuple[float, float, float, float, float], ...] = ()
     if spec.kind == PhantomKind.LUMBAR:
         target = np.array([0.0, torso_depth / 2 - spec.fat_mm - 78.0, 0.0])
         verts, extra, joints, soft = _lumbar(spec, target)
@@ -102,10 +113,18 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         extra, context = neck_context(verts[0], verts[1], spec.seed)
         soft = context + soft
         radii = (0.19 * spec.torso_width_mm, neck_depth / 2)
+    elif spec.kind == PhantomKind.FULL:
+        target = np.array([0.0, torso_depth / 2 - spec.fat_mm - 78.0, 0.0])
+        frames = placed_frames(spec, target)
+        verts, extra, joints, soft = thoracolumbar(spec, frames)
+        cverts, cjoints, (before, after), bones = build_full_extras(spec, frames, verts)
+        soft = before + soft + after
+        verts = sorted(cverts + verts, key=lambda v: v.label)
+        joints, extra = cjoints + joints, bones + extra
+        radii = (spec.torso_width_mm / 2, torso_depth / 2)
+        knots = torso_knots(spec, verts)
     else:
-        raise InferenceError(
-            "phantom kind 'full' is not built yet; use lumbar or cervical", spec.kind
-        )
+        raise InferenceError(f"unknown phantom kind {spec.kind!r}", spec.kind)
     lo = min(float(b.shape.bounds()[0][2]) for v in verts for b in v.parts)
     hi = max(float(b.shape.bounds()[1][2]) for v in verts for b in v.parts)
     if spec.kind == PhantomKind.CERVICAL:
@@ -121,5 +140,6 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         radii,
         spec.fat_mm,
         (lo, hi),
-        0.85 if spec.kind == PhantomKind.LUMBAR else 0.0,
+        0.0 if spec.kind == PhantomKind.CERVICAL else 0.85,
+        knots,
     )

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from inference.phantom.lumbar import vertebra_rot
+from inference.phantom.lumbar import rotation, vertebra_rot
 from inference.phantom.model import BonePart, Joint, PartId, Pedicle, SoftRegion, Vertebra, side_x
 from inference.phantom.shapes import (
     Box,
@@ -125,6 +125,15 @@ def _c1(origin: FloatArray, rot: FloatArray) -> Vertebra:
     return Vertebra("C1", LEVEL_TO_LABEL["C1"], origin, rot, tuple(parts), ())
 
 
+def c1_c2(
+    spec: PhantomSpec, c2_origin: FloatArray, rot2: FloatArray, joints: list[Joint]
+) -> list[Vertebra]:
+    """C1 and C2 for a C2 body at ``c2_origin`` with frame ``rot2``; ``joints`` = C2–C3 joints."""
+    rot1 = rotation(rot2[:, 0], 6.0) @ rot2
+    c1_origin = c2_origin + rot2 @ np.array([0.0, -2.0, 23.5])
+    return [_c1(c1_origin, rot1), _c2(spec, c2_origin, rot2, joints)]
+
+
 def build_cervical(
     spec: PhantomSpec, c2_origin: FloatArray
 ) -> tuple[list[Vertebra], list[Joint], list[SoftRegion]]:
@@ -136,11 +145,7 @@ def build_cervical(
     c1_origin = c2_origin + rot2 @ np.array([0.0, -2.0, 23.5])
     c3_origin = c2_origin - rot2[:, 2] * 10.0 - rot3[:, 2] * (4.5 + 7.0)
     joints = [cervical_joint("C2", "C3", c3_origin, rot3, s, disc=4.5) for s in ("left", "right")]
-    verts = [
-        _c1(c1_origin, rot1),
-        _c2(spec, c2_origin, rot2, joints),
-        subaxial("C3", c3_origin, rot3, (joints, [])),
-    ]
+    verts = [*c1_c2(spec, c2_origin, rot2, joints), subaxial("C3", c3_origin, rot3, (joints, []))]
     soft = [
         SoftRegion(
             "disc_C2_C3", EllipticCylinder(c2_origin - rot2[:, 2] * 12.0, rot2, 8.0, 7.5, 3.5), 85.0

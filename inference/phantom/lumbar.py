@@ -310,3 +310,24 @@ def ilium_bones(s1: Vertebra, p: VertebraParams) -> list[BonePart]:
             )
         )
     return out
+
+
+def thoracic_ribs(v: Vertebra, p: VertebraParams) -> list[BonePart]:
+    """Ribs of a thoracic vertebra T1–T11: head at the body, tubercle at the transverse process,
+    angle, lateral and anterior arcs sloping caudally (bone without a vertebra label)."""
+    k = int(p.level[1:])
+    f = 0.55 + 0.45 * min(k, 7) / 7
+    out: list[BonePart] = []
+    for side in ("left", "right"):
+        sx = side_x(side)
+        w, d = p.body_width / 2, p.body_depth / 2
+        pts = [
+            v.to_world((sx * (w + 3.0), -d + 3.0, 0.45 * p.body_height)),
+            v.to_world((sx * (w + 20.0), -d - 14.0, 0.2 * p.body_height)),
+            v.to_world((sx * (w + 50.0 * f), -d - 12.0, -10.0)),
+            v.to_world((sx * (w + 100.0 * f), d + 35.0 * f, -30.0)),
+            v.to_world((sx * (w + 60.0 * f), d + 105.0 * f, -55.0)),
+        ]
+        for j in range(len(pts) - 1):
+            out.append(BonePart(f"rib{k}_{side}", Capsule(pts[j], pts[j + 1], 5.0, 4.5), 1.0))
+    return out

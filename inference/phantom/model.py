@@ -150,6 +150,7 @@ class Anatomy:
     fat_mm: float
     z_range: tuple[float, float]
     visceral_fat: float = 0.0
+    torso_knots: tuple[tuple[float, float, float, float, float], ...] = ()
 
     def vertebra(self, level: str) -> Vertebra:
         for v in self.vertebrae:

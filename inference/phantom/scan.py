@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from inference.phantom.lumbar import rotation
 from inference.phantom.model import Anatomy, BonePart, PartId
-from inference.phantom.shapes import FloatArray, Shape
+from inference.phantom.shapes import FloatArray, Shape, ellipse_sdf
 from inference.phantom.spec import PhantomSpec
 from inference.phantom.tissue import visceral_fat_field, visceral_fat_grid
 
@@ -92,22 +92,33 @@ def _occ(d: FloatArray, ramp: float) -> FloatArray:
     return np.asarray(np.clip(0.5 - d / ramp, 0.0, 1.0))
 
 
+def _outline(
+    anatomy: Anatomy, p: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Centre-relative x, y and semi-axes of the body outline at LPS points ``p``."""
+    if not anatomy.torso_knots:
+        ax, ay = anatomy.torso_radii
+        q = p - anatomy.torso_centre
+        return q[:, 0], q[:, 1], np.full(len(p), ax), np.full(len(p), ay)
+    knots = np.asarray(anatomy.torso_knots)
+    z = p[:, 2]
+    cx, cy, ax, ay = (np.interp(z, knots[:, 0], knots[:, k]) for k in (1, 2, 3, 4))
+    return p[:, 0] - cx, p[:, 1] - cy, ax, ay
+
+
 def paint_torso(r: Raster, anatomy: Anatomy, seed: int, chunk: int = 8) -> None:
     """Air, skin, subcutaneous fat and viscera: an elliptic body outline along LPS z."""
-    ax, ay = anatomy.torso_radii
-    inner = (ax - anatomy.fat_mm, ay - anatomy.fat_mm * 0.8)
     fat_grid = visceral_fat_grid(seed)
-    from inference.phantom.shapes import ellipse_sdf
-
     for s0 in range(0, r.hu.shape[0], chunk):
         block = (
             slice(s0, min(s0 + chunk, r.hu.shape[0])),
             slice(0, r.hu.shape[1]),
             slice(0, r.hu.shape[2]),
         )
-        p = points(r.affine, block) - anatomy.torso_centre
-        d_out = ellipse_sdf(p[:, 0], p[:, 1], ax, ay)
-        d_in = ellipse_sdf(p[:, 0], p[:, 1], inner[0], inner[1])
+        p = points(r.affine, block)
+        x, y, ax, ay = _outline(anatomy, p)
+        d_out = ellipse_sdf(x, y, ax, ay)
+        d_in = ellipse_sdf(x, y, ax - anatomy.fat_mm, ay - anatomy.fat_mm * 0.8)
         hu = AIR_HU + (SKIN_HU - AIR_HU) * _occ(d_out, r.ramp_mm)
         hu += (FAT_HU - SKIN_HU) * _occ(d_out + 2.0, r.ramp_mm)
         fat = visceral_fat_field(p, fat_grid) * anatomy.visceral_fat

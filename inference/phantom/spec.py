@@ -76,8 +76,32 @@ _LUMBAR_TABLE: dict[str, tuple[float, ...]] = {
     "S1": (52.0, 34.0, 25.0, 17.0, 19.0, 36.0, 0.0, 28.0, 14.0, 0.0, 50.0, 0.0),
 }
 
-# Segmental lordosis (degrees) of the motion segment below each level [Sci Rep 2022].
+# Thoracic levels (kind "full"): Panjabi 1991 / Zindrick 1987 pedicles, bodies from CT series.
+_THORACIC_TABLE: dict[str, tuple[float, ...]] = {
+    "T1": (28.0, 17.0, 14.0, 7.5, 9.5, 27.0, 0.0, 18.0, 14.0, 18.0, 70.0, 4.0),
+    "T2": (30.0, 18.0, 15.0, 6.0, 11.0, 20.0, 0.0, 17.0, 14.0, 18.0, 70.0, 4.0),
+    "T3": (31.0, 19.0, 16.0, 5.0, 11.5, 14.0, 0.0, 16.0, 14.0, 18.0, 70.0, 4.0),
+    "T4": (32.0, 20.0, 16.5, 4.8, 11.5, 11.0, 0.0, 16.0, 14.0, 17.0, 70.0, 4.5),
+    "T5": (32.0, 21.0, 17.0, 5.0, 11.5, 10.0, 0.0, 16.0, 14.0, 17.0, 70.0, 4.5),
+    "T6": (33.0, 22.0, 17.5, 5.2, 12.0, 9.0, 0.0, 16.0, 14.0, 17.0, 70.0, 5.0),
+    "T7": (34.0, 23.0, 18.0, 5.5, 12.5, 8.0, 0.0, 16.0, 14.0, 16.0, 70.0, 5.0),
+    "T8": (35.0, 24.0, 19.0, 5.8, 13.0, 8.0, 0.0, 16.0, 14.0, 16.0, 70.0, 5.0),
+    "T9": (36.0, 26.0, 20.0, 6.2, 14.0, 7.0, 0.0, 17.0, 15.0, 15.0, 65.0, 5.5),
+    "T10": (37.0, 27.0, 21.0, 6.6, 15.0, 6.0, 0.0, 17.0, 15.0, 13.0, 60.0, 6.0),
+    "T11": (39.0, 28.0, 22.0, 7.5, 16.5, 5.0, 0.0, 18.0, 16.0, 10.0, 40.0, 6.5),
+}
+
+# Segmental lordosis (degrees) of the motion segment below each level [Sci Rep 2022]; thoracic
+# kyphosis about 40° over T1–T12 (negative), cervical lordosis about 25° over C2–C7.
 SEGMENTAL_LORDOSIS: dict[str, float] = {
+    **{f"T{k}": -3.6 for k in range(1, 12)},
+    "C1": 6.0,
+    "C2": 5.0,
+    "C3": 5.0,
+    "C4": 5.0,
+    "C5": 4.0,
+    "C6": 3.0,
+    "C7": 0.0,
     "T12": -2.0,
     "L1": 1.0,
     "L2": 6.0,
@@ -139,9 +163,13 @@ class PhantomSpec:
         rng = np.random.default_rng([int(seed), 0x5B1E])
         include_t12 = bool(overrides.pop("include_t12", rng.random() < 0.6))
         include_l6 = bool(overrides.pop("include_l6", rng.random() < 0.05))
+        if kind == PhantomKind.FULL:
+            include_t12 = True
         names = [
             n for n in _LUMBAR_TABLE if (n != "T12" or include_t12) and (n != "L6" or include_l6)
         ]
+        if kind == PhantomKind.FULL:
+            names = list(_THORACIC_TABLE) + names
         size = float(rng.normal(1.0, 0.05))
         age = float(rng.uniform(25, 85))
         osteoporosis = bool(age > 60 and rng.random() < 0.4)
@@ -150,23 +178,23 @@ class PhantomSpec:
             cancellous = float(rng.uniform(60, 110))
         levels = tuple(_draw_level(rng, n, size) for n in names)
         in_plane = float(rng.uniform(0.3, 1.0))
+        # Lumbar lordosis follows the sacral slope (LL ≈ SS + 10°, so L1 leans back ~10°).
+        slope = float(rng.normal(39, 7))
         values: dict[str, Any] = {
             "seed": int(seed),
             "kind": kind,
             "levels": levels,
             "c2": _draw_c2(rng),
-            "spacing_mm": (
-                float(rng.choice([0.5, 0.625, 1.0, 1.25, 2.0, 3.0])),
-                in_plane,
-                in_plane,
-            ),
+            "spacing_mm": _default_spacing(rng, kind, in_plane),
             "shape": None,
-            "fov_mm": float(rng.uniform(300, 420)) if kind != PhantomKind.CERVICAL else 200.0,
+            "fov_mm": {PhantomKind.CERVICAL: 200.0, PhantomKind.FULL: 460.0}.get(
+                kind, float(rng.uniform(300, 420))
+            ),
             "centre_offset_mm": tuple(float(v) for v in rng.normal(0, 5, 3)),
             "centre_mm": None,
             "oblique_deg": (0.0, 0.0, 0.0),
-            "sacral_slope_deg": float(rng.normal(39, 7)),
-            "lordosis_scale": float(np.clip(rng.normal(1.0, 0.2), 0.5, 1.5)),
+            "sacral_slope_deg": slope,
+            "lordosis_scale": float(np.clip((slope + rng.normal(10.0, 5.0)) / 51.0, 0.5, 1.5)),
             "scoliosis_deg": float(rng.normal(0, 4)) if rng.random() < 0.3 else 0.0,
             "axial_rotation_deg": float(rng.normal(0, 4)),
             "age_years": age,
@@ -209,15 +237,27 @@ class PhantomSpec:
                 raise InferenceError(f"C2 outer width {w} mm outside 2–10 mm", w)
 
 
+def _default_spacing(
+    rng: np.random.Generator, kind: PhantomKind, in_plane: float
+) -> tuple[float, float, float]:
+    """(slice, row, column) spacing drawn for ``kind``; whole spines get coarser slices."""
+    if kind == PhantomKind.FULL:
+        fine = float(np.clip(in_plane, 0.7, 1.0))
+        return (float(rng.choice([1.25, 2.0, 3.0])), fine, fine)
+    return (float(rng.choice([0.5, 0.625, 1.0, 1.25, 2.0, 3.0])), in_plane, in_plane)
+
+
 def _draw_level(rng: np.random.Generator, name: str, size: float) -> VertebraParams:
-    bw, bd, bh, pw, ph, pta, psa, cw, cd, tp, facet, disc = _LUMBAR_TABLE[name]
+    bw, bd, bh, pw, ph, pta, psa, cw, cd, tp, facet, disc = {**_THORACIC_TABLE, **_LUMBAR_TABLE}[
+        name
+    ]
     s = size * float(rng.normal(1.0, 0.02))
     return VertebraParams(
         level=name,
         body_width=bw * s,
         body_depth=bd * s,
         body_height=bh * s,
-        pedicle_width=float(np.clip(rng.normal(pw, 0.12 * pw), 4.5, 22.0)),
+        pedicle_width=float(np.clip(rng.normal(pw, 0.12 * pw), min(4.5, 0.8 * pw), 22.0)),
         pedicle_height=float(np.clip(rng.normal(ph, 1.2), 10.0, 24.0)),
         pta_deg=float(rng.normal(pta, 3.0)),
         psa_deg=float(rng.normal(psa, 2.0)),

@@ -33,10 +33,14 @@ def _chain(
     return out
 
 
+def _abdominal(level: str) -> bool:
+    return level == "T12" or level.startswith("L")
+
+
 def muscles(frames: Frames, verts: list[Vertebra]) -> list[SoftRegion]:
     """Erector spinae / multifidus and psoas, each inside a 3 mm fat envelope."""
     out: list[SoftRegion] = []
-    lumbar = [(p, v) for (p, _, _), v in zip(frames, verts, strict=True) if p.level != "S1"]
+    lumbar = [(p, v) for (p, _, _), v in zip(frames, verts, strict=True) if _abdominal(p.level)]
     for sx in (-1.0, 1.0):
         back = [
             v.to_world((sx * 24.0, -(p.body_depth / 2 + p.canal_depth + 22.0), 0.0))
@@ -61,7 +65,7 @@ def organs(frames: Frames, verts: list[Vertebra], rng: np.random.Generator) -> l
     """Aorta and IVC in front of the spine, kidneys beside L1–L2, a few bowel gas pockets."""
     contrast = bool(rng.random() < 0.5)
     blood = float(rng.uniform(140, 220)) if contrast else float(rng.uniform(35, 50))
-    lumbar = [(p, v) for (p, _, _), v in zip(frames, verts, strict=True) if p.level != "S1"]
+    lumbar = [(p, v) for (p, _, _), v in zip(frames, verts, strict=True) if _abdominal(p.level)]
     out: list[SoftRegion] = []
     aorta = [v.to_world((-12.0, p.body_depth / 2 + 12.0, 0.0)) for p, v in lumbar[1:]]
     ivc = [v.to_world((22.0, p.body_depth / 2 + 10.0, 0.0)) for p, v in lumbar[1:]]

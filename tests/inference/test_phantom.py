@@ -223,3 +223,18 @@ def test_isthmus_is_free_of_other_bone_over_many_seeds() -> None:
                             ped.side,
                             t,
                         )
+
+
+def test_full_spine_has_every_level_and_c2_truth() -> None:
+    spec = PhantomSpec.from_seed(13, "full", spacing_mm=(4.0, 4.0, 4.0), noise_hu=0.0)
+    ph = generate(spec)
+    present = set(np.unique(ph.labels).tolist())
+    expected = set(range(1, 20)) | {20, 21, 22, 23, 24, 26}
+    assert expected <= present
+    assert [c.side for c in ph.truth.c2] == ["left", "right"]
+    levels = [v.level for v in ph.truth.vertebrae]
+    assert levels[:3] == ["C1", "C2", "C3"] and levels[-1] == "S1" and "T6" in levels
+    cranial = [float(np.array(ph.truth.vertebra(lv).body_centroid)[2]) for lv in ("C2", "T6", "L3")]
+    assert cranial[0] > cranial[1] > cranial[2]  # head up (LPS +z)
+    lungs = (ph.hu < -700) & (ph.labels == 0)
+    assert lungs.sum() > 1000  # air-filled lungs around the thoracic spine
