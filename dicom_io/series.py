@@ -34,13 +34,14 @@ from dicom_io.frames import (
 from dicom_io.identity import check_identity
 from dicom_io.pixels import decode_file, decode_into, fill_padding
 from dicom_io.policy import LoadPolicy
-from dicom_io.stacking import plan_stack, resample_stack
+from dicom_io.stacking import plan_stack, resample_stack, tissue_shifted_out
 from dicom_io.volume import CTVolume, SourceInstance
 
 logger = logging.getLogger(__name__)
 
 _HEADER_DROP = ("PixelData", "PerFrameFunctionalGroupsSequence")
 _DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+_TISSUE_HU = -500.0  # above: not air, worth a warning when the tilt correction cuts it off
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,14 @@ def load_series(
     kept = [frames[i] for i in plan.order]
     hu, padded = _decode(instances, kept, workers)
     fill = fill_padding(hu) if padded else min(-1024.0, float(hu.min()))
+    warnings = identity.warnings + plan.warnings
+    if plan.tilt_deg > 0 and np.any(plan.shifts):
+        lost = tissue_shifted_out(hu, plan, _TISSUE_HU)
+        if lost:
+            warnings += (
+                f"the tilt correction moved {lost} voxels above {_TISSUE_HU:g} HU out of the "
+                "field of view (the edge of the image at the ends of the stack)",
+            )
     hu = resample_stack(hu, plan, fill)
     sources = tuple(_source(instances[f.instance], f) for f in kept)
     logger.info(
@@ -199,7 +208,7 @@ def load_series(
         hu.shape[0],
         hu.shape,
         np.round(np.linalg.norm(plan.affine[:3, :3], axis=0), 3).tolist(),
-        len(plan.warnings) + len(identity.warnings),
+        len(warnings),
     )
     return CTVolume(
         hu=hu,
@@ -209,7 +218,7 @@ def load_series(
         frame_of_reference_uid=identity.frame_of_reference_uid,
         sources=sources,
         header=_header(instances[kept[0].instance]),
-        warnings=identity.warnings + plan.warnings,
+        warnings=warnings,
     )
 
 

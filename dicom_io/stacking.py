@@ -324,3 +324,20 @@ def resample_stack(
             np.multiply(shifted(i), 1 - w, out=out[j])
             out[j] += w * shifted(i + 1)
     return out
+
+
+def tissue_shifted_out(src: npt.NDArray[np.float32], plan: StackPlan, threshold: float) -> int:
+    """How many source voxels above ``threshold`` HU the tilt correction moves off the grid."""
+    rows, cols = src.shape[1:]
+    lost = 0
+    for i, (shift_r, shift_c) in enumerate(plan.shifts):
+        plane = src[i] > threshold
+        # source row r lands on r + shift: outside [0, rows - 1] once it is past the edge
+        keep_r = slice(
+            max(0, int(np.ceil(-shift_r))), min(rows, int(np.floor(rows - 1 - shift_r)) + 1)
+        )
+        keep_c = slice(
+            max(0, int(np.ceil(-shift_c))), min(cols, int(np.floor(cols - 1 - shift_c)) + 1)
+        )
+        lost += int(plane.sum()) - int(plane[keep_r, keep_c].sum())
+    return lost

@@ -163,6 +163,7 @@ def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid(tmp_path: Path) -> Non
     np.testing.assert_allclose(inner, expected[:, shift_rows:-shift_rows], atol=0.51)
     assert volume.hu.min() == pytest.approx(min(-1024.0, float(inner.min())))
     assert any("gantry tilt 15.0°" in w for w in volume.warnings)
+    assert any("out of the field of view" in w for w in volume.warnings)  # no air margin here
 
 
 def test_gantry_tilt_policies(tmp_path: Path) -> None:
