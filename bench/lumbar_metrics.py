@@ -1,0 +1,155 @@
+"""Metrics for bench_lumbar.py: Dice, level identification, screw agreement, grades vs truth.
+
+Patient frame: DICOM LPS mm throughout (phantom truth and the pipeline both use it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inference.geometry import Frame, SignedDistance, bounding_box, crop_affine, unit
+from inference.grading import Screw, babu_grade, facet_joint, gertzbein_robbins
+from inference.lumbar.frames import vertebra_anatomy
+from inference.results import AnalysisResult, ScrewPlan, Side
+from inference.verse import LEVEL_TO_LABEL
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return float(2.0 * (a & b).sum() / s) if s else float("nan")
+
+
+@dataclass
+class Tally:
+    """Accumulated per-level and overall figures."""
+
+    dice: dict[str, list[float]] = field(default_factory=dict)
+    ident: list[bool] = field(default_factory=list)
+    screw: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    gr: list[str] = field(default_factory=list)
+    babu: list[int] = field(default_factory=list)
+    missing_screws: int = 0
+    reference_screws: int = 0
+
+
+def level_dice(labels: np.ndarray, truth: np.ndarray, levels: list[str], tally: Tally) -> None:
+    for level in levels:
+        lab = LEVEL_TO_LABEL[level]
+        tally.dice.setdefault(level, []).append(dice(labels == lab, truth == lab))
+
+
+def identification(result: AnalysisResult, labels: np.ndarray, truth: np.ndarray) -> list[bool]:
+    """Per found vertebra: does the truth under our instance carry the same VerSe id?"""
+    out = []
+    for v in result.vertebrae:
+        under = truth[labels == v.label]
+        under = under[under > 0]
+        out.append(bool(under.size and np.bincount(under).argmax() == v.label))
+    return out
+
+
+def _cylinder_dice(a: ScrewPlan, entry: np.ndarray, tip: np.ndarray, diam: float) -> float:
+    """Overlap Dice of two screw cylinders, sampled on a 0.4 mm grid."""
+    e1, t1 = np.array(a.entry_mm), np.array(a.tip_mm)
+    lo = np.minimum.reduce([e1, t1, entry, tip]) - 5
+    hi = np.maximum.reduce([e1, t1, entry, tip]) + 5
+    axes = [np.arange(lo[k], hi[k], 0.4) for k in range(3)]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+    def inside(e: np.ndarray, t: np.ndarray, r: float) -> np.ndarray:
+        d = unit(t - e)
+        s = (pts - e) @ d
+        radial = np.linalg.norm(pts - e - s[:, None] * d, axis=1)
+        return (s >= 0) & (s <= np.linalg.norm(t - e)) & (radial <= r)
+
+    return dice(inside(e1, t1, a.diameter_mm / 2), inside(entry, tip, diam / 2))
+
+
+def truth_frame(v: dict[str, Any]) -> Frame:
+    return Frame(np.array(v["body_centroid"]), np.array(v["r"]), np.array(v["a"]), np.array(v["s"]))
+
+
+def compare_screws(
+    result: AnalysisResult,
+    truth_json: dict[str, Any],
+    truth: np.ndarray,
+    affine: np.ndarray,
+    tally: Tally,
+) -> None:
+    """Screw agreement with the phantom's reference screws, and grades on the TRUE masks."""
+    ours = {(s.level, str(s.side)): s for s in result.screws}
+    verts = {v["level"]: v for v in truth_json["vertebrae"]}
+    order = [
+        v["level"] for v in sorted(truth_json["vertebrae"], key=lambda v: -v["body_centroid"][2])
+    ]
+    for level, v in verts.items():
+        if level not in LEVEL_TO_LABEL or LEVEL_TO_LABEL[level] < 20:
+            continue
+        lab = LEVEL_TO_LABEL[level]
+        mask_full = truth == lab
+        if not mask_full.any():
+            continue
+        box = bounding_box(mask_full, 12)
+        mask, sub = mask_full[box], crop_affine(affine, box)
+        phi = SignedDistance(mask, sub)
+        frame = truth_frame(v)
+        k = order.index(level)
+        upper = truth[box] == LEVEL_TO_LABEL.get(order[k - 1], -1) if k > 0 else None
+        back = vertebra_anatomy(mask, sub, frame.s, frame.a).body_back_mm
+        for ped in v["pedicles"]:
+            tally.reference_screws += 1
+            plan = ours.get((level, ped["side"]))
+            if plan is None:
+                tally.missing_screws += 1
+                continue
+            ref = ped["screw"]
+            entry, tip = np.array(ref["entry"]), np.array(ref["tip"])
+            tally.screw.setdefault(level, []).append(
+                {
+                    "dpta": abs(plan.pta_deg - ref["pta_deg"]),
+                    "dpsa": abs(plan.psa_deg - ref["psa_deg"]),
+                    "entry": float(np.linalg.norm(np.array(plan.entry_mm) - entry)),
+                    "tip": float(np.linalg.norm(np.array(plan.tip_mm) - tip)),
+                    "dlen": plan.length_mm - ref["length_mm"],
+                    "ddia": plan.diameter_mm - ref["diameter_mm"],
+                    "dice": _cylinder_dice(plan, entry, tip, ref["diameter_mm"]),
+                }
+            )
+            side = Side(ped["side"])
+            screw = Screw(np.array(plan.entry_mm), np.array(plan.tip_mm), plan.diameter_mm)
+            tally.gr.append(gertzbein_robbins(phi, screw, frame, side).grade)
+            if upper is not None and upper.any():
+                joint = facet_joint(mask, upper, sub, frame=frame, side=side, body_back_mm=back)
+                tally.babu.append(babu_grade(joint, screw))
+            else:
+                tally.babu.append(0)
+
+
+def summary_rows(tally: Tally, levels: list[str]) -> list[str]:
+    """Printable table: per level and overall."""
+    head = f"{'level':<7}{'Dice':>7}{'n':>4}{'|dPTA|':>8}{'|dPSA|':>8}{'entry':>7}{'tip':>7}"
+    head += f"{'dLen':>7}{'dDia':>7}{'scrDice':>8}{'screws':>7}"
+    rows = [head]
+    all_s: list[dict[str, float]] = []
+    all_d: list[float] = []
+    for level in [*levels, "all"]:
+        if level == "all":
+            d, s = all_d, all_s
+        else:
+            d = [x for x in tally.dice.get(level, []) if np.isfinite(x)]
+            s = tally.screw.get(level, [])
+            all_d += d
+            all_s += s
+
+        def m(key: str, s: list[dict[str, float]] = s) -> float:
+            return float(np.mean([x[key] for x in s])) if s else float("nan")
+
+        rows.append(
+            f"{level:<7}{np.mean(d) if d else float('nan'):>7.3f}{len(d):>4}{m('dpta'):>8.2f}"
+            f"{m('dpsa'):>8.2f}{m('entry'):>7.2f}{m('tip'):>7.2f}{m('dlen'):>7.2f}{m('ddia'):>7.2f}"
+            f"{m('dice'):>8.3f}{len(s):>7}"
+        )
+    return rows
