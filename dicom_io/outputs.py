@@ -141,6 +141,33 @@ def _write_captures(
     return written
 
 
+def _build_seg(
+    volume: CTVolume,
+    report: AnalysisReport,
+    masks: tuple[npt.NDArray[np.integer], npt.NDArray[np.integer] | None],
+    sources: list[Dataset],
+    how: tuple[OutputOptions, Equipment],
+) -> Dataset | None:
+    """The SEG, or ``None`` when it is not wanted or there is nothing to segment."""
+    options, equipment = how
+    if not options.seg:
+        return None
+    try:
+        return build_segmentation(
+            volume,
+            sources,
+            report,
+            masks,
+            series=_series(volume, report, options, ("seg", 1, "Spine segmentation")),
+            equipment=equipment,
+            kind=options.segmentation_type,
+            compress_labelmap=options.compress_labelmap,
+        )
+    except EmptySegmentationError as exc:
+        logger.info("series %s: no SEG written: %s", volume.series_instance_uid, exc)
+        return None
+
+
 def write_outputs(
     volume: CTVolume,
     report: AnalysisReport,
@@ -178,23 +205,9 @@ def write_outputs(
     equipment = Equipment(options.manufacturer, options.model_name, report.version, "1")
     sources = source_datasets(volume)
     written: list[Path] = []
-    seg: Dataset | None = None
-    if options.seg:
-        try:
-            seg = build_segmentation(
-                volume,
-                sources,
-                report,
-                (labels, c2_parts),
-                series=_series(volume, report, options, ("seg", 1, "Spine segmentation")),
-                equipment=equipment,
-                kind=options.segmentation_type,
-                compress_labelmap=options.compress_labelmap,
-            )
-        except EmptySegmentationError as exc:
-            logger.info("series %s: no SEG written: %s", volume.series_instance_uid, exc)
-        else:
-            written.append(_save(seg, out_dir / "seg.dcm"))
+    seg = _build_seg(volume, report, (labels, c2_parts), sources, (options, equipment))
+    if seg is not None:
+        written.append(_save(seg, out_dir / "seg.dcm"))
     if options.sr and (report.screws or report.c2):
         sr = build_measurement_report(
             (volume.series_instance_uid, volume.frame_of_reference_uid),

@@ -97,6 +97,18 @@ def _annotate(ds: Dataset, info: CaptureInfo, equipment: Equipment) -> None:
     ds.SoftwareVersions = equipment.software_version
 
 
+def _patient_and_study(reference: Dataset) -> Dataset:
+    """A new dataset with the patient and study attributes of ``reference`` (type 2: empty)."""
+    ds = Dataset()
+    for kw in _PATIENT_STUDY:
+        if kw in reference:
+            ds[kw] = reference[kw]
+    for kw in _PATIENT_STUDY[1:-1]:  # all but SpecificCharacterSet and StudyDescription
+        if kw not in ds:
+            setattr(ds, kw, None)
+    return ds
+
+
 def multi_frame(
     frames: Sequence[npt.NDArray[np.uint8]],
     plane: Plane,
@@ -111,16 +123,7 @@ def multi_frame(
     ``plane`` is one of the frames' planes: its pixel size becomes the Pixel Spacing.
     """
     stack = np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
-    ds = Dataset()
-    for kw in _PATIENT_STUDY:
-        if kw in reference:
-            ds[kw] = reference[kw]
-    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate"):
-        if kw not in ds:
-            setattr(ds, kw, None)
-    for kw in ("StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"):
-        if kw not in ds:
-            setattr(ds, kw, None)
+    ds = _patient_and_study(reference)
     ds.SOPClassUID = MultiFrameTrueColorSecondaryCaptureImageStorage
     ds.SOPInstanceUID = info.sop_instance_uid
     ds.InstanceCreationDate = ds.ContentDate = series.created.strftime("%Y%m%d")

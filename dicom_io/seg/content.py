@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import highdicom as hd
@@ -129,22 +129,13 @@ SCREW_COLOR = (255, 40, 40)
 C2_COLORS = {"left": (60, 220, 60), "right": (60, 120, 255)}
 
 
-def segment_specs(
-    report: AnalysisReport,
-    labels: npt.NDArray[np.integer],
-    c2_parts: npt.NDArray[np.integer] | None,
-    affine: npt.NDArray[np.float64],
-) -> list[SegmentSpec]:
-    """Segments in SEG order: vertebrae present in ``labels`` (by VerSe id), the C2 parts
-    (``c2_parts`` values 5 = left, 6 = right), then each screw of ``report`` in report order."""
-    shape = (int(labels.shape[0]), int(labels.shape[1]), int(labels.shape[2]))
-    specs: list[SegmentSpec] = []
-    present = [int(v) for v in np.unique(labels) if v != 0]
-    for value in present:
+def _vertebra_specs(labels: npt.NDArray[np.integer]) -> list[SegmentSpec]:
+    specs = []
+    for value in (int(v) for v in np.unique(labels) if v != 0):
         name, code = VERTEBRA_CODES.get(value, (f"vertebra {value}", codes.SCT.Vertebra))
         specs.append(
             SegmentSpec(
-                number=len(specs) + 1,
+                number=0,
                 label=name,
                 category=codes.cid7150.AnatomicalStructure,
                 property_type=code,
@@ -155,30 +146,38 @@ def segment_specs(
                 color_rgb=_PALETTE[value % len(_PALETTE)],
             )
         )
-    if c2_parts is not None:
-        for side, value in C2_PART_VALUES.items():
-            if not np.any(c2_parts == value):
-                continue
-            specs.append(
-                SegmentSpec(
-                    number=len(specs) + 1,
-                    label=f"C2 pediculoisthmic {side}",
-                    category=codes.cid7150.AnatomicalStructure,
-                    property_type=codes.SCT.PedicleOfVertebra,
-                    laterality=LATERALITY[side],
-                    anatomic_region=codes.SCT.C2Vertebra,
-                    tracking_id=f"C2 pediculoisthmic {side}",
-                    mask=partial(equal_mask, c2_parts, value),
-                    color_rgb=C2_COLORS[side],
-                )
-            )
+    return specs
+
+
+def _c2_specs(c2_parts: npt.NDArray[np.integer]) -> list[SegmentSpec]:
+    return [
+        SegmentSpec(
+            number=0,
+            label=f"C2 pediculoisthmic {side}",
+            category=codes.cid7150.AnatomicalStructure,
+            property_type=codes.SCT.PedicleOfVertebra,
+            laterality=LATERALITY[side],
+            anatomic_region=codes.SCT.C2Vertebra,
+            tracking_id=f"C2 pediculoisthmic {side}",
+            mask=partial(equal_mask, c2_parts, value),
+            color_rgb=C2_COLORS[side],
+        )
+        for side, value in C2_PART_VALUES.items()
+        if np.any(c2_parts == value)
+    ]
+
+
+def _screw_specs(
+    report: AnalysisReport, shape: tuple[int, int, int], affine: npt.NDArray[np.float64]
+) -> list[SegmentSpec]:
+    specs = []
     for screw in report.screws:
         if screw_box(screw, shape, affine) is None:
             logger.warning("screw %s lies outside the CT grid: left out of the SEG", screw.name)
             continue
         specs.append(
             SegmentSpec(
-                number=len(specs) + 1,
+                number=0,
                 label=f"Screw {screw.name}",
                 category=codes.cid7150.PhysicalObject,
                 property_type=codes.SCT.BoneScrew,
@@ -190,6 +189,24 @@ def segment_specs(
             )
         )
     return specs
+
+
+def segment_specs(
+    report: AnalysisReport,
+    labels: npt.NDArray[np.integer],
+    c2_parts: npt.NDArray[np.integer] | None,
+    affine: npt.NDArray[np.float64],
+) -> list[SegmentSpec]:
+    """Segments in SEG order, numbered from 1: vertebrae present in ``labels`` (by VerSe id), the
+    C2 parts (``c2_parts`` values 5 = left, 6 = right), then each screw of ``report`` that touches
+    the CT grid, in report order."""
+    shape = (int(labels.shape[0]), int(labels.shape[1]), int(labels.shape[2]))
+    specs = [
+        *_vertebra_specs(labels),
+        *(_c2_specs(c2_parts) if c2_parts is not None else []),
+        *_screw_specs(report, shape, affine),
+    ]
+    return [replace(spec, number=i + 1) for i, spec in enumerate(specs)]
 
 
 def segment_description(

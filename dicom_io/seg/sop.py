@@ -119,6 +119,36 @@ def _as_volume(
     )
 
 
+def _transfer_syntax(kind: SegmentationKind, compress_labelmap: bool) -> str:
+    if compress_labelmap and kind is SegmentationKind.LABELMAP:
+        return str(RLELossless)
+    return str(ExplicitVRLittleEndian)
+
+
+def _content(
+    volume: CTVolume,
+    report: AnalysisReport,
+    masks: tuple[npt.NDArray[np.integer], npt.NDArray[np.integer] | None],
+    kind: SegmentationKind,
+) -> tuple[list[hd.seg.SegmentDescription], npt.NDArray[np.generic] | hd.Volume]:
+    """Segment descriptions and the pixel array (or volume) that highdicom encodes."""
+    labels, c2_parts = masks
+    if labels.shape != volume.shape:
+        raise DicomIOError(
+            f"the label map has shape {labels.shape}, the CT {volume.shape}", labels.shape
+        )
+    specs = segment_specs(report, labels, c2_parts, np.asarray(volume.affine, dtype=np.float64))
+    if not specs:
+        raise EmptySegmentationError("nothing to segment: no vertebra, C2 part or screw", None)
+    uid = UIDFactory(volume.series_instance_uid, report.version)
+    algorithm = algorithm_identification(report)
+    descriptions = [segment_description(s, algorithm, uid(f"segment.{s.label}")) for s in specs]
+    pixels: npt.NDArray[np.generic] | hd.Volume = _pixels(specs, kind, volume.shape)
+    if not is_aligned(volume):  # frames placed by the affine; sources are references only
+        pixels = _as_volume(np.asarray(pixels), volume, [s.number for s in specs], kind)
+    return descriptions, pixels
+
+
 def build_segmentation(
     volume: CTVolume,
     sources: list[Dataset],
@@ -154,20 +184,8 @@ def build_segmentation(
     EmptySegmentationError
         When there is not a single non-empty segment.
     """
-    labels, c2_parts = masks
-    if labels.shape != volume.shape:
-        raise DicomIOError(
-            f"the label map has shape {labels.shape}, the CT {volume.shape}", labels.shape
-        )
-    specs = segment_specs(report, labels, c2_parts, np.asarray(volume.affine, dtype=np.float64))
-    if not specs:
-        raise EmptySegmentationError("nothing to segment: no vertebra, C2 part or screw", None)
     uid = UIDFactory(volume.series_instance_uid, report.version)
-    algorithm = algorithm_identification(report)
-    descriptions = [segment_description(s, algorithm, uid(f"segment.{s.label}")) for s in specs]
-    pixels: npt.NDArray[np.generic] | hd.Volume = _pixels(specs, kind, volume.shape)
-    if not is_aligned(volume):  # frames placed by the affine; sources are references only
-        pixels = _as_volume(np.asarray(pixels), volume, [s.number for s in specs], kind)
+    descriptions, pixels = _content(volume, report, masks, kind)
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,
@@ -188,13 +206,11 @@ def build_segmentation(
         content_date=series.created.date(),
         content_time=series.created.time(),
         omit_empty_frames=True,
-        transfer_syntax_uid=(
-            RLELossless
-            if compress_labelmap and kind is SegmentationKind.LABELMAP
-            else ExplicitVRLittleEndian
-        ),
+        transfer_syntax_uid=_transfer_syntax(kind, compress_labelmap),
     )
     finish(seg, series.created)
     replace_uids(seg, "DimensionOrganizationUID", uid("seg.dimension-organization"))
-    logger.info("SEG %s: %d segments, %d frames", kind.value, len(specs), int(seg.NumberOfFrames))
+    logger.info(
+        "SEG %s: %d segments, %d frames", kind.value, len(descriptions), int(seg.NumberOfFrames)
+    )
     return seg

@@ -139,6 +139,20 @@ def c2_group(
     )
 
 
+def _observation_context(device_uid: str, equipment: Equipment) -> hd.sr.ObservationContext:
+    """The node itself as the (device) observer."""
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device_uid,
+            name="spinenode",
+            manufacturer_name=equipment.manufacturer,
+            model_name=equipment.model_name,
+        ),
+    )
+    return hd.sr.ObservationContext(observer_device_context=observer)
+
+
 def build_measurement_report(
     volume_uids: tuple[str, str],
     sources: Sequence[Dataset],
@@ -167,17 +181,8 @@ def build_measurement_report(
     uid = UIDFactory(source_series_uid, report.version)
     groups = [screw_group(s, report, uid, frame_uid) for s in report.screws]
     groups += [c2_group(c, report, uid, frame_uid) for c in report.c2]
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=uid("device"),
-            name="spinenode",
-            manufacturer_name=equipment.manufacturer,
-            model_name=equipment.model_name,
-        ),
-    )
     content = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        observation_context=_observation_context(uid("device"), equipment),
         procedure_reported=codes.cid100.CTUnspecifiedBodyRegion,
         imaging_measurements=groups,
     )
