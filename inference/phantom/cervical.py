@@ -48,6 +48,19 @@ def c2_component(spec: PhantomSpec, origin: FloatArray, rot: FloatArray, k: int)
     return Pedicle(side, centre, d, trot[:, 0], w, h, c2.cortex_mm[k], tube)
 
 
+def _bifid_spinous(origin: FloatArray, rot: FloatArray) -> list[BonePart]:
+    """C2's large spinous process with its two tubercles."""
+    parts: list[BonePart] = []
+    sp = Box(origin + rot @ np.array([0.0, -36.0, -5.0]), rot, np.array([4.0, 10.0, 6.5]), 2.5)
+    parts.append(BonePart("spinous", sp, 1.2))
+    for sx in (-1.0, 1.0):
+        tip = Ellipsoid(
+            origin + rot @ np.array([sx * 4.0, -45.0, -6.0]), rot, np.array([3.5, 3.5, 5.0])
+        )
+        parts.append(BonePart("spinous_tip", tip, 1.0))
+    return parts
+
+
 def _c2(spec: PhantomSpec, origin: FloatArray, rot: FloatArray, joints: list[Joint]) -> Vertebra:
     comps = [c2_component(spec, origin, rot, k) for k in (0, 1)]
     parts = [
@@ -92,13 +105,7 @@ def _c2(spec: PhantomSpec, origin: FloatArray, rot: FloatArray, joints: list[Joi
     for joint in joints:
         comp = next(c for c in comps if c.side == joint.side)
         parts += articular(joint, True, comp.centre - comp.axis * 8.0)
-    sp = Box(origin + rot @ np.array([0.0, -36.0, -5.0]), rot, np.array([4.0, 10.0, 6.5]), 2.5)
-    parts.append(BonePart("spinous", sp, 1.2))
-    for sx in (-1.0, 1.0):
-        tip = Ellipsoid(
-            origin + rot @ np.array([sx * 4.0, -45.0, -6.0]), rot, np.array([3.5, 3.5, 5.0])
-        )
-        parts.append(BonePart("spinous_tip", tip, 1.0))
+    parts += _bifid_spinous(origin, rot)
     return Vertebra("C2", LEVEL_TO_LABEL["C2"], origin, rot, tuple(parts), tuple(comps))
 
 
@@ -223,6 +230,13 @@ def neck_context(c1: Vertebra, c2: Vertebra, seed: int) -> tuple[list[BonePart],
             52.0,
         ),
     ]
+    soft += _neck_vessels_and_muscles(c1, c2, blood)
+    return bones, soft
+
+
+def _neck_vessels_and_muscles(c1: Vertebra, c2: Vertebra, blood: float) -> list[SoftRegion]:
+    """Carotid arteries, jugular veins and sternocleidomastoid muscles."""
+    soft: list[SoftRegion] = []
     for sx in (-1.0, 1.0):
         for name, x, y, r, hu in (
             ("carotid", 21.0, 14.0, 3.5, blood),
@@ -235,4 +249,4 @@ def neck_context(c1: Vertebra, c2: Vertebra, seed: int) -> tuple[list[BonePart],
             c2.to_world((sx * 40.0, 10.0, -45.0)), c1.to_world((sx * 48.0, -15.0, 10.0)), 9.0, 7.0
         )
         soft.append(SoftRegion("sternocleidomastoid", scm, 55.0))
-    return bones, soft
+    return soft

@@ -21,6 +21,7 @@ from inference.phantom.spec import SEGMENTAL_LORDOSIS, PhantomSpec, VertebraPara
 from inference.phantom.subaxial import BODY_HZ, cervical_joint, subaxial
 
 Frame = tuple[VertebraParams, FloatArray, FloatArray]
+Frame2 = tuple[FloatArray, FloatArray]  # origin, rotation
 SUBAXIAL = (
     ("C7", 1.15, 26.0),
     ("C6", 1.1, 18.0),
@@ -44,34 +45,37 @@ def _tilt(rot: FloatArray) -> float:
     return math.degrees(math.atan2(-float(s[1]), float(s[2])))
 
 
-def cervical_chain(
-    spec: PhantomSpec, t1: Frame
-) -> tuple[list[Vertebra], list[Joint], list[SoftRegion]]:
-    """C7 … C3 stacked on T1, then C2 and C1; with discs, canal, cord and airway."""
-    p1, c1_, rot1 = t1
-    tilt = _tilt(rot1)
-    below_c, below_rot, below_hz = c1_, rot1, p1.body_height / 2
-    placed: list[tuple[str, float, float, FloatArray, FloatArray]] = []
-    soft: list[SoftRegion] = []
+Placed = tuple[str, float, float, FloatArray, FloatArray]  # level, scale, spinous, centre, rot
+
+
+def _stack(spec: PhantomSpec, t1: Frame) -> tuple[list[Placed], list[SoftRegion], Frame2]:
+    """C7 … C3 stacked on T1 by the cervical lordosis; their discs; the C2 origin and frame."""
+    p1, below_c, below_rot = t1
+    tilt = _tilt(below_rot)
+    below_hz = p1.body_height / 2
+    placed: list[Placed] = []
+    discs: list[SoftRegion] = []
     for level, sc, spinous in SUBAXIAL:
         tilt -= SEGMENTAL_LORDOSIS[level] * spec.lordosis_scale
         rot = vertebra_rot(tilt, 0.0, 0.0)
         bis = below_rot[:, 2] + rot[:, 2]
         bis /= np.linalg.norm(bis)
-        centre = (
-            below_c + below_rot[:, 2] * below_hz + bis * CERVICAL_DISC_MM + rot[:, 2] * BODY_HZ * sc
-        )
-        disc_c = below_c + below_rot[:, 2] * below_hz + bis * CERVICAL_DISC_MM / 2
-        soft.append(
-            SoftRegion(
-                f"disc_{level}", EllipticCylinder(disc_c, rot, 8.5 * sc, 8.0 * sc, 4.0), 85.0
-            )
-        )
+        top = below_c + below_rot[:, 2] * below_hz
+        centre = top + bis * CERVICAL_DISC_MM + rot[:, 2] * BODY_HZ * sc
+        disc = EllipticCylinder(top + bis * CERVICAL_DISC_MM / 2, rot, 8.5 * sc, 8.0 * sc, 4.0)
+        discs.append(SoftRegion(f"disc_{level}", disc, 85.0))
         placed.append((level, sc, spinous, centre, rot))
         below_c, below_rot, below_hz = centre, rot, BODY_HZ * sc
-    tilt -= SEGMENTAL_LORDOSIS["C2"] * spec.lordosis_scale
-    rot2 = vertebra_rot(tilt, 0.0, 0.0)
+    rot2 = vertebra_rot(tilt - SEGMENTAL_LORDOSIS["C2"] * spec.lordosis_scale, 0.0, 0.0)
     c2_origin = below_c + below_rot[:, 2] * below_hz + rot2[:, 2] * (CERVICAL_DISC_MM + 10.0)
+    return placed, discs, (c2_origin, rot2)
+
+
+def cervical_chain(
+    spec: PhantomSpec, t1: Frame
+) -> tuple[list[Vertebra], list[Joint], list[SoftRegion]]:
+    """C7 … C3 stacked on T1, then C2 and C1; with discs, canal, cord and airway."""
+    placed, soft, (c2_origin, rot2) = _stack(spec, t1)
     joints: list[Joint] = []
     for k, (level, sc, _, centre, rot) in enumerate(placed):
         upper = "C2" if k == len(placed) - 1 else placed[k + 1][0]
@@ -84,24 +88,28 @@ def cervical_chain(
         above = [j for j in joints if j.lower == level]
         below = [j for j in joints if j.upper == level]
         verts.append(subaxial(level, centre, rot, (above, below), sc=sc, spinous_mm=spinous))
-    c2_joints = [j for j in joints if j.upper == "C2"]
-    verts += c1_c2(spec, c2_origin, rot2, c2_joints)
+    verts += c1_c2(spec, c2_origin, rot2, [j for j in joints if j.upper == "C2"])
     verts = sorted(verts, key=lambda v: v.label)
-    c1 = verts[0]
-    canal = [v.to_world((0.0, -17.0, 0.0)) for v in verts] + [
-        c1_ + rot1 @ np.array([0.0, -(p1.body_depth / 2 + 8.0), 0.0])
-    ]
+    return verts, joints, soft + _cervical_soft(verts, t1)
+
+
+def _cervical_soft(verts: list[Vertebra], t1: Frame) -> list[SoftRegion]:
+    """Canal with cord from C1 to T1, pharynx and trachea."""
+    p1, c1_, rot1 = t1
+    soft: list[SoftRegion] = []
+    canal = [v.to_world((0.0, -17.0, 0.0)) for v in verts]
+    canal.append(c1_ + rot1 @ np.array([0.0, -(p1.body_depth / 2 + 8.0), 0.0]))
     for a, b in itertools.pairwise(canal):
         soft.append(SoftRegion("canal", Capsule(a, b, 8.5, 8.5), 10.0))
         soft.append(SoftRegion("cord", Capsule(a, b, 5.0, 5.0), 35.0))
     airway = [
-        c1.to_world((0.0, 26.0, 5.0)),
+        verts[0].to_world((0.0, 26.0, 5.0)),
         verts[3].to_world((0.0, 24.0, 0.0)),
         c1_ + rot1 @ np.array([0.0, p1.body_depth / 2 + 18.0, -40.0]),
     ]
     soft.append(SoftRegion("pharynx", Capsule(airway[0], airway[1], 9.0, 8.0), -1000.0))
     soft.append(SoftRegion("trachea", Capsule(airway[1], airway[2], 8.0, 9.0), -1000.0))
-    return verts, joints, soft
+    return soft
 
 
 def chest(frames: list[Frame], verts: list[Vertebra], seed: int) -> list[SoftRegion]:

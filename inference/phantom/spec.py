@@ -161,21 +161,8 @@ class PhantomSpec:
         """
         kind = PhantomKind(kind)
         rng = np.random.default_rng([int(seed), 0x5B1E])
-        include_t12 = bool(overrides.pop("include_t12", rng.random() < 0.6))
-        include_l6 = bool(overrides.pop("include_l6", rng.random() < 0.05))
-        if kind == PhantomKind.FULL:
-            include_t12 = True
-        names = [
-            n for n in _LUMBAR_TABLE if (n != "T12" or include_t12) and (n != "L6" or include_l6)
-        ]
-        if kind == PhantomKind.FULL:
-            names = list(_THORACIC_TABLE) + names
+        names, include_t12 = _level_names(rng, kind, overrides)
         size = float(rng.normal(1.0, 0.05))
-        age = float(rng.uniform(25, 85))
-        osteoporosis = bool(age > 60 and rng.random() < 0.4)
-        cancellous = float(rng.normal(260 - 2.2 * (age - 25), 25))
-        if osteoporosis:
-            cancellous = float(rng.uniform(60, 110))
         levels = tuple(_draw_level(rng, n, size) for n in names)
         in_plane = float(rng.uniform(0.3, 1.0))
         # Lumbar lordosis follows the sacral slope (LL ≈ SS + 10°, so L1 leans back ~10°).
@@ -197,12 +184,8 @@ class PhantomSpec:
             "lordosis_scale": float(np.clip((slope + rng.normal(10.0, 5.0)) / 51.0, 0.5, 1.5)),
             "scoliosis_deg": float(rng.normal(0, 4)) if rng.random() < 0.3 else 0.0,
             "axial_rotation_deg": float(rng.normal(0, 4)),
-            "age_years": age,
-            "osteoporosis": osteoporosis,
-            "cancellous_hu": float(np.clip(cancellous, 50, 400)),
-            "cortical_hu": float(rng.uniform(1100, 1700)),
+            **_bone(rng),
             "ribs": include_t12 and bool(rng.random() < 0.8),
-            "osteophytes": bool(age > 50 and rng.random() < 0.5),
             "narrowed_disc": str(rng.choice(["L4", "L5"])) if rng.random() < 0.3 else None,
             "noise_hu": float(rng.uniform(8, 30)),
             "blur_mm": float(rng.uniform(0.3, 0.6)),
@@ -235,6 +218,36 @@ class PhantomSpec:
         for w in self.c2.outer_width:
             if not 2.0 <= w <= 10.0:
                 raise InferenceError(f"C2 outer width {w} mm outside 2–10 mm", w)
+
+
+def _level_names(
+    rng: np.random.Generator, kind: PhantomKind, overrides: dict[str, Any]
+) -> tuple[list[str], bool]:
+    """Thoracolumbar level names (cranial → caudal) and whether T12 is included."""
+    include_t12 = bool(overrides.pop("include_t12", rng.random() < 0.6))
+    include_l6 = bool(overrides.pop("include_l6", rng.random() < 0.05))
+    if kind == PhantomKind.FULL:
+        include_t12 = True
+    names = [n for n in _LUMBAR_TABLE if (n != "T12" or include_t12) and (n != "L6" or include_l6)]
+    if kind == PhantomKind.FULL:
+        names = list(_THORACIC_TABLE) + names
+    return names, include_t12
+
+
+def _bone(rng: np.random.Generator) -> dict[str, Any]:
+    """Age, bone density and degeneration: cancellous HU falls with age, osteoporosis 60–110."""
+    age = float(rng.uniform(25, 85))
+    osteoporosis = bool(age > 60 and rng.random() < 0.4)
+    cancellous = float(rng.normal(260 - 2.2 * (age - 25), 25))
+    if osteoporosis:
+        cancellous = float(rng.uniform(60, 110))
+    return {
+        "age_years": age,
+        "osteoporosis": osteoporosis,
+        "cancellous_hu": float(np.clip(cancellous, 50, 400)),
+        "cortical_hu": float(rng.uniform(1100, 1700)),
+        "osteophytes": bool(age > 50 and rng.random() < 0.5),
+    }
 
 
 def _default_spacing(

@@ -134,78 +134,41 @@ class PhantomTruth:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> PhantomTruth:
-        def screw(s: Mapping[str, Any]) -> ScrewTruth:
-            return ScrewTruth(
-                _v(s["entry"]),
-                _v(s["tip"]),
-                _v(s["exit"]),
-                *(
-                    float(s[k])
-                    for k in ("channel_mm", "length_mm", "diameter_mm", "pta_deg", "psa_deg")
-                ),
-            )
-
-        def ped(p: Mapping[str, Any]) -> PedicleTruth:
-            return PedicleTruth(
-                p["side"],
-                _v(p["isthmus_centre"]),
-                _v(p["axis"]),
-                _v(p["width_dir"]),
-                float(p["width_mm"]),
-                float(p["height_mm"]),
-                float(p["min_axis_to_surface_mm"]),
-                screw(p["screw"]),
-            )
-
-        def facet(f: Mapping[str, Any]) -> FacetTruth:
-            return FacetTruth(
-                f["upper"],
-                f["lower"],
-                f["side"],
-                _v(f["centre"]),
-                _v(f["normal"]),
-                float(f["gap_mm"]),
-            )
-
+        """Read back what :meth:`to_json` wrote."""
         verts = tuple(
-            VertebraTruth(
-                v["level"],
-                int(v["label"]),
-                _v(v["s"]),
-                _v(v["a"]),
-                _v(v["r"]),
-                _v(v["body_centroid"]),
-                tuple(ped(p) for p in v["pedicles"]),
-                tuple(facet(f) for f in v["facets_at_risk"]),
+            _plain(
+                VertebraTruth,
+                v,
+                pedicles=tuple(
+                    _plain(PedicleTruth, p, screw=_plain(ScrewTruth, p["screw"]))
+                    for p in v["pedicles"]
+                ),
+                facets_at_risk=tuple(_plain(FacetTruth, f) for f in v["facets_at_risk"]),
             )
             for v in d["vertebrae"]
         )
-        c2 = tuple(
-            C2SideTruth(
-                c["side"],
-                float(c["mpd_outer_mm"]),
-                float(c["mpd_endosteal_mm"]),
-                float(c["cortex_mm"]),
-                float(c["height_mm"]),
-                _v(c["location"]),
-                _v(c["axis"]),
-                _v(c["width_dir"]),
-                c["risk_outer"],
-            )
-            for c in d["c2"]
-        )
-        affine = tuple(tuple(float(t) for t in row) for row in d["affine"])
-        shape = (int(d["shape"][0]), int(d["shape"][1]), int(d["shape"][2]))
         return cls(
             int(d["seed"]),
             d["kind"],
-            shape,
-            affine,
+            (int(d["shape"][0]), int(d["shape"][1]), int(d["shape"][2])),
+            tuple(tuple(float(t) for t in row) for row in d["affine"]),
             verts,
-            c2,
+            tuple(_plain(C2SideTruth, c) for c in d["c2"]),
             {k: float(v) for k, v in d["tissue"].items()},
             dict(d.get("parameters", {})),
         )
+
+
+_CASTS: dict[str, Any] = {"float": float, "int": int, "str": str, "Vec": _v}
+
+
+def _plain(cls: Any, d: Mapping[str, Any], **given: Any) -> Any:
+    """An instance of the truth dataclass ``cls`` from its JSON dict (``given`` fields as is)."""
+    values = dict(given)
+    for name, f in cls.__dataclass_fields__.items():
+        if name not in values:
+            values[name] = _CASTS[str(f.type)](d[name])
+    return cls(**values)
 
 
 def screw_angles(entry: np.ndarray, tip: np.ndarray, v: Vertebra, side: str) -> tuple[float, float]:
