@@ -80,7 +80,7 @@ def _series(
     volume: CTVolume, report: AnalysisReport, options: OutputOptions, kind: tuple[str, int, str]
 ) -> DerivedSeries:
     role, offset, description = kind
-    uid = UIDFactory(volume.series_instance_uid, report.version)
+    uid = UIDFactory(volume.series_instance_uid, report.uid_seed)
     return DerivedSeries(
         series_instance_uid=uid(f"{role}.series"),
         series_number=options.series_number_base + offset,
@@ -97,7 +97,7 @@ def _write_captures(
     context: tuple[DerivedSeries, Equipment],
 ) -> list[Path]:
     series, equipment = context
-    uid = UIDFactory(volume.series_instance_uid, report.version)
+    uid = UIDFactory(volume.series_instance_uid, report.uid_seed)
     screws = views.numbered(report)
     written: list[Path] = []
 

@@ -140,8 +140,9 @@ class ReportC2:
 class AnalysisReport:
     """What the SEG, SR and SC writers need from ``result.json``.
 
-    ``version`` is the pipeline version: together with the source series UID it seeds every
-    output UID, so writing the same result twice yields the same objects.
+    ``version`` is the pipeline version: with the engine and the source series UID it seeds every
+    output UID (:attr:`uid_seed`), so writing the same result twice yields the same objects, while
+    another version or engine (different content) yields new ones.
     """
 
     engine: str
@@ -150,6 +151,11 @@ class AnalysisReport:
     screws: tuple[ReportScrew, ...] = ()
     c2: tuple[ReportC2, ...] = ()
     warnings: tuple[str, ...] = ()
+
+    @property
+    def uid_seed(self) -> str:
+        """What, besides the source series UID, makes the output UIDs: version and engine."""
+        return f"{self.version}/{self.engine}"
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> AnalysisReport:

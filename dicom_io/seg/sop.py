@@ -140,7 +140,7 @@ def _content(
     specs = segment_specs(report, labels, c2_parts, np.asarray(volume.affine, dtype=np.float64))
     if not specs:
         raise EmptySegmentationError("nothing to segment: no vertebra, C2 part or screw", None)
-    uid = UIDFactory(volume.series_instance_uid, report.version)
+    uid = UIDFactory(volume.series_instance_uid, report.uid_seed)
     algorithm = algorithm_identification(report)
     descriptions = [segment_description(s, algorithm, uid(f"segment.{s.label}")) for s in specs]
     pixels: npt.NDArray[np.generic] | hd.Volume = _pixels(specs, kind, volume.shape)
@@ -184,7 +184,7 @@ def build_segmentation(
     EmptySegmentationError
         When there is not a single non-empty segment.
     """
-    uid = UIDFactory(volume.series_instance_uid, report.version)
+    uid = UIDFactory(volume.series_instance_uid, report.uid_seed)
     descriptions, pixels = _content(volume, report, masks, kind)
     seg = hd.seg.Segmentation(
         source_images=sources,

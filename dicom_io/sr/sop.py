@@ -178,7 +178,7 @@ def build_measurement_report(
         Output series identity and manufacturer.
     """
     source_series_uid, frame_uid = volume_uids
-    uid = UIDFactory(source_series_uid, report.version)
+    uid = UIDFactory(source_series_uid, report.uid_seed)
     groups = [screw_group(s, report, uid, frame_uid) for s in report.screws]
     groups += [c2_group(c, report, uid, frame_uid) for c in report.c2]
     content = hd.sr.MeasurementReport(

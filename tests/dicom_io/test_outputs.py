@@ -69,7 +69,9 @@ def test_writes_seg_sr_and_captures_all_valid(tmp_path: Path) -> None:
     assert datasets[0].SOPInstanceUID in evidence
 
 
-def test_running_twice_gives_identical_files_and_a_new_version_new_uids(tmp_path: Path) -> None:
+def test_running_twice_gives_identical_files_and_a_new_version_or_engine_new_uids(
+    tmp_path: Path,
+) -> None:
     first = _write(tmp_path / "a")
     second = _write(tmp_path / "b")
     for a, b in zip(first, second, strict=True):
@@ -79,6 +81,9 @@ def test_running_twice_gives_identical_files_and_a_new_version_new_uids(tmp_path
     third = write_outputs(syn.volume(), report, labels, parts, tmp_path / "c")
     uids = {pydicom.dcmread(p).SOPInstanceUID for p in first}
     assert uids.isdisjoint({pydicom.dcmread(p).SOPInstanceUID for p in third})
+    learned = dataclasses.replace(syn.report(), engine="learned")
+    fourth = write_outputs(syn.volume(), learned, labels, parts, tmp_path / "d")
+    assert uids.isdisjoint({pydicom.dcmread(p).SOPInstanceUID for p in fourth})
 
 
 def test_options_select_objects_and_labelmap(tmp_path: Path) -> None:
