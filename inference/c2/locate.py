@@ -27,9 +27,12 @@ logger = logging.getLogger(__name__)
 
 C2_LABEL = 2
 COARSE_MM = 1.0
-BONE_HU = 450.0
+BONE_HU = 300.0
 CORE_MM = 3.5
-COLUMN_HEIGHT_MM = (20.0, 55.0)
+COLUMN_HEIGHT_MM = (20.0, 45.0)
+COLUMN_RADIUS_MM = 12.0
+MIN_COLUMN_MM3 = 300.0
+DENS_MAX_MM = 16.0
 MEDIAL_DEG = 31.0
 CRANIAL_DEG = 19.5
 
@@ -46,26 +49,41 @@ class C2Frame:
 
 @dataclass(frozen=True, slots=True)
 class CoarseGrid:
-    """A strided copy of a volume: ``data[k, i, j]`` ↔ LPS via ``affine``."""
+    """A copy of a volume on a grid of about ``COARSE_MM``: strided where the voxels are finer,
+    linearly interpolated where they are coarser. ``data[k, i, j]`` ↔ LPS via ``affine``."""
 
     data: npt.NDArray[np.float32]
     affine: FloatArray
     steps: tuple[int, int, int]
+    zoom: tuple[float, float, float]
 
     @classmethod
     def from_volume(cls, hu: npt.NDArray[np.floating], affine: FloatArray) -> CoarseGrid:
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         k, i, j = (max(1, int(COARSE_MM / s + 1e-6)) for s in spacing)
-        data = np.asarray(hu[::k, ::i, ::j], dtype=np.float32)
+        strided = np.asarray(hu[::k, ::i, ::j], dtype=np.float32)
         coarse = affine.copy()
         coarse[:3, :3] = affine[:3, :3] * np.array([k, i, j], dtype=np.float64)
-        return cls(data, coarse, (k, i, j))
+        shape = np.array(strided.shape)
+        size = np.linalg.norm(coarse[:3, :3], axis=0)
+        target = np.where(
+            size > 1.25 * COARSE_MM, np.round((shape - 1) * size / COARSE_MM) + 1, shape
+        )
+        zoom = (target - 1) / np.maximum(shape - 1, 1)
+        if np.any(zoom != 1.0):
+            strided = ndimage.zoom(strided, zoom, order=1).astype(np.float32)
+            coarse[:3, :3] = coarse[:3, :3] / zoom
+        z = (float(zoom[0]), float(zoom[1]), float(zoom[2]))
+        return cls(strided, coarse, (k, i, j), z)
 
-    @property
-    def slices(self) -> tuple[slice, slice, slice]:
-        """Index of a full-resolution array that gives this grid."""
+    def take(self, array: npt.NDArray[np.integer]) -> npt.NDArray[np.integer]:
+        """A full-resolution label array on this grid (nearest neighbour)."""
         k, i, j = self.steps
-        return (slice(None, None, k), slice(None, None, i), slice(None, None, j))
+        strided = array[::k, ::i, ::j]
+        if self.zoom == (1.0, 1.0, 1.0):
+            return strided
+        out: npt.NDArray[np.integer] = ndimage.zoom(strided, self.zoom, order=0)
+        return out
 
     @property
     def spacing(self) -> FloatArray:
@@ -87,44 +105,61 @@ def solid_bone(grid: CoarseGrid, labels: npt.NDArray[np.integer] | None) -> Bool
 
     With a label map, only the C2 voxels (VerSe id 2, strided like ``grid``) count as bone.
     """
+    bone = grid.data >= BONE_HU
     if labels is not None:
-        bone = np.asarray(labels[grid.slices] == C2_LABEL)
-    else:
-        bone = grid.data >= BONE_HU
+        bone = np.asarray(grid.take(labels) == C2_LABEL)
     closed = ndimage.binary_closing(bone, iterations=1) | bone
     solid: BoolArray = ndimage.binary_fill_holes(closed)
     return solid
 
 
 def find_c2_column(solid: BoolArray, dist: FloatArray, grid: CoarseGrid) -> BoolArray | None:
-    """The core of the C2 body and dens: a tall, thick column narrower at the top, or ``None``.
+    """The core of the C2 body and dens, or ``None``.
 
     Cores (bone deeper than ``CORE_MM``) separate vertebrae across joints that partial volume
-    bridges; C2's body and dens make the tallest core of the cervical spine.
+    bridges. Each core is trimmed to a vertical column under its highest point (the dens tip);
+    C2's is tall, narrow at the top (the dens) and wider at the bottom (the body). The largest
+    such column wins.
     """
     labels, count = ndimage.label(dist >= CORE_MM)
     if count == 0:
         return None
     sizes = np.bincount(labels.ravel())
-    best, best_height = 0, 0.0
-    for label in np.flatnonzero(sizes * float(np.prod(grid.spacing)) >= 300.0):
+    voxel = float(np.prod(grid.spacing))
+    best: npt.NDArray[np.intp] | None = None
+    for label in np.flatnonzero(sizes * voxel >= MIN_COLUMN_MM3):
         if label == 0:
             continue
-        pts = grid.world(np.argwhere(labels == label))
-        axis = _principal_axis(pts)
-        h = pts @ axis
-        height = float(np.ptp(h))
-        width = float(np.ptp(pts @ _orthogonal(axis)))
-        if not COLUMN_HEIGHT_MM[0] <= height <= COLUMN_HEIGHT_MM[1] or width > 30.0:
-            continue
-        top = pts[h >= h.max() - 0.25 * height]
-        bottom = pts[h <= h.min() + 0.4 * height]
-        if _xy_width(top) < 0.8 * _xy_width(bottom) and height > best_height:
-            best, best_height = int(label), height
-    if best == 0:
+        idx = np.argwhere(labels == label)
+        keep = _under_top(grid.world(idx))
+        big = keep.sum() * voxel >= MIN_COLUMN_MM3 and (best is None or keep.sum() > len(best))
+        if big and _looks_like_c2(grid.world(idx[keep])):
+            best = idx[keep]
+    if best is None:
         return None
-    column: BoolArray = labels == best
+    column = np.zeros(solid.shape, dtype=bool)
+    column[tuple(best.T)] = True
     return column
+
+
+def _under_top(pts: FloatArray) -> npt.NDArray[np.bool_]:
+    """Points within ``COLUMN_RADIUS_MM`` (horizontally) of the top of ``pts`` and at most
+    ``COLUMN_HEIGHT_MM[1]`` below it."""
+    z = pts[:, 2]
+    top = pts[z >= z.max() - 5.0, :2].mean(axis=0)
+    horizontal = np.linalg.norm(pts[:, :2] - top, axis=1)
+    return np.asarray((horizontal <= COLUMN_RADIUS_MM) & (z >= z.max() - COLUMN_HEIGHT_MM[1]))
+
+
+def _looks_like_c2(pts: FloatArray) -> bool:
+    axis = _principal_axis(pts)
+    h = pts @ axis
+    height = float(np.ptp(h))
+    if not COLUMN_HEIGHT_MM[0] <= height <= COLUMN_HEIGHT_MM[1]:
+        return False
+    top = _xy_width(pts[h >= h.max() - 0.25 * height])
+    bottom = _xy_width(pts[h <= h.min() + 0.4 * height])
+    return top <= DENS_MAX_MM and bottom >= top + 2.0
 
 
 def _principal_axis(pts: FloatArray) -> FloatArray:
