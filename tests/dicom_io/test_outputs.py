@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import socket
 from pathlib import Path
 
@@ -13,12 +14,14 @@ import pytest
 
 from dicom_io import load_series
 from dicom_io.ct_writer import CTSeriesSpec, write_ct_series
+from dicom_io.derived import creation_time
 from dicom_io.outputs import OutputOptions, write_outputs
 from dicom_io.report import AnalysisReport, ReportFormatError
 from dicom_io.sc import views
 from dicom_io.seg.content import screw_mask
 from dicom_io.seg.sop import SegmentationKind
 from dicom_io.sr.read import measurement_groups
+from dicom_io.uids import UIDSeedError, derived_uid
 from tests.dicom_io import synthetic_result as syn
 
 
@@ -272,3 +275,28 @@ def test_odd_geometry_still_gives_valid_objects(tmp_path: Path) -> None:
         for plane in views.c2_planes(finding):
             basis = np.array([plane.u, plane.v, finding.axis_mm])
             np.testing.assert_allclose(basis @ basis.T, np.eye(3), atol=1e-9)
+
+
+def test_creation_time_comes_from_the_source_or_the_option() -> None:
+    volume = syn.volume()
+    assert creation_time(volume, None) == datetime.datetime(2024, 1, 2, 10, 15, 0)  # series
+    header = syn.header()
+    del header.SeriesDate
+    header.StudyTime = "0930"  # short TM
+    assert creation_time(dataclasses.replace(volume, header=header), None) == datetime.datetime(
+        2024, 1, 2, 9, 30
+    )
+    bare = pydicom.Dataset()
+    assert creation_time(dataclasses.replace(volume, header=bare), None) == datetime.datetime(
+        2000, 1, 1
+    )
+    chosen = datetime.datetime(2025, 5, 6, 7, 8, 9, 123)
+    assert creation_time(volume, chosen) == chosen.replace(microsecond=0)
+
+
+def test_uids_need_a_series_and_a_version() -> None:
+    assert derived_uid("1.2.3", "0.1/geometric", "seg.series").startswith("2.25.")
+    assert derived_uid("1.2.3", "0.1/geometric", "a") != derived_uid("1.2.3", "0.1/geometric", "b")
+    assert len(derived_uid("1.2.3", "0.1/geometric", "a")) <= 64
+    with pytest.raises(UIDSeedError, match="source series UID is empty"):
+        derived_uid("", "0.1", "seg.series")
