@@ -117,7 +117,7 @@ def _write_captures(
         )
         written.append(_save(sc, out_dir / f"sc_{len(written) + 1:02d}_{level}.dcm"))
     if screws:
-        canvas = views.overview_canvas(volume, screws)
+        canvas = views.overview_canvas(volume, screws, report.warnings)
         sc = single_frame(
             canvas.render(),
             canvas.panels[0][1],

@@ -7,6 +7,7 @@ anterior at the top; sagittal images show anterior on the left and superior at t
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ LEVEL_PIXEL_MM = 0.3
 C2_PIXEL_MM = 0.08
 C2_FIELD_PX = 300
 C2_SLICE_STEP_MM = 1.0  # C2-Net: 5 consecutive slices resampled to 1 mm
+WRAP_CHARS = 110
 SIDE_COLORS: dict[str, RGB] = {"left": (255, 0, 0), "right": (0, 255, 255)}
 RISK_COLORS: dict[str, RGB] = {"low": (0, 255, 0), "high": (255, 0, 0)}
 
@@ -124,8 +126,11 @@ def level_canvas(volume: CTVolume, level: str, screws: Sequence[NumberedScrew]) 
     return canvas
 
 
-def overview_canvas(volume: CTVolume, screws: Sequence[NumberedScrew]) -> Canvas:
-    """A sagittal reformat through all screws (projected), with every screw's numbers listed."""
+def overview_canvas(
+    volume: CTVolume, screws: Sequence[NumberedScrew], warnings: Sequence[str] = ()
+) -> Canvas:
+    """A sagittal reformat through all screws (projected), with every screw's numbers listed and
+    the analysis warnings (e.g. transitional anatomy) burnt in below."""
     points = _points(screws)
     centre = points.mean(axis=0)
     along = np.ptp(points @ POSTERIOR) + 120.0
@@ -136,7 +141,8 @@ def overview_canvas(volume: CTVolume, screws: Sequence[NumberedScrew]) -> Canvas
     )
     canvas = Canvas(header=["Overview: all planned pedicle screws", *(n.line() for n in screws)])
     canvas.add(_panel(volume, plane, screws), plane)
-    canvas.footer = ["sagittal reformat, screws projected; numbers as listed above"]
+    notes = [line for w in warnings for line in textwrap.wrap(f"warning: {w}", WRAP_CHARS)]
+    canvas.footer = ["sagittal reformat, screws projected; numbers as listed above", *notes]
     return canvas
 
 

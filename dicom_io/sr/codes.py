@@ -67,6 +67,10 @@ PEDICLE_AXIS = _private("SN-PEDICLE-AXIS", "Pedicle axis")
 C2_PEDICLE: Code = codes.SCT.PedicleOfVertebra
 C2_VERTEBRA: Code = codes.SCT.C2Vertebra
 
+# Report-level free-text warnings (TID 1500 row "Qualitative Evaluations")
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
+COMMENT: Code = codes.DCM.Comment
+
 LATERALITY: dict[str, Code] = {"left": codes.SCT.Left, "right": codes.SCT.Right}
 
 

@@ -153,6 +153,24 @@ def _observation_context(device_uid: str, equipment: Equipment) -> hd.sr.Observa
     return hd.sr.ObservationContext(observer_device_context=observer)
 
 
+def _warnings_container(warnings: Sequence[str]) -> hd.sr.ContainerContentItem:
+    """TID 1500's optional "Qualitative Evaluations" container: one comment per warning."""
+    container = hd.sr.ContainerContentItem(
+        name=sn.QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.TextContentItem(
+                name=sn.COMMENT,
+                value=text[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+            for text in warnings
+        ]
+    )
+    return container
+
+
 def build_measurement_report(
     volume_uids: tuple[str, str],
     sources: Sequence[Dataset],
@@ -186,6 +204,8 @@ def build_measurement_report(
         procedure_reported=codes.cid100.CTUnspecifiedBodyRegion,
         imaging_measurements=groups,
     )
+    if report.warnings:
+        content[0].ContentSequence.append(_warnings_container(report.warnings))
     evidence = [*sources, *([seg] if seg is not None else [])]
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,

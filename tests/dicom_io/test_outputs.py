@@ -300,3 +300,25 @@ def test_uids_need_a_series_and_a_version() -> None:
     assert len(derived_uid("1.2.3", "0.1/geometric", "a")) <= 64
     with pytest.raises(UIDSeedError, match="source series UID is empty"):
         derived_uid("", "0.1", "seg.series")
+
+
+def test_analysis_warnings_reach_the_report_and_the_overview(tmp_path: Path) -> None:
+    warning = "transitional anatomy (a sacralised L5): levels counted from the sacrum, verify"
+    report = dataclasses.replace(syn.report(), warnings=(warning,))
+    labels, parts = syn.label_maps()
+    paths = write_outputs(syn.volume(), report, labels, parts, tmp_path / "out")
+    for path in paths:
+        assert syn.dciodvfy_errors(path) == [], path.name
+    sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")
+    container = next(
+        item
+        for item in sr.ContentSequence
+        if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "C0034375"
+    )
+    assert [item.TextValue for item in container.ContentSequence] == [warning]
+    assert len(measurement_groups(sr)) == 4  # the groups are unaffected
+    parsed = hd.sr.MeasurementReport.from_sequence([sr])
+    assert len(parsed.get_image_measurement_groups()) == 4
+    without = views.overview_canvas(syn.volume(), views.numbered(report)).render()
+    with_warning = pydicom.dcmread(tmp_path / "out" / "sc_02_overview.dcm").pixel_array
+    assert with_warning.shape[0] > without.shape[0]  # the warning lines are burnt in
