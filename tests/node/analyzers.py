@@ -1,10 +1,10 @@
 """Analyzers for the node tests, named in settings as ``tests.node.analyzers:NAME``.
 
-``mip`` is a small real analysis: it reads the received series with pydicom, takes the maximum
-intensity projection along the slices and writes it as a Secondary Capture in the same study, with
-a UID derived from the series UID (a re-run gives the same object). ``slow`` does the same after a
-long pause, so a test can kill or stop the worker mid-job; it leaves a ``started`` marker in its
-work folder first.
+``mip`` is a small real analysis: it loads the received series with
+:func:`dicom_io.series.load_series` (HU volume in LPS mm), takes the maximum intensity projection
+along the slices and writes it as a Secondary Capture in the same study, with a UID derived from
+the series UID (a re-run gives the same object). ``slow`` does the same after a long pause, so a
+test can kill or stop the worker mid-job; it leaves a ``started`` marker in its work folder first.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_ROOT_UID, ExplicitVRLittleEndian, generate_uid
 
+from dicom_io.series import load_series
 from node.worker import AnalysisOutcome
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -65,10 +65,10 @@ def _secondary_capture(first: Dataset, image: np.ndarray) -> Dataset:
 
 def mip(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
     started = time.perf_counter()
-    datasets = [dcmread(p) for p in paths]
-    volume = np.stack([d.pixel_array for d in datasets])
+    volume = load_series(list(paths))
     loaded = time.perf_counter()
-    ds = _secondary_capture(datasets[0], volume.max(axis=0))
+    projection = np.clip(volume.hu.max(axis=0) + 1024.0, 0, 65535)
+    ds = _secondary_capture(volume.header, projection)
     out = workdir / "mip.dcm"
     ds.save_as(out, enforce_file_format=True)
     stages = {"load": loaded - started, "write": time.perf_counter() - loaded}
