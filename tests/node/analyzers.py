@@ -79,3 +79,12 @@ def slow(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
     (workdir / "started").write_text("analysis started\n", encoding="ascii")
     time.sleep(120)
     return mip(paths, workdir)
+
+
+def slow_once(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
+    """:func:`slow` on a job's first attempt, :func:`mip` on the next ones."""
+    first_try = workdir.parent / f"{workdir.name}.attempted"
+    if not first_try.exists():
+        first_try.write_text("first attempt\n", encoding="ascii")
+        return slow(paths, workdir)
+    return mip(paths, workdir)

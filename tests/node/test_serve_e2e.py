@@ -157,3 +157,31 @@ def test_node_killed_mid_series_loses_nothing(
     (job,) = joblog.jobs()
     joblog.close()
     assert job.instances == 6
+
+
+def test_worker_killed_mid_job_is_replaced_and_the_job_completes(
+    setup: tuple[Path, int, PacsSCP], tmp_path: Path
+) -> None:
+    config, port, pacs = setup
+    env = {
+        "SPINENODE_WORKER_ANALYZER": "tests.node.analyzers:slow_once",
+        "SPINENODE_WORKER_LEASE_SECONDS": "3",
+    }
+    node = Serve(config, port, tmp_path / "serve.log", **env)
+    joblog = JobLog.open(f"sqlite:///{tmp_path / 'var' / 'spinenode.db'}")
+    try:
+        assert send(port, write_series(tmp_path / "in", slices=6)) == [0] * 6
+        marker = tmp_path / "var" / "work" / "job-1" / "started"
+        assert wait_for(marker.exists, timeout=60)
+        holder = joblog.job(1).summary.worker or ""
+        os.kill(int(holder.split(":")[-2]), signal.SIGKILL)  # worker ids are host:pid:index
+        assert wait_for(lambda: len(pacs.received) == 1, timeout=90), (
+            tmp_path / "serve.log"
+        ).read_text()
+        detail = joblog.job(1)
+    finally:
+        joblog.close()
+        assert node.stop() == 0
+    assert detail.summary.attempts == 2
+    assert any("expired" in (e.reason or "") for e in detail.events)
+    assert "worker 0 (pid" in (tmp_path / "serve.log").read_text()  # the supervisor restarted it
