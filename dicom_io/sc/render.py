@@ -129,7 +129,12 @@ def draw_panel(
         (r0, c0), (r1, c1) = plane.project(seg.start), plane.project(seg.end)
         width = max(1, round(seg.width_mm / plane.pixel_mm))
         draw.line([(c0, r0), (c1, r1)], fill=seg.color, width=width)
-        draw.text((c1 + width, r1 - FONT_SIZE), seg.label, fill=seg.color, font=font())
+        # the number goes just beyond the tip, along the screw, clear of the drawn shaft
+        dr, dc = r1 - r0, c1 - c0
+        norm = max(float(np.hypot(dr, dc)), 1e-6)
+        gap = width / 2 + FONT_SIZE
+        anchor = (c1 + dc / norm * gap, r1 + dr / norm * gap)
+        draw.text(anchor, seg.label, fill=seg.color, font=font(), anchor="mm")
     return np.asarray(image, dtype=np.uint8)
 
 

@@ -126,6 +126,23 @@ def level_canvas(volume: CTVolume, level: str, screws: Sequence[NumberedScrew]) 
     return canvas
 
 
+def _extent(volume: CTVolume) -> tuple[FloatArray, FloatArray]:
+    """Lowest and highest LPS coordinates of the volume's voxel centres."""
+    s, r, c = (n - 1 for n in volume.shape)
+    corners = np.array([[i, j, k, 1.0] for i in (0, s) for j in (0, r) for k in (0, c)])
+    lps = corners @ np.asarray(volume.affine, dtype=np.float64).T
+    return lps[:, :3].min(axis=0), lps[:, :3].max(axis=0)
+
+
+def _clip(values: FloatArray, margin: float, bounds: tuple[float, float]) -> tuple[float, float]:
+    """``values``' range widened by ``margin`` and clipped to ``bounds`` (kept non-empty)."""
+    lo = max(float(values.min()) - margin, bounds[0])
+    hi = min(float(values.max()) + margin, bounds[1])
+    if hi - lo < 2 * margin:  # screws outside the scan: keep their own range
+        lo, hi = float(values.min()) - margin, float(values.max()) + margin
+    return lo, hi
+
+
 def overview_canvas(
     volume: CTVolume, screws: Sequence[NumberedScrew], warnings: Sequence[str] = ()
 ) -> Canvas:
@@ -133,12 +150,14 @@ def overview_canvas(
     the analysis warnings (e.g. transitional anatomy) burnt in below."""
     points = _points(screws)
     centre = points.mean(axis=0)
-    along = np.ptp(points @ POSTERIOR) + 120.0
-    height = np.ptp(points @ SUPERIOR) + 80.0
-    pixel = max(LEVEL_PIXEL_MM, along / 500.0, height / 600.0)
-    plane = Plane.through(
-        centre, POSTERIOR, -SUPERIOR, (round(along / pixel), round(height / pixel)), pixel
-    )
+    # the screws' extent plus a margin, clipped to the CT (no empty band beyond the scan)
+    low, high = _extent(volume)
+    y0, y1 = _clip(points @ POSTERIOR, 60.0, (low[1], high[1]))
+    z0, z1 = _clip(points @ SUPERIOR, 40.0, (low[2], high[2]))
+    centre[1], centre[2] = (y0 + y1) / 2.0, (z0 + z1) / 2.0
+    pixel = max(LEVEL_PIXEL_MM, (y1 - y0) / 500.0, (z1 - z0) / 600.0)
+    size = (max(round((y1 - y0) / pixel), 1), max(round((z1 - z0) / pixel), 1))
+    plane = Plane.through(centre, POSTERIOR, -SUPERIOR, size, pixel)
     canvas = Canvas(header=["Overview: all planned pedicle screws", *(n.line() for n in screws)])
     canvas.add(_panel(volume, plane, screws), plane)
     notes = [line for w in warnings for line in textwrap.wrap(f"warning: {w}", WRAP_CHARS)]
