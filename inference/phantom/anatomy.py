@@ -19,13 +19,14 @@ from inference.phantom.lumbar import (
     thoracic_ribs,
 )
 from inference.phantom.model import Anatomy, BonePart, Joint, SoftRegion, Vertebra
-from inference.phantom.shapes import Capsule, EllipticCylinder, FloatArray
+from inference.phantom.shapes import Box, Capsule, EllipticCylinder, FloatArray
 from inference.phantom.spec import PhantomKind, PhantomSpec, VertebraParams
 from inference.phantom.tissue import muscles, organs
 
 DISC_HU = 85.0
 CSF_HU = 12.0
 MUSCLE_HU = 52.0
+TABLE_HU = 180.0
 
 
 def _lumbar(
@@ -99,6 +100,12 @@ def _lumbar_soft(
     return soft
 
 
+def _table(y: float) -> SoftRegion:
+    """The CT table under the patient's back (LPS +y), a 7 mm carbon-fibre/foam board."""
+    board = Box(np.array([0.0, y + 3.5, 0.0]), np.eye(3), np.array([230.0, 3.5, 5000.0]), 1.5)
+    return SoftRegion("table", board, TABLE_HU)
+
+
 def build_anatomy(spec: PhantomSpec) -> Anatomy:
     """The anatomy of ``spec`` with the torso centred on the LPS origin."""
     torso_depth = spec.torso_depth_mm
@@ -125,6 +132,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         knots = torso_knots(spec, verts)
     else:
         raise InferenceError(f"unknown phantom kind {spec.kind!r}", spec.kind)
+    soft = [_table(radii[1] + (25.0 if spec.kind == PhantomKind.CERVICAL else 1.0)), *soft]
     lo = min(float(b.shape.bounds()[0][2]) for v in verts for b in v.parts)
     hi = max(float(b.shape.bounds()[1][2]) for v in verts for b in v.parts)
     if spec.kind == PhantomKind.CERVICAL:

@@ -188,15 +188,14 @@ def posterior_elements(
             sx = side_x(ped.side)
             tip = back + rot @ np.array([sx * p.tp_length, -0.25 * p.tp_length, 0.0])
             parts.append(BonePart("transverse_" + ped.side, Capsule(back, tip, 5.0, 3.2), 1.0))
+    # spinous process: slopes caudally (15°), thicker at its base than at its tip
     sp_len = 0.9 * p.body_depth
-    sp = _local_box(
-        origin,
-        rot,
-        (0.0, y_back - sp_len / 2 + 2.0, -0.1 * p.body_height),
-        (3.0, sp_len / 2, 0.36 * p.body_height),
-        2.5,
-    )
-    parts.append(BonePart("spinous", sp, 1.2))
+    sp_rot = rotation(rot[:, 0], 15.0) @ rot
+    base = apex + rot[:, 2] * (-0.05 * p.body_height)
+    sp_centre = base + sp_rot @ np.array([0.0, -(sp_len / 2 - 2.0), 0.0])
+    sp = Box(sp_centre, sp_rot, np.array([2.8, sp_len / 2, 0.34 * p.body_height]), 2.5)
+    root = Capsule(base, base + sp_rot @ np.array([0.0, -0.4 * sp_len, 0.0]), 4.5, 3.0)
+    parts += [BonePart("spinous", sp, 1.2), BonePart("spinous_root", root, 1.2)]
     return parts, mids
 
 
