@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -100,3 +101,21 @@ def test_non_orthogonal_in_plane_axes_are_refused(tmp_path: Path) -> None:
         write_ct_series(make_hu((2, 40, 36)), affine, tmp_path, make_spec())
     with pytest.raises(ValueError, match="in the image plane"):
         plane_geometry(np.array([[0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1.0]]), 2)
+
+
+def test_simpleitk_reads_the_same_geometry_and_values(tmp_path: Path) -> None:
+    """An independent reader (SimpleITK/GDCM) agrees with the affine the series was written from."""
+    import SimpleITK
+
+    sitk: Any = SimpleITK  # untyped library
+    affine = axial_affine(spacing=(2.5, 0.8, 0.6))
+    hu = make_hu((4, 40, 36))
+    paths = write_series(tmp_path, hu, affine)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(p) for p in paths])
+    image = reader.Execute()
+    assert image.GetSpacing() == pytest.approx((0.6, 0.8, 2.5))  # x = columns, y = rows, z
+    assert image.GetOrigin() == pytest.approx(tuple(affine[:3, 3]))
+    corner = image.TransformIndexToPhysicalPoint((35, 39, 3))  # (column, row, slice)
+    np.testing.assert_allclose(corner, affine[:3, :3] @ [3, 39, 35] + affine[:3, 3], atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), hu)  # [slice, row, column]

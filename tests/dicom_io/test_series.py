@@ -269,3 +269,24 @@ def test_a_series_split_over_two_enhanced_instances_is_one_volume(tmp_path: Path
     np.testing.assert_allclose(volume.affine, affine, atol=1e-6)
     assert [s.frame_number for s in volume.sources] == [1, 2, 3, 1, 2, 3]
     assert len({s.sop_instance_uid for s in volume.sources}) == 2
+
+
+def test_a_legacy_converted_enhanced_ct_from_highdicom_loads(tmp_path: Path) -> None:
+    """A multi-frame written by another toolkit (highdicom) loads like our own series."""
+    import highdicom as hd
+
+    hu = make_hu((4, 40, 36))
+    affine = axial_affine(spacing=(2.0, 0.8, 0.6))
+    paths = write_series(tmp_path / "single", hu, affine)
+    converted = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=[pydicom.dcmread(p) for p in reversed(paths)],
+        series_instance_uid=SERIES_UID + ".3",
+        series_number=9,
+        sop_instance_uid=SERIES_UID + ".3.1",
+        instance_number=1,
+    )
+    converted.save_as(tmp_path / "lce.dcm")
+    volume = load_series(tmp_path / "lce.dcm")
+    np.testing.assert_array_equal(volume.hu, hu)
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-6)
+    assert volume.sources[0].sop_class_uid == "1.2.840.10008.5.1.4.1.1.2.2"
