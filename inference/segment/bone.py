@@ -10,6 +10,7 @@ from inference.geometry import BoolArray
 
 CORTEX_HU = 250.0
 CANCELLOUS_HU = 115.0
+EDGE_FRACTION = 0.55
 
 
 def bone_mask(hu: npt.NDArray[np.float32], spacing_mm: float = 1.0) -> BoolArray:
@@ -25,7 +26,9 @@ def bone_mask(hu: npt.NDArray[np.float32], spacing_mm: float = 1.0) -> BoolArray
     labels, _ = ndimage.label(soft)
     touching = np.unique(labels[dense & soft])
     grown = np.isin(labels, touching[touching > 0]) | dense
-    filled: BoolArray = ndimage.binary_fill_holes(grown)
+    # a body's marrow is enclosed by cortex in both sagittal and coronal planes; a disc, the canal
+    # and the foramina are open in at least one of them, so they stay empty
+    filled: BoolArray = grown | (_fill_in_planes(grown, axis=1) & _fill_in_planes(grown, axis=2))
     # fill enclosed cavities slice by slice too (a shell broken in 3-D by a foramen) but only
     # small ones: the canal and the pelvic inlet are large holes and must stay open.
     per_slice = np.zeros_like(filled)
@@ -39,7 +42,17 @@ def bone_mask(hu: npt.NDArray[np.float32], spacing_mm: float = 1.0) -> BoolArray
         filled |= small[lab]
     # the blurred cortex spills ~1 mm beyond the bone: put the border at half the cortical peak
     peak = float(np.percentile(smooth[filled], 99)) if filled.any() else CORTEX_HU
-    edge = ndimage.binary_fill_holes(smooth > max(CORTEX_HU, 0.45 * peak))
-    inner = ndimage.binary_erosion(filled, iterations=1)
+    edge = ndimage.binary_fill_holes(smooth > max(CORTEX_HU, EDGE_FRACTION * peak))
+    inner = ndimage.binary_erosion(filled, iterations=2)
     out: BoolArray = ndimage.binary_opening(edge | inner, iterations=1)
+    return out
+
+
+def _fill_in_planes(mask: BoolArray, axis: int) -> BoolArray:
+    """Fill holes within each plane normal to array ``axis`` (one call, in-plane connectivity)."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    index: list[int | slice] = [slice(None)] * 3
+    index[axis] = 1
+    structure[tuple(index)] = ndimage.generate_binary_structure(2, 1)
+    out: BoolArray = ndimage.binary_fill_holes(mask, structure=structure)
     return out

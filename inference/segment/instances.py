@@ -147,16 +147,59 @@ def separate_vertebrae(
     markers = np.zeros(bone.shape, dtype=np.int16)
     for rank, comp in enumerate(chain, start=1):
         markers[cores == comp + 1] = rank
-    markers[(cores > 0) & (markers == 0)] = OTHER
-    # nearest vertebral body core (Euclidean, mm); thin stray connections are cut afterwards
-    _, near = ndimage.distance_transform_edt(markers == 0, sampling=spacing, return_indices=True)
-    labels = np.where(bone, markers[tuple(near)], 0).astype(np.int16)
-    del near
+    # thick bone away from the column (ilium, femoral heads) competes as OTHER; thick posterior
+    # elements near the column are left to the nearest vertebral body
+    far = _far_from_chain(cents, chain, 45.0)
+    lut = np.zeros(int(cores.max()) + 1, dtype=bool)
+    lut[1:] = far
+    markers[lut[cores] & (markers == 0)] = OTHER
+    labels = geodesic_labels(bone, markers.astype(np.uint8), spacing)
     out = _keep_connected(labels.astype(np.uint8), markers, len(chain))
     extents, widths = _shape_stats(
         out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
     )
     return Instances(out, cents[chain], extents, widths)
+
+
+def geodesic_labels(
+    bone: BoolArray, markers: npt.NDArray[np.uint8], spacing: FloatArray
+) -> npt.NDArray[np.uint8]:
+    """Each bone voxel gets the marker it reaches first growing through bone (geodesic Voronoi),
+    computed on a 2 mm grid; bone the growth misses takes the nearest label (Euclidean)."""
+    step = np.maximum(1, np.round(2.0 / spacing).astype(int))
+    sl = tuple(slice(None, None, int(k)) for k in step)
+    # a coarse voxel is bone when most of it is: joint gaps stay open, thin laminae survive
+    coarse_bone = (
+        ndimage.uniform_filter(bone.astype(np.float32), size=tuple(int(k) for k in step))[sl] >= 0.5
+    )
+    lab = markers[sl].copy()
+    lab[~coarse_bone] = 0
+    cross = ndimage.generate_binary_structure(3, 1)
+    for _ in range(200):
+        free = coarse_bone & (lab == 0)
+        if not free.any():
+            break
+        grown = ndimage.grey_dilation(lab, footprint=cross)
+        take = free & (grown > 0)
+        if not take.any():
+            break
+        lab[take] = grown[take]
+    full = np.zeros(bone.shape, dtype=np.uint8)
+    up = lab
+    for axis, k in enumerate(step):
+        up = np.repeat(up, int(k), axis=axis)
+    full[...] = up[: bone.shape[0], : bone.shape[1], : bone.shape[2]]
+    known = full > 0
+    _, near = ndimage.distance_transform_edt(~known, sampling=spacing, return_indices=True)
+    out: npt.NDArray[np.uint8] = np.where(bone, full[tuple(near)], 0).astype(np.uint8)
+    return out
+
+
+def _far_from_chain(cents: FloatArray, chain: list[int], limit_mm: float) -> BoolArray:
+    """Cores whose centroid is farther than ``limit_mm`` from every vertebral body in the chain."""
+    d = np.linalg.norm(cents[:, None, :] - cents[chain][None, :, :], axis=2).min(axis=1)
+    out: BoolArray = d > limit_mm
+    return out
 
 
 def _keep_connected(
