@@ -117,27 +117,37 @@ class Scheduler:
         now = now or datetime.now(UTC)
         decided: list[tuple[int, JobState]] = []
         for ref in self.joblog.quiet_jobs(self.settings.quiet_seconds, now):
-            paths = [Path(p) for p in self.joblog.job_instances(ref.job_id)]
-            reason = skip_reason(series_facts(paths), self.settings.selection)
-            state = JobState.QUEUED if reason is None else JobState.SKIPPED
-            self.joblog.transition(ref.job_id, state, reason=reason)
-            logger.info(
-                "job %d series %s: %d instances from %s -> %s%s",
-                ref.job_id,
-                ref.series_uid,
-                ref.instances,
-                ref.calling_ae,
-                state,
-                f" ({reason})" if reason else "",
-            )
+            try:
+                state = self._decide(ref.job_id, ref.series_uid)
+            except StorageError:
+                # e.g. the job moved on meanwhile; the others are still judged this round
+                logger.exception("job %d series %s: not scheduled", ref.job_id, ref.series_uid)
+                continue
             decided.append((ref.job_id, state))
         return decided
+
+    def _decide(self, job_id: int, series_uid: str) -> JobState:
+        paths = [Path(p) for p in self.joblog.job_instances(job_id)]
+        facts = series_facts(paths)
+        reason = skip_reason(facts, self.settings.selection)
+        state = JobState.QUEUED if reason is None else JobState.SKIPPED
+        self.joblog.transition(job_id, state, reason=reason)
+        logger.info(
+            "job %d series %s: %d files, %d slices -> %s%s",
+            job_id,
+            series_uid,
+            len(paths),
+            facts.slices,
+            state,
+            f" ({reason})" if reason else "",
+        )
+        return state
 
     def run(self, stop: threading.Event) -> None:
         """Call :meth:`tick` every ``scheduler_poll_seconds`` until ``stop`` is set."""
         while not stop.is_set():
             try:
                 self.tick()
-            except StorageError:
-                logger.exception("scheduler: job log error; trying again")
+            except Exception:  # the loop must survive anything; the next pass tries again
+                logger.exception("scheduler: error; trying again")
             stop.wait(self.settings.scheduler_poll_seconds)

@@ -14,10 +14,12 @@ import errno
 import hashlib
 import logging
 import ssl
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any, cast
+from pathlib import Path
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -111,6 +113,9 @@ class StoreHandler:
         self.spool = spool
         self.joblog = joblog
         self.min_free_bytes = min_free_bytes
+        # Two associations storing the same SOP Instance UID at once take turns (check, write,
+        # record), so the file kept always matches the recorded checksum.
+        self._locks = [threading.Lock() for _ in range(64)]
 
     def __call__(self, event: Event) -> int:
         sop_uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
@@ -158,16 +163,8 @@ class StoreHandler:
             size=len(data),
             received_at=datetime.now(UTC),
         )
-        if path.exists() and _sha256_of(path) != digest:
-            # A different file is already kept under this SOP Instance UID: the job log decides
-            # (CONFLICT keeps the stored file; NEW means it was an unrecorded leftover of a crash).
-            outcome = self._record(receipt)
-            if outcome is ReceiptOutcome.NEW:
-                self._write(path, data)
-        else:
-            if not path.exists():
-                self._write(path, data)
-            outcome = self._record(receipt)
+        with self._locks[hash(ident.sop_instance_uid) % len(self._locks)]:
+            outcome = self._keep(path, data, receipt)
         if outcome is ReceiptOutcome.CONFLICT:
             raise _RefusedError(
                 StoreStatus.CONFLICT,
@@ -179,7 +176,20 @@ class StoreHandler:
         )
         return StoreStatus.SUCCESS
 
-    def _write(self, path: Any, data: bytes) -> None:
+    def _keep(self, path: Path, data: bytes, receipt: InstanceReceipt) -> ReceiptOutcome:
+        """Spool (unless the same bytes are there) and record; the job log's verdict."""
+        if path.exists() and _sha256_of(path) != receipt.sha256:
+            # A different file is already kept under this SOP Instance UID: the job log decides
+            # (CONFLICT keeps the stored file; NEW means it was an unrecorded leftover of a crash).
+            outcome = self._record(receipt)
+            if outcome is ReceiptOutcome.NEW:
+                self._write(path, data)
+            return outcome
+        if not path.exists():
+            self._write(path, data)
+        return self._record(receipt)
+
+    def _write(self, path: Path, data: bytes) -> None:
         try:
             self.spool.write_atomic(path, data)
         except SpoolError as exc:
@@ -195,7 +205,7 @@ class StoreHandler:
             raise _RefusedError(StoreStatus.JOB_LOG_FAILED, str(exc)) from exc
 
 
-def _sha256_of(path: Any) -> str:
+def _sha256_of(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

@@ -26,7 +26,6 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from node.settings import Destination, Settings, SettingsError
-from storage.errors import StorageError
 from storage.joblog import JobLog
 from storage.records import DeliveryRef
 
@@ -132,7 +131,7 @@ class Outbox:
             except SettingsError as exc:
                 results: list[str | None] = [str(exc)] * len(refs)
             else:
-                results = self.sender.send(destination, [Path(r.path) for r in refs])
+                results = self._send(destination, refs)
             for ref, error in zip(refs, results, strict=True):
                 self._record(ref, error, now)
         for job_id in sorted({ref.job_id for ref in due}):
@@ -140,6 +139,13 @@ class Outbox:
             if state is not None:
                 logger.info("job %d: deliveries finished -> %s", job_id, state)
         return len(due)
+
+    def _send(self, destination: Destination, refs: list[DeliveryRef]) -> list[str | None]:
+        try:
+            return self.sender.send(destination, [Path(r.path) for r in refs])
+        except Exception as exc:  # recorded as the attempt's error, retried with backoff
+            logger.exception("sending to %s failed", destination.name)
+            return [f"{type(exc).__name__}: {exc}"] * len(refs)
 
     def _record(self, ref: DeliveryRef, error: str | None, now: datetime) -> None:
         attempts = ref.attempts + 1
@@ -174,6 +180,6 @@ class Outbox:
         while not stop.is_set():
             try:
                 self.tick()
-            except StorageError:
-                logger.exception("outbox: job log error; trying again")
+            except Exception:  # the loop must survive anything; the next pass tries again
+                logger.exception("outbox: error; trying again")
             stop.wait(self.settings.delivery_poll_seconds)

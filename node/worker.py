@@ -34,6 +34,9 @@ from storage.states import JobState
 
 logger = logging.getLogger(__name__)
 
+#: A job claimed more often than this (its workers died or were killed each time) is FAILED.
+MAX_JOB_ATTEMPTS = 3
+
 
 @dataclass(frozen=True, slots=True)
 class AnalysisOutcome:
@@ -144,11 +147,17 @@ class Worker:
             try:
                 if self.run_once() is None:
                     stop.wait(poll_seconds)
-            except StorageError:
-                logger.exception("worker %s: job log error; trying again", self.worker_id)
+            except WorkerTerminatedError:
+                raise
+            except Exception:  # e.g. the job log is unreachable: keep the worker, try again
+                logger.exception("worker %s: error; trying again", self.worker_id)
                 stop.wait(poll_seconds)
 
     def _run_job(self, job: ClaimedJob, heartbeat: _Heartbeat) -> None:
+        if job.attempts > MAX_JOB_ATTEMPTS:
+            reason = f"gave up after {job.attempts - 1} attempts that ended without a result"
+            self._finish(job, heartbeat, JobState.FAILED, reason)
+            return
         workdir = self.settings.work_dir / f"job-{job.job_id}"
         shutil.rmtree(workdir, ignore_errors=True)  # a previous, interrupted attempt
         workdir.mkdir(parents=True)
@@ -172,7 +181,13 @@ class Worker:
         for stage, seconds in outcome.stage_seconds.items():
             self.joblog.record_stage(job.job_id, stage, seconds)
         self.joblog.record_stage(job.job_id, "analysis", time.perf_counter() - started)
-        self._conclude(job, heartbeat, outcome)
+        try:
+            self._conclude(job, heartbeat, outcome)
+        except StorageError:
+            raise  # the job log itself is in trouble: the lease runs out, the job is taken again
+        except Exception as exc:  # e.g. an output file that is not DICOM
+            logger.exception("job %d series %s: outputs unusable", job.job_id, job.series_uid)
+            self._finish(job, heartbeat, JobState.FAILED, f"outputs: {type(exc).__name__}: {exc}")
 
     def _conclude(self, job: ClaimedJob, heartbeat: _Heartbeat, outcome: AnalysisOutcome) -> None:
         if outcome.skipped_reason is not None:

@@ -182,3 +182,16 @@ def test_analyzer_setting_is_checked_before_serving() -> None:
     assert analyzer_problem("tests.node.analyzers:mip") is None
     assert "ModuleNotFoundError" in (analyzer_problem("no_such_module:analyze") or "")
     assert "AttributeError" in (analyzer_problem("tests.node.analyzers:nothing") or "")
+
+
+def test_job_whose_workers_keep_dying_is_failed(env: Env, tmp_path: Path) -> None:
+    job_id = _queued_job(env, tmp_path, slices=5)
+    start = datetime.now(UTC) - timedelta(hours=3)
+    for hour in range(3):  # three workers claimed it and vanished (their leases expired)
+        claimed = env.joblog.claim(f"gone-{hour}", 2.0, start + timedelta(hours=hour))
+        assert claimed is not None and claimed.job_id == job_id
+    worker = Worker(env.settings, env.joblog, load_analyzer(env.settings.analyzer), "w-test")
+    assert worker.run_once() == job_id
+    summary = env.joblog.job(job_id).summary
+    assert summary.state is JobState.FAILED
+    assert "gave up after 3 attempts" in (summary.reason or "")
