@@ -198,7 +198,7 @@ def load_series(
         if lost:
             warnings += (
                 f"the tilt correction moved {lost} voxels above {_TISSUE_HU:g} HU out of the "
-                "field of view (the edge of the image at the ends of the stack)",
+                "field of view (at the image border)",
             )
     hu = resample_stack(hu, plan, fill)
     sources = tuple(_source(instances[f.instance], f) for f in kept)
