@@ -34,7 +34,7 @@ from dicom_io.frames import (
 from dicom_io.identity import check_identity
 from dicom_io.pixels import decode_file, decode_into, fill_padding
 from dicom_io.policy import LoadPolicy
-from dicom_io.stacking import plan_stack, resample_stack, tissue_shifted_out
+from dicom_io.stacking import StackPlan, plan_stack, resample_stack, tissue_shifted_out
 from dicom_io.volume import CTVolume, SourceInstance
 
 logger = logging.getLogger(__name__)
@@ -192,14 +192,7 @@ def load_series(
     kept = [frames[i] for i in plan.order]
     hu, padded = _decode(instances, kept, workers)
     fill = fill_padding(hu) if padded else min(-1024.0, float(hu.min()))
-    warnings = identity.warnings + plan.warnings
-    if plan.tilt_deg > 0 and np.any(plan.shifts):
-        lost = tissue_shifted_out(hu, plan, _TISSUE_HU)
-        if lost:
-            warnings += (
-                f"the tilt correction moved {lost} voxels above {_TISSUE_HU:g} HU out of the "
-                "field of view (at the image border)",
-            )
+    warnings = identity.warnings + plan.warnings + _tissue_lost(hu, plan)
     hu = resample_stack(hu, plan, fill)
     sources = tuple(_source(instances[f.instance], f) for f in kept)
     logger.info(
@@ -219,6 +212,19 @@ def load_series(
         sources=sources,
         header=_header(instances[kept[0].instance]),
         warnings=warnings,
+    )
+
+
+def _tissue_lost(hu: npt.NDArray[np.float32], plan: StackPlan) -> tuple[str, ...]:
+    """A warning when the tilt correction is about to shift non-air voxels off the grid."""
+    if not np.any(plan.shifts):
+        return ()
+    lost = tissue_shifted_out(hu, plan, _TISSUE_HU)
+    if not lost:
+        return ()
+    return (
+        f"the tilt correction moved {lost} voxels above {_TISSUE_HU:g} HU out of the field of "
+        "view (at the image border)",
     )
 
 
