@@ -61,10 +61,14 @@ class SeriesFiles:
 
 def _scan(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
     """Headers of the DICOM files under ``folder``, grouped by SeriesInstanceUID."""
-    if not folder.is_dir():
-        raise UnreadableFileError(f"{folder}: not a folder", str(folder))
+    if folder.is_file():
+        files = [folder]
+    elif folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+    else:
+        raise UnreadableFileError(f"{folder}: no such file or folder", str(folder))
     groups: dict[str, list[tuple[Path, Dataset]]] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in files:
         try:
             header = read_header(path)
         except UnreadableFileError as exc:
@@ -92,6 +96,8 @@ def _series_files(uid: str, members: list[tuple[Path, Dataset]]) -> SeriesFiles:
 
 def find_series(folder: Path) -> list[SeriesFiles]:
     """Group the DICOM files under ``folder`` (recursively) by SeriesInstanceUID.
+
+    ``folder`` may also be a single file (a multi-frame instance, say): one series or none.
 
     Files that are not DICOM are skipped (logged at DEBUG). Series are listed by series number,
     then UID; paths within a series by name (not by position: that is :func:`load_series`'s job).

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     path: Path = args.path
     policy = LoadPolicy(repair_uids=args.repair_uids, tilt=TiltPolicy(args.tilt))
     try:
-        found = find_series(path) if path.is_dir() else [SeriesFiles("", "", "", None, (path,))]
+        found = find_series(path)
     except DicomIOError as exc:
         print(f"{path}: {exc}")
         return 2

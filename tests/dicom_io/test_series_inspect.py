@@ -54,3 +54,11 @@ def test_inspect_repairs_uids_on_request(
     assert main(["inspect", str(tmp_path)]) == 2
     assert main(["inspect", "--repair-uids", str(tmp_path)]) == 0
     assert "SeriesInstanceUID was empty" in capsys.readouterr().out
+
+
+def test_inspect_one_enhanced_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    [path] = write_series(tmp_path, make_hu((4, 40, 36)), enhanced=True)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"series {SERIES_UID}: CT #2, 1 file(s)" in out
+    assert "(4, 40, 36)" in out
