@@ -13,6 +13,7 @@ import pytest
 
 from dicom_io.derived import DerivedSeries, source_datasets
 from dicom_io.seg.content import screw_mask
+from dicom_io.seg.read import SegmentationMismatchError, vertebra_label_map
 from dicom_io.seg.sop import (
     EmptySegmentationError,
     Equipment,
@@ -203,3 +204,52 @@ def test_seg_for_a_resampled_volume_places_frames_by_the_affine(tmp_path: Path) 
     assert not values[~inside].any()
     np.testing.assert_array_equal(values[inside], expected[tuple(ours[inside].T)])
     assert values.sum() == expected.sum()
+
+
+@pytest.mark.parametrize("kind", list(SegmentationKind))
+def test_vertebra_label_map_reads_our_seg_back(tmp_path: Path, kind: SegmentationKind) -> None:
+    path = _write(tmp_path, kind)
+    labels, _ = syn.label_maps()
+    got = vertebra_label_map(path, syn.volume())
+    if kind is SegmentationKind.BINARY:
+        np.testing.assert_array_equal(got, labels)
+    else:  # in a label map the screws and C2 parts were painted over their vertebra
+        masks = _expected_masks()
+        over = np.zeros(syn.SHAPE, dtype=bool)
+        for name in ("Screw L4 left", "Screw L4 right", "C2 pediculoisthmic left"):
+            over |= masks[name]
+        over |= masks["C2 pediculoisthmic right"]
+        np.testing.assert_array_equal(got[~over], labels[~over])
+        assert not got[over].any()
+
+
+def test_vertebra_label_map_on_a_coarser_seg_grid(tmp_path: Path) -> None:
+    """A SEG on another grid of the same frame of reference is resampled onto the CT."""
+    volume = syn.volume()
+    coarse_affine = volume.affine.copy()
+    coarse_affine[:3, :3] *= 2.0  # every second voxel along each axis
+    coarse = dataclasses.replace(
+        volume, hu=volume.hu[::2, ::2, ::2], affine=coarse_affine, sources=volume.sources[::2]
+    )
+    labels, _ = syn.label_maps()
+    series = DerivedSeries("1.2.826.0.1.3680043.8.498.7001.90", 7701, "Spine segmentation", WHEN)
+    bare = type(syn.report())(engine="geometric", version="0.1.0")
+    seg = build_segmentation(
+        coarse,
+        source_datasets(coarse),
+        bare,
+        (labels[::2, ::2, ::2], None),
+        series=series,
+        equipment=EQUIPMENT,
+    )
+    got = vertebra_label_map(seg, volume)
+    agree = np.mean(got[labels > 0] == labels[labels > 0])
+    assert agree > 0.85  # nearest neighbour from a 2× coarser grid
+    assert set(np.unique(got)) == {0, 2, 23, 24}
+
+
+def test_vertebra_label_map_refuses_another_frame_of_reference(tmp_path: Path) -> None:
+    path = _write(tmp_path, SegmentationKind.BINARY)
+    other = dataclasses.replace(syn.volume(), frame_of_reference_uid="1.2.3.4.5")
+    with pytest.raises(SegmentationMismatchError, match="frame of reference"):
+        vertebra_label_map(path, other)

@@ -129,3 +129,16 @@ def test_outputs_on_a_resampled_real_series(shared_data: Path, tmp_path: Path) -
     seg = hd.seg.segread(paths[0])
     got = seg.get_volume(segment_numbers=[1], combine_segments=True)
     assert int((got.array > 0).sum()) == int(labels.sum() // 2)
+
+
+def test_label_map_reader_on_the_dcmqi_seg(shared_data: Path) -> None:
+    """dcmqi's liver SEG lies on its real CT's frame of reference but holds no vertebra."""
+    from dicom_io import load_series
+    from dicom_io.seg.read import SegmentationMismatchError, vertebra_id, vertebra_label_map
+
+    folder = shared_data / "reference-dicom/dcmqi/segmentations"
+    volume = load_series(folder / "ct-3slice")
+    seg = pydicom.dcmread(folder / "liver.dcm")
+    assert [vertebra_id(item) for item in seg.SegmentSequence] == [None]
+    with pytest.raises(SegmentationMismatchError, match="no vertebra segment"):
+        vertebra_label_map(folder / "liver.dcm", volume)
