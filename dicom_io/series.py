@@ -128,6 +128,22 @@ def _instances(source: Path | SeriesFiles | Sequence[Path] | Sequence[Dataset]) 
     return instances_from(source)
 
 
+def _drop_localizers(instances: list[Instance]) -> tuple[list[Instance], tuple[str, ...]]:
+    """Scout images (ImageType value 3 LOCALIZER) sent within the series are set aside."""
+    images = []
+    for inst in instances:
+        image_type = inst.header.get("ImageType")
+        values = [] if image_type is None else [str(v).upper() for v in np.atleast_1d(image_type)]
+        if "LOCALIZER" not in values[2:3]:
+            images.append(inst)
+    dropped = len(instances) - len(images)
+    if not dropped:
+        return instances, ()
+    if not images:
+        raise NotApplicableError("the series holds only localizer (scout) images", dropped)
+    return images, (f"{dropped} localizer (scout) image(s) in the series ignored",)
+
+
 def _drop_copies(instances: list[Instance]) -> list[Instance]:
     """The same SOP instance received twice counts once."""
     seen: set[str] = set()
@@ -185,6 +201,7 @@ def load_series(
         raise NotApplicableError("no instances given", None)
     for inst in instances:
         check_is_ct(inst)
+    instances, localizers = _drop_localizers(instances)
     identity = check_identity(instances, policy.repair_uids)
     instances = _drop_copies(instances)
     frames = [f for i, inst in enumerate(instances) for f in frames_of(i, inst)]
@@ -198,7 +215,7 @@ def load_series(
     kept = [frames[i] for i in plan.order]
     hu, padded = _decode(instances, kept, workers)
     fill = fill_padding(hu) if padded else min(-1024.0, float(hu.min()))
-    warnings = identity.warnings + plan.warnings + _tissue_lost(hu, plan)
+    warnings = localizers + identity.warnings + plan.warnings + _tissue_lost(hu, plan)
     hu = resample_stack(hu, plan, fill)
     sources = tuple(_source(instances[f.instance], f) for f in kept)
     logger.info(

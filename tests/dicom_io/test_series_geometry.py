@@ -188,3 +188,22 @@ def test_one_file_moved_out_of_its_series_position_keeps_identity(tmp_path: Path
     uids = [pydicom.dcmread(p).SOPInstanceUID for p in paths]
     volume = load_series(list(reversed(paths)))
     assert [s.sop_instance_uid for s in volume.sources] == uids
+
+
+def test_a_localizer_in_the_series_is_ignored(tmp_path: Path) -> None:
+    hu = make_hu((4, 40, 36))
+    write_series(tmp_path / "axial", hu)
+    scout_affine = np.eye(4)
+    scout_affine[:3, 0] = (0.0, 1.0, 0.0)  # slice step along y: a coronal image
+    scout_affine[:3, 1] = (0.0, 0.0, -1.5)
+    scout_affine[:3, 2] = (1.0, 0.0, 0.0)
+    scout = write_series(tmp_path / "scout", make_hu((1, 40, 36)), scout_affine)
+
+    def localizer(ds: Dataset, _: int) -> None:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["scout"])
+
+    rewrite(scout, localizer)
+    volume = load_series(tmp_path)
+    np.testing.assert_array_equal(volume.hu, hu)
+    assert "1 localizer (scout) image(s) in the series ignored" in volume.warnings
