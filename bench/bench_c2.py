@@ -54,6 +54,10 @@ def run_one(seed: int, spacing: float, fov: float, verbose: bool) -> list[Row]:
         if verbose:
             print(f"  seed {seed} spacing {spacing}: {warning}")
     found = {str(f.side): f for f in result.findings}
+    if verbose:
+        for f in result.findings:
+            t = next(c for c in phantom.truth.c2 if c.side == str(f.side))
+            print(f"  seed {seed} {spacing} mm {f.side}: {f.mpd_mm:.2f} vs {t.mpd_outer_mm:.2f}")
     rows = []
     for truth in phantom.truth.c2:
         f = found.get(truth.side)

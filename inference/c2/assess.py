@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from inference.c2.bottleneck import find_pedicle_seeds
 from inference.c2.locate import (
+    SOLID_PASSES,
     C2Frame,
     CoarseGrid,
     estimate_frame,
@@ -101,9 +102,12 @@ def assess_c2(
             ),
         )
     grid = CoarseGrid.from_volume(hu, aff)
-    solid = solid_bone(grid, labels)
-    dist = ndimage.distance_transform_edt(solid, sampling=grid.spacing).astype(np.float32)
-    column = find_c2_column(solid, dist, grid)
+    for threshold, closing in SOLID_PASSES:
+        solid = solid_bone(grid, labels, threshold, closing)
+        dist = ndimage.distance_transform_edt(solid, sampling=grid.spacing).astype(np.float32)
+        column = find_c2_column(solid, dist, grid)
+        if column is not None or labels is not None:
+            break
     if column is None:
         return C2Assessment((), ("no C2 found in the field of view: C2 not assessed",))
     if _touches_border(column):

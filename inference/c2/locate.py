@@ -28,11 +28,19 @@ logger = logging.getLogger(__name__)
 C2_LABEL = 2
 COARSE_MM = 1.0
 BONE_HU = 300.0
-CORE_MM = 3.5
+# (threshold HU, closing iterations) tried in turn until C2 is found: thick slices and
+# osteoporotic bone leave gaps in the cortical shell that the first pass cannot close.
+SOLID_PASSES: tuple[tuple[float, int], ...] = ((300.0, 1), (250.0, 2), (200.0, 2))
+# Core depths tried in turn: deeper cores part C2 from C1 where a thick slice merged them.
+CORE_MM = (3.5, 4.0)
 COLUMN_HEIGHT_MM = (20.0, 45.0)
 COLUMN_RADIUS_MM = 12.0
 MIN_COLUMN_MM3 = 300.0
 DENS_MAX_MM = 16.0
+# The C2 column lies on the patient's midline (the mandibular rami, also tall columns, do not).
+MIDLINE_MM = 15.0
+# The column's principal axis is trusted as C2's cranial axis up to this tilt from LPS +z.
+MAX_TILT_DEG = 25.0
 MEDIAL_DEG = 31.0
 CRANIAL_DEG = 19.5
 
@@ -100,15 +108,20 @@ class CoarseGrid:
         return np.asarray(world @ inv[:3, :3].T + inv[:3, 3])
 
 
-def solid_bone(grid: CoarseGrid, labels: npt.NDArray[np.integer] | None) -> BoolArray:
+def solid_bone(
+    grid: CoarseGrid,
+    labels: npt.NDArray[np.integer] | None,
+    threshold_hu: float = BONE_HU,
+    closing: int = 1,
+) -> BoolArray:
     """Bone with its marrow filled in (cortical shells closed, then 3-D holes filled).
 
-    With a label map, only the C2 voxels (VerSe id 2, strided like ``grid``) count as bone.
+    With a label map, only the C2 voxels (VerSe id 2, on ``grid``) count as bone.
     """
-    bone = grid.data >= BONE_HU
+    bone = grid.data >= threshold_hu
     if labels is not None:
         bone = np.asarray(grid.take(labels) == C2_LABEL)
-    closed = ndimage.binary_closing(bone, iterations=1) | bone
+    closed = ndimage.binary_closing(bone, iterations=closing) | bone
     solid: BoolArray = ndimage.binary_fill_holes(closed)
     return solid
 
@@ -118,20 +131,33 @@ def find_c2_column(solid: BoolArray, dist: FloatArray, grid: CoarseGrid) -> Bool
 
     Cores (bone deeper than ``CORE_MM``) separate vertebrae across joints that partial volume
     bridges. Each core is trimmed to a vertical column under its highest point (the dens tip);
-    C2's is tall, narrow at the top (the dens) and wider at the bottom (the body). The largest
-    such column wins.
+    C2's is tall, narrow at the top (the dens), wider at the bottom (the body) and on the
+    patient's midline. The largest such column wins.
     """
-    labels, count = ndimage.label(dist >= CORE_MM)
+    for depth in CORE_MM:
+        column = _column_at_depth(solid, dist, grid, depth)
+        if column is not None:
+            return column
+    return None
+
+
+def _column_at_depth(
+    solid: BoolArray, dist: FloatArray, grid: CoarseGrid, depth: float
+) -> BoolArray | None:
+    labels, count = ndimage.label(dist >= depth)
     if count == 0:
         return None
     sizes = np.bincount(labels.ravel())
     voxel = float(np.prod(grid.spacing))
+    midline = _midline_x(grid)
     best: npt.NDArray[np.intp] | None = None
     for label in np.flatnonzero(sizes * voxel >= MIN_COLUMN_MM3):
         if label == 0:
             continue
         idx = np.argwhere(labels == label)
         keep = _under_top(grid.world(idx))
+        if abs(float(grid.world(idx[keep])[:, 0].mean()) - midline) > MIDLINE_MM:
+            continue
         big = keep.sum() * voxel >= MIN_COLUMN_MM3 and (best is None or keep.sum() > len(best))
         if big and _looks_like_c2(grid.world(idx[keep])):
             best = idx[keep]
@@ -140,6 +166,15 @@ def find_c2_column(solid: BoolArray, dist: FloatArray, grid: CoarseGrid) -> Bool
     column = np.zeros(solid.shape, dtype=bool)
     column[tuple(best.T)] = True
     return column
+
+
+def _midline_x(grid: CoarseGrid) -> float:
+    """LPS x of the patient's midsagittal plane: the median x of the body (HU > −300)."""
+    sub = grid.data[::2, ::2, ::2]
+    idx = np.argwhere(sub > -300.0) * 2
+    if len(idx) == 0:
+        return 0.0
+    return float(np.median(grid.world(idx)[:, 0]))
 
 
 def _under_top(pts: FloatArray) -> npt.NDArray[np.bool_]:
@@ -152,8 +187,7 @@ def _under_top(pts: FloatArray) -> npt.NDArray[np.bool_]:
 
 
 def _looks_like_c2(pts: FloatArray) -> bool:
-    axis = _principal_axis(pts)
-    h = pts @ axis
+    h = pts[:, 2]
     height = float(np.ptp(h))
     if not COLUMN_HEIGHT_MM[0] <= height <= COLUMN_HEIGHT_MM[1]:
         return False
@@ -183,6 +217,8 @@ def estimate_frame(column: BoolArray, solid: BoolArray, grid: CoarseGrid) -> C2F
     """C2 frame from the body/dens column and the canal behind it (LPS)."""
     pts = grid.world(np.argwhere(column))
     cranial = _principal_axis(pts)
+    if cranial[2] < np.cos(np.radians(MAX_TILT_DEG)):
+        cranial = np.array([0.0, 0.0, 1.0])
     h = pts @ cranial
     body = pts[h <= h.min() + 0.4 * float(np.ptp(h))].mean(axis=0)
     guess = unit(np.array([0.0, -1.0, 0.0]) - cranial * float(-cranial[1]))

@@ -47,6 +47,8 @@ MAX_ITERATIONS = 4
 MAX_TILT_DEG = 20.0
 # The isthmus is looked for within this distance of the seed point along the axis.
 SEED_WINDOW_MM = 6.0
+# Smaller bone regions are specks (noise, a grazed cortex), not a section of a pedicle.
+MIN_AREA_MM2 = 2.0
 # A section belongs to the pedicle when its bone region reaches this close to the axis.
 REACH_MM = 1.0
 MAX_TURN_DEG = 30.0
@@ -143,7 +145,7 @@ def _section(
     level = cortex if scan.cortex_level_hu is None else scan.cortex_level_hu
     threshold = min(0.5 * (soft + level), soft + 0.8 * (cortex - soft))
     outer = seed & (values >= max(threshold, settings.bone_hu))
-    if not outer.any():
+    if outer.sum() * plane.grid_mm**2 < MIN_AREA_MM2:
         return None
     region = _closed(outer, close) & seed
     inner = None
@@ -188,7 +190,7 @@ def sweep(scan: Scan, spec: SweepSpec) -> list[Section | None]:
 
 
 def _run_near_zero(sections: list[Section | None]) -> list[Section]:
-    """The longest run of consecutive present sections (ties: the one nearest ``t = 0``)."""
+    """The run of consecutive present sections through ``t = 0`` (the seed), else the longest."""
     runs: list[list[Section]] = []
     current: list[Section] = []
     for s in sections:
@@ -202,7 +204,7 @@ def _run_near_zero(sections: list[Section | None]) -> list[Section]:
         runs.append(current)
     if not runs:
         return []
-    return max(runs, key=lambda r: (len(r), -min(abs(s.t_mm) for s in r)))
+    return max(runs, key=lambda r: (r[0].t_mm <= 0.0 <= r[-1].t_mm, len(r)))
 
 
 def valley(run: list[Section]) -> list[Section]:
