@@ -27,10 +27,12 @@ from inference.phantom import PhantomSpec, generate  # noqa: E402
 HALF = 120  # mm shown either side of the centre in each plane
 
 
-def plane(volume: np.ndarray, affine: np.ndarray, centre: np.ndarray, view: str) -> np.ndarray:
+def plane(
+    volume: np.ndarray, affine: np.ndarray, centre: np.ndarray, view: str, half: float = HALF
+) -> np.ndarray:
     """A 1 mm LPS-aligned plane through ``centre``: axial (rows +y, cols +x), sagittal
     (rows −z, cols +y), coronal (rows −z, cols +x)."""
-    g = np.arange(-HALF, HALF + 1.0)
+    g = np.arange(-half, half + 1.0)
     a, b = np.meshgrid(g, g, indexing="ij")
     pts = np.zeros((*a.shape, 3))
     if view == "axial":
@@ -86,6 +88,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--cervical", type=int, nargs="*", default=[3])
+    parser.add_argument("--full", type=int, nargs="*", default=[1])
     args = parser.parse_args()
     real = real_ct()
     for seed in args.seeds:
@@ -110,6 +113,24 @@ def main() -> None:
             [f"phantom cervical seed {seed}"],
             args.out / f"phantom_cervical_{seed}.png",
         )
+
+    for seed in args.full:
+        render_full(seed, args.out / f"phantom_full_{seed}.png")
+
+
+def render_full(seed: int, path: Path) -> None:
+    """Mid-sagittal and coronal views of a whole-spine phantom (2 mm per pixel)."""
+    ph = generate(PhantomSpec.from_seed(seed, "full", spacing_mm=(2.0, 1.0, 1.0)))
+    c = np.array(ph.truth.vertebra("T8").body_centroid)
+    tiles = []
+    for view in ("sagittal", "coronal"):
+        img = plane(ph.hu, ph.affine, c, view, half=340)[::2, 70:-70:2]
+        tiles += [
+            window(img, 1800, 400),
+            window(img, 400, 40),
+            np.zeros((img.shape[0], 4), np.uint8),
+        ]
+    save([np.hstack(tiles)], [f"phantom full spine seed {seed}"], path)
 
 
 if __name__ == "__main__":
