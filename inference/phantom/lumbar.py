@@ -21,6 +21,7 @@ from inference.phantom.shapes import (
     EllipticTube,
     FloatArray,
     HalfSpace,
+    Shape,
     frame,
 )
 from inference.phantom.spec import SEGMENTAL_LORDOSIS, PhantomSpec, VertebraParams
@@ -98,8 +99,18 @@ def _local_box(
     return Box(origin + rot @ np.asarray(centre), rot, np.asarray(half, dtype=np.float64), radius)
 
 
-def build_pedicle(p: VertebraParams, origin: FloatArray, rot: FloatArray, side: str) -> Pedicle:
-    """The pedicle tube of ``side``: isthmus 5 mm behind the posterior body wall."""
+def _reach(body: Shape, start: FloatArray, axis: FloatArray) -> float:
+    """Distance along ``axis`` from ``start`` to 2 mm inside ``body`` (at least 14 mm)."""
+    t = np.arange(0.0, 60.0, 0.25)
+    deep = np.nonzero(body.sdf(start[None] + t[:, None] * axis[None]) < -2.0)[0]
+    return max(14.0, float(t[deep[0]]) + 1.0 if len(deep) else 14.0)
+
+
+def build_pedicle(
+    p: VertebraParams, origin: FloatArray, rot: FloatArray, side: str, body: Shape
+) -> Pedicle:
+    """The pedicle tube of ``side``: isthmus 5 mm behind the posterior body wall, reaching at
+    least 2 mm into ``body``."""
     sx = side_x(side)
     width = p.pedicle_width_of(side)
     local = np.array(
@@ -113,7 +124,8 @@ def build_pedicle(p: VertebraParams, origin: FloatArray, rot: FloatArray, side: 
     d = pedicle_axis(rot, side, p.pta_deg, p.psa_deg)
     u = np.cross(rot[:, 2], d)
     tube_rot = frame(u, np.cross(d, u))
-    tube = EllipticTube(centre, tube_rot, width / 2, p.pedicle_height / 2, -12.0, 14.0)
+    reach = _reach(body, centre, d)
+    tube = EllipticTube(centre, tube_rot, width / 2, p.pedicle_height / 2, -12.0, reach)
     return Pedicle(
         side, centre, d, tube_rot[:, 0], width, p.pedicle_height, 0.8 * p.cortex_mm, tube
     )
@@ -211,7 +223,7 @@ def build_vertebra(
         origin, rot, p.body_width / 2, p.body_depth / 2, p.body_height / 2, 0.07, 1.2
     )
     parts = [BonePart("body", body, 0.7 * p.cortex_mm)]
-    peds = [build_pedicle(p, origin, rot, side) for side in ("left", "right")]
+    peds = [build_pedicle(p, origin, rot, side, body) for side in ("left", "right")]
     for ped, pid in zip(peds, (PartId.PEDICLE_LEFT, PartId.PEDICLE_RIGHT), strict=True):
         lateral = (
             -ped.width_dir if side_x(ped.side) * (ped.width_dir @ rot[:, 0]) < 0 else ped.width_dir
