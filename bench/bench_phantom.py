@@ -9,6 +9,7 @@ says how many "blur passes" a phantom costs on this machine.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,8 @@ def main() -> None:
     print(
         f"phantom generation: best {min(times):.2f} s, mean {np.mean(times):.2f} s (target < 60 s)"
     )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process: {peak:.0f} MB (hu float32 {ph.hu.nbytes / 2**20:.0f} MB)")
     t0 = time.perf_counter()
     ndimage.gaussian_filter(ph.hu, 1.0)
     peer = time.perf_counter() - t0
