@@ -99,7 +99,7 @@ def _chain(
     Every big core near the spine axis through ``spine`` seeds a walk; the longest chain (then
     the largest total volume) wins: the column is the longest stack of thick bones.
     """
-    big = vols >= 0.2 * np.median(np.sort(vols)[-6:])
+    big = vols >= max(500.0, 0.1 * float(np.median(np.sort(vols)[-6:])))
     rel0 = cents - spine
     off_axis = np.linalg.norm(rel0 - np.outer(rel0 @ cranial, cranial), axis=1)
     seeds = np.nonzero(big & (off_axis < 80.0))[0]
@@ -136,7 +136,7 @@ def separate_vertebrae(
         idx = range(1, n + 1)
         vols = np.asarray(ndimage.sum(np.ones_like(dt), cores, idx)) * float(np.prod(spacing))
         cents = index_to_mm(aff, np.asarray(ndimage.center_of_mass(np.ones_like(dt), cores, idx)))
-        big = vols >= 0.2 * np.median(np.sort(vols)[-6:])
+        big = vols >= max(500.0, 0.1 * float(np.median(np.sort(vols)[-6:])))
         chain = _chain(cents, vols, cranial, spine, Probe(cores.astype(np.int32), aff, big))
         if best is None or len(chain) > len(best[4]):
             best = (int(n), radius, cores.astype(np.int32), cents, chain)

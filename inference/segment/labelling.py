@@ -88,6 +88,24 @@ def rib_bearing(
     return sorted(k for k, sides in found.items() if len(sides) == 2)  # ribs on both sides
 
 
+def attached_ribs(inst: Instances, affine: npt.ArrayLike, reach_mm: float = 55.0) -> list[int]:
+    """0-based indices of instances holding bone farther than ``reach_mm`` from their centroid
+    on both sides (ribs fused to the vertebra in the mask; lumbar transverse processes reach
+    about 40–45 mm)."""
+    aff = np.asarray(affine, dtype=np.float64)
+    voxel_mm3 = float(np.prod(voxel_spacing(aff)))
+    lateral = np.array([1.0, 0.0, 0.0])  # patient left-right (LPS x)
+    found = []
+    for k in range(len(inst.centroids)):
+        pts = index_to_mm(aff, np.argwhere(inst.labels == k + 1)[::2])
+        off = (pts - inst.centroids[k]) @ lateral
+        far_left = float((off > reach_mm).sum()) * 2 * voxel_mm3
+        far_right = float((off < -reach_mm).sum()) * 2 * voxel_mm3
+        if min(far_left, far_right) > 150.0:
+            found.append(k)
+    return found
+
+
 def label_levels(inst: Instances, affine: npt.ArrayLike, cranial: FloatArray) -> LevelAssignment:
     """Name every instance (cranial first) with a level and a confidence."""
     n = len(inst.centroids)
@@ -96,7 +114,8 @@ def label_levels(inst: Instances, affine: npt.ArrayLike, cranial: FloatArray) ->
             f"no spinal column: {n} vertebral body candidate(s) in a stack, need at least 3", n
         )
     sacrum = is_sacrum(inst)
-    ribs = [k for k in rib_bearing(inst, affine, cranial) if not (sacrum and k == n - 1)]
+    candidates = set(rib_bearing(inst, affine, cranial)) | set(attached_ribs(inst, affine))
+    ribs = sorted(k for k in candidates if not (sacrum and k == n - 1))
     warnings: list[str] = []
     if sacrum:
         names = _count_up(n, n - 1, "S1")
