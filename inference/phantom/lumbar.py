@@ -22,6 +22,7 @@ from inference.phantom.shapes import (
     FloatArray,
     HalfSpace,
     Shape,
+    Subtract,
     frame,
 )
 from inference.phantom.spec import SEGMENTAL_LORDOSIS, PhantomSpec, VertebraParams
@@ -219,9 +220,13 @@ def build_vertebra(
 ) -> Vertebra:
     """All parts of one lumbar (or T12/L6) vertebra."""
     p, origin, rot = item
-    body = EllipticCylinder(
+    cylinder = EllipticCylinder(
         origin, rot, p.body_width / 2, p.body_depth / 2, p.body_height / 2, 0.07, 1.2
     )
+    # kidney-shaped axial section: a shallow (2 mm) concavity of the posterior wall at the canal
+    notch_c = origin + rot @ np.array([0.0, -(p.body_depth / 2 + 2.0), 0.0])
+    notch = EllipticCylinder(notch_c, rot, 0.26 * p.body_width, 4.0, p.body_height)
+    body = Subtract(cylinder, notch)
     parts = [BonePart("body", body, 0.7 * p.cortex_mm)]
     peds = [build_pedicle(p, origin, rot, side, body) for side in ("left", "right")]
     for ped, pid in zip(peds, (PartId.PEDICLE_LEFT, PartId.PEDICLE_RIGHT), strict=True):

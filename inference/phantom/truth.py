@@ -213,6 +213,25 @@ def _facet(j: Joint) -> FacetTruth:
     return FacetTruth(j.upper, j.lower, j.side, _v(j.centre), _v(j.normal), j.gap)
 
 
+def body_centroid(v: Vertebra, step: float = 0.75) -> np.ndarray:
+    """Volumetric centroid (LPS mm) of the vertebral body part, sampled in the body's frame."""
+    body = next((p.shape for p in v.parts if p.name == "body"), None)
+    if body is None:
+        return np.asarray(v.origin)
+    lo, hi = body.bounds()
+    ext = float(np.max(hi - lo)) / 2 + step
+    g = np.arange(-ext, ext + step / 2, step)
+    total, count = np.zeros(3), 0
+    for z in g:  # slab by slab keeps memory small
+        uu, vv = np.meshgrid(g, g, indexing="ij")
+        local = np.stack([uu.ravel(), vv.ravel(), np.full(uu.size, z)], axis=1)
+        pts = v.origin + local @ v.rot.T
+        inside = pts[body.sdf(pts) < 0]
+        total += inside.sum(axis=0)
+        count += len(inside)
+    return total / max(count, 1)
+
+
 def vertebra_truth(v: Vertebra, anatomy: Anatomy) -> VertebraTruth:
     peds: tuple[PedicleTruth, ...] = ()
     if v.level != "C2":
@@ -230,7 +249,8 @@ def vertebra_truth(v: Vertebra, anatomy: Anatomy) -> VertebraTruth:
             for p in v.pedicles
         )
     facets = tuple(_facet(j) for j in anatomy.joints if j.lower == v.level)
-    return VertebraTruth(v.level, v.label, _v(v.s), _v(v.a), _v(v.r), _v(v.origin), peds, facets)
+    centroid = _v(body_centroid(v))
+    return VertebraTruth(v.level, v.label, _v(v.s), _v(v.a), _v(v.r), centroid, peds, facets)
 
 
 def c2_truth(p: Pedicle) -> C2SideTruth:
