@@ -114,15 +114,27 @@ def solid_bone(
     threshold_hu: float = BONE_HU,
     closing: int = 1,
 ) -> BoolArray:
-    """Bone with its marrow filled in (cortical shells closed, then 3-D holes filled).
+    """Bone with its marrow filled in.
 
+    A marrow cavity is enclosed by cortex in any plane through it, while the spinal canal and
+    the foramina are open in at least two of the three grid planes; so a voxel counts as solid
+    when it is bone, or enclosed by bone in at least two of the axial / coronal / sagittal
+    slices through it. (A 3-D hole fill alone fails as soon as the cortical shell has one gap.)
     With a label map, only the C2 voxels (VerSe id 2, on ``grid``) count as bone.
     """
     bone = grid.data >= threshold_hu
     if labels is not None:
         bone = np.asarray(grid.take(labels) == C2_LABEL)
     closed = ndimage.binary_closing(bone, iterations=closing) | bone
-    solid: BoolArray = ndimage.binary_fill_holes(closed)
+    votes = np.zeros(closed.shape, dtype=np.int8)
+    for axis in range(3):
+        structure = ndimage.generate_binary_structure(3, 1)  # 6-neighbours, then drop the two
+        for end in (0, 2):  # along ``axis``: the fill then runs slice by slice
+            centre = [1, 1, 1]
+            centre[axis] = end
+            structure[tuple(centre)] = False
+        votes += ndimage.binary_fill_holes(closed, structure=structure).astype(np.int8)
+    solid: BoolArray = closed | (votes >= 2)
     return solid
 
 

@@ -46,7 +46,7 @@ CLOSING_MM = 0.6
 MAX_ITERATIONS = 4
 MAX_TILT_DEG = 20.0
 # The isthmus is looked for within this distance of the seed point along the axis.
-SEED_WINDOW_MM = 6.0
+SEED_WINDOW_MM = 8.0
 # Smaller bone regions are specks (noise, a grazed cortex), not a section of a pedicle.
 MIN_AREA_MM2 = 2.0
 # A section belongs to the pedicle when its bone region reaches this close to the axis.
@@ -189,8 +189,8 @@ def sweep(scan: Scan, spec: SweepSpec) -> list[Section | None]:
     return out
 
 
-def _run_near_zero(sections: list[Section | None]) -> list[Section]:
-    """The run of consecutive present sections through ``t = 0`` (the seed), else the longest."""
+def _runs(sections: list[Section | None]) -> list[list[Section]]:
+    """The runs of consecutive present sections (the bone along the axis, piece by piece)."""
     runs: list[list[Section]] = []
     current: list[Section] = []
     for s in sections:
@@ -202,9 +202,7 @@ def _run_near_zero(sections: list[Section | None]) -> list[Section]:
             current.append(s)
     if current:
         runs.append(current)
-    if not runs:
-        return []
-    return max(runs, key=lambda r: (r[0].t_mm <= 0.0 <= r[-1].t_mm, len(r)))
+    return runs
 
 
 def valley(run: list[Section]) -> list[Section]:
@@ -279,7 +277,9 @@ def measure_mpd(
     candidates: list[Section] = []
     for _ in range(MAX_ITERATIONS):
         sections = sweep(scan, SweepSpec(centre, direction, t_coarse, COARSE_GRID_MM))
-        candidates = [s for s in valley(_run_near_zero(sections)) if abs(s.t_mm) <= SEED_WINDOW_MM]
+        candidates = [
+            s for run in _runs(sections) for s in valley(run) if abs(s.t_mm) <= SEED_WINDOW_MM
+        ]
         if not candidates:
             logger.debug("no narrowing bone along the axis through %s", np.round(centre, 1))
             return None
