@@ -19,6 +19,7 @@ from dicom_io.ct_writer import CTSeriesSpec, write_ct_series
 from inference.errors import InferenceError
 from inference.nifti import write_nifti
 from inference.phantom import Phantom, PhantomKind, PhantomSpec, generate
+from inference.phantom.generate import spec_json
 
 NAME = "phantom"
 HELP = "generate a synthetic spine CT phantom (DICOM series, label maps, truth.json)"
@@ -54,12 +55,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shape", type=int, nargs=3, metavar=("SLICES", "ROWS", "COLS"), help="grid size"
     )
     parser.add_argument("--noise", type=float, help="noise standard deviation in HU")
+    parser.add_argument("--fov", type=float, help="in-plane field of view in mm (grid from it)")
+    parser.add_argument(
+        "--oblique",
+        type=float,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="tilt the acquisition grid about LPS x, y, z (degrees)",
+    )
+    parser.add_argument(
+        "--enhanced", action="store_true", help="one Enhanced CT multi-frame instead of slices"
+    )
     parser.add_argument("--no-dicom", action="store_true", help="skip the DICOM series")
 
 
 def phantom_uid(spec: PhantomSpec, role: str) -> str:
-    """A ``2.25`` UID derived from the seed, kind, grid and ``role``."""
-    name = f"{spec.seed}/{spec.kind}/{spec.spacing_mm}/{spec.shape}/{spec.noise_hu:.3f}/{role}"
+    """A ``2.25`` UID derived from every parameter of ``spec`` and ``role``."""
+    name = json.dumps(spec_json(spec), sort_keys=True) + "/" + role
     return f"2.25.{uuid.uuid5(UID_NAMESPACE, name).int}"
 
 
@@ -90,7 +102,9 @@ def series_spec(spec: PhantomSpec) -> CTSeriesSpec:
     )
 
 
-def write_phantom(ph: Phantom, out: Path, *, dicom: bool = True) -> list[Path]:
+def write_phantom(
+    ph: Phantom, out: Path, *, dicom: bool = True, enhanced: bool = False
+) -> list[Path]:
     """Write the files of ``ph`` into ``out``; returns them."""
     out.mkdir(parents=True, exist_ok=True)
     files = [
@@ -101,7 +115,9 @@ def write_phantom(ph: Phantom, out: Path, *, dicom: bool = True) -> list[Path]:
     truth.write_text(json.dumps(ph.truth.to_json(), indent=1) + "\n", encoding="utf-8")
     files.append(truth)
     if dicom:
-        files += write_ct_series(ph.hu, ph.affine, out / "dicom", series_spec(ph.spec))
+        files += write_ct_series(
+            ph.hu, ph.affine, out / "dicom", series_spec(ph.spec), enhanced=enhanced
+        )
     return files
 
 
@@ -113,13 +129,17 @@ def run(args: argparse.Namespace) -> int:
         overrides["shape"] = tuple(args.shape)
     if args.noise is not None:
         overrides["noise_hu"] = args.noise
+    if args.fov is not None:
+        overrides["fov_mm"] = args.fov
+    if args.oblique:
+        overrides["oblique_deg"] = tuple(args.oblique)
     try:
         spec = PhantomSpec.from_seed(args.seed, args.kind, **overrides)
         ph = generate(spec)
     except InferenceError as exc:
         print(f"error: {exc}")
         return 2
-    files = write_phantom(ph, args.out, dicom=not args.no_dicom)
+    files = write_phantom(ph, args.out, dicom=not args.no_dicom, enhanced=args.enhanced)
     levels = ", ".join(spec.level_names) if spec.kind != PhantomKind.CERVICAL else "C1, C2, C3"
     print(f"phantom seed {spec.seed} ({spec.kind}): grid {ph.hu.shape}, spacing {spec.spacing_mm}")
     print(f"levels: {levels}; {len(files)} files in {args.out}")

@@ -61,3 +61,20 @@ def test_series_is_dciodvfy_clean(tmp_path: Path) -> None:
         )
         report = result.stdout + result.stderr
         assert "Error" not in report and "Warning" not in report, report
+
+
+def test_oblique_enhanced_series_keeps_the_grid(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    args = ["--spacing", "2", "1.5", "1.5", "--shape", "16", "40", "44"]
+    extra = ["--oblique", "6", "-4", "12", "--enhanced", "--noise", "5"]
+    assert (
+        main(["phantom", "--seed", "2", "--kind", "cervical", "--out", str(out), *args, *extra])
+        == 0
+    )
+    files = sorted((out / "dicom").glob("*.dcm"))
+    assert [f.name for f in files] == ["ECT.dcm"]
+    labels, affine = read_nifti(out / "labels.nii.gz")
+    volume = load_series(files[0])
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-3)
+    assert volume.hu.shape == labels.shape == (16, 40, 44)
+    assert abs(affine[2, 0]) < 0.995 * np.linalg.norm(affine[:3, 0])  # slices really oblique
