@@ -128,7 +128,7 @@ class Settings:
     scheduler_poll_seconds: float = 1.0
     selection: SelectionRules = field(default_factory=SelectionRules)
     worker_count: int = 1
-    analyzer: str = "node.analysis:analyze"
+    analyzer: str = "node.default_analyzer:analyze"
     lease_seconds: float = 120.0
     heartbeat_seconds: float = 10.0
     max_attempts: int = 6

@@ -23,7 +23,7 @@ from tests.node.test_serve_e2e import free_tcp_port
 pytestmark = pytest.mark.skipif(
     not orthanc_available(), reason="Orthanc not installed (Debian package 'orthanc')"
 )
-# The real analysis (node/analysis.py, built by others) once it offers the worker's Analyzer seam.
+# The default analysis (node/default_analyzer.py: dicom_io loader, inference, DICOM writers).
 ANALYSIS_PROBLEM = analyzer_problem(Settings().analyzer)
 
 
@@ -114,7 +114,7 @@ def test_phantom_seg_sr_sc_arrive_in_orthanc(
         cwd=REPO_ROOT,
         check=True,
         capture_output=True,
-    )
+    )  # fmt: skip
     series = sorted((out / "dicom").rglob("*.dcm"))
     orthanc, study, settings = _run(tmp_path, ports, series, lease_seconds=120.0)
     try:
@@ -122,9 +122,16 @@ def test_phantom_seg_sr_sc_arrive_in_orthanc(
         service_box.append(service)
         service.start()
         orthanc.post("/modalities/spinenode/store", {"Resources": [study], "Synchronous": True})
-        wanted = {"SEG", "SR"}
-        assert wait_for(lambda: wanted <= set(orthanc.series_modalities(study)), timeout=120)
-        modalities = orthanc.series_modalities(study)
+        joblog = JobLog.open(settings.database_url)
+        done = wait_for(lambda: joblog.jobs(state=JobState.DONE) != [], timeout=150)
+        (job,) = joblog.jobs()
+        detail = joblog.job(job.job_id)
+        joblog.close()
+        assert done, detail.to_json()
+        modalities = orthanc.series_modalities(study)  # every delivery was acknowledged
+        assert {"CT", "SEG", "SR"} <= set(modalities), modalities
         assert any(m in ("OT", "SC") for m in modalities), modalities
+        assert len(detail.deliveries) >= 3
+        assert {"load", "write_dicom", "analysis"} <= {s.stage for s in detail.stages}
     finally:
         orthanc.stop()
