@@ -213,3 +213,20 @@ def test_enhanced_ct_is_accepted(node: Node, tmp_path: Path) -> None:
     assert send(node.settings.port, [path]) == [0]
     (job,) = node.joblog.jobs(state=JobState.RECEIVING)
     assert job.instances == 1
+
+
+@pytest.mark.realdata
+def test_real_series_with_empty_dataset_uids_is_refused_with_a_reason(
+    node: Node, tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The dataset-level Study/Series/SOP UIDs are empty (only the file meta has the SOP UIDs): a
+    # real-world malformed input. Sent with the file meta's SOP UIDs, it must be refused, not kept.
+    folder = shared_data / "real-dicom" / "totalseg-t11-t12"
+    path = sorted(folder.iterdir())[0]
+    ds = dcmread(path)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.save_as(tmp_path / "real.dcm")
+    assert send(node.settings.port, [tmp_path / "real.dcm"]) == [StoreStatus.INVALID_UID]
+    assert node.spool_files() == []
+    assert "StudyInstanceUID: UID is empty" in caplog.text

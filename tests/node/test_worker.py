@@ -195,3 +195,15 @@ def test_job_whose_workers_keep_dying_is_failed(env: Env, tmp_path: Path) -> Non
     summary = env.joblog.job(job_id).summary
     assert summary.state is JobState.FAILED
     assert "gave up after 3 attempts" in (summary.reason or "")
+
+
+@pytest.mark.realdata
+def test_real_tilted_series_with_gaps_is_skipped_with_the_gap(
+    env: Env, tmp_path: Path, shared_data: Path
+) -> None:
+    folder = shared_data / "real-dicom" / "ge-head-gantry-tilt"
+    receive(env.joblog, env.spool, sorted(folder.glob("*.dcm")), calling_ae="CT1")
+    ((job_id, state),) = Scheduler(env.joblog, env.settings).tick(datetime.now(UTC) + LATER)
+    assert state is JobState.SKIPPED
+    reason = env.joblog.job(job_id).summary.reason or ""
+    assert "slice spacing up to" in reason and "max_slice_spacing_mm" in reason
