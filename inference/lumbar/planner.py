@@ -66,13 +66,6 @@ class Draft:
         return Screw(self.channel.entry, tip, self.diameter)
 
 
-def _pedicle_radius(model: VertebraModel, ch: Channel) -> float:
-    """Smallest axis-to-surface distance along the pedicle (isthmus ± 5 mm)."""
-    t = np.arange(-5.0, 5.0 + 1e-9, 0.25)
-    pts = ch.isthmus + t[:, None] * ch.direction
-    return float(-model.phi(pts).max())
-
-
 def initial_draft(model: VertebraModel, side: Side, settings: PlanningSettings) -> Draft:
     """Channel, length (insertion ratio × channel, snapped down) and fitting diameter."""
     ch = channel(model.inside, model.phi, model.anatomy, side)
@@ -84,7 +77,7 @@ def initial_draft(model: VertebraModel, side: Side, settings: PlanningSettings) 
                 ch.length,
             )
         length = settings.lengths_mm[0]
-    radius = _pedicle_radius(model, ch)
+    radius = ch.radius_mm
     diameter = fit_diameter(radius, settings.cortical_margin_mm, settings.diameters_mm)
     if diameter is None:
         logger.info(

@@ -10,7 +10,7 @@ from inference.geometry import BoolArray
 
 CORTEX_HU = 250.0
 CANCELLOUS_HU = 115.0
-EDGE_FRACTION = 0.55
+EDGE_FRACTION = 0.6
 
 
 def bone_mask(hu: npt.NDArray[np.float32], spacing_mm: float = 1.0) -> BoolArray:
@@ -40,9 +40,10 @@ def bone_mask(hu: npt.NDArray[np.float32], spacing_mm: float = 1.0) -> BoolArray
         sizes = ndimage.sum(holes, lab, range(1, n + 1))
         small = np.concatenate([[False], sizes * spacing_mm**3 < 400.0])
         filled |= small[lab]
-    # the blurred cortex spills ~1 mm beyond the bone: put the border at half the cortical peak
-    peak = float(np.percentile(smooth[filled], 99)) if filled.any() else CORTEX_HU
-    edge = ndimage.binary_fill_holes(smooth > max(CORTEX_HU, EDGE_FRACTION * peak))
+    # the blurred cortex spills ~1 mm beyond the bone: put the border at half the LOCAL cortical
+    # peak (thin pedicle walls are dimmer than thick cortex after blurring)
+    local_peak = ndimage.maximum_filter(smooth, size=max(3, round(5.0 / spacing_mm)))
+    edge = ndimage.binary_fill_holes(smooth > np.maximum(CORTEX_HU, EDGE_FRACTION * local_peak))
     inner = ndimage.binary_erosion(filled, iterations=2)
     out: BoolArray = ndimage.binary_opening(edge | inner, iterations=1)
     return out
