@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from inference.errors import InferenceError
 from inference.phantom import PartId, PhantomKind, PhantomSpec, PhantomTruth, generate
@@ -256,3 +257,28 @@ def test_oblique_grid_keeps_geometry_exact() -> None:
     field = smooth_mask(ph.labels, LEVEL_TO_LABEL["L3"])
     width = chord(field, ph.affine, np.array(ped.isthmus_centre), np.array(ped.width_dir))
     assert abs(width - ped.width_mm) < 0.2, (width, ped.width_mm)
+
+
+def test_c2_isthmus_section_is_isolated_over_seeds() -> None:
+    """On the exact geometry, the section ⊥ the C2 axis near the isthmus is one isolated ellipse
+    whose minimum caliper width is the parameter (no facet, lamina or body touches it)."""
+    g = np.arange(-9.0, 9.001, 0.1)
+    uu, vv = np.meshgrid(g, g, indexing="ij")
+    angles = np.radians(np.arange(0.0, 180.0, 1.0))
+    for seed in range(6):
+        c2 = build_anatomy(PhantomSpec.from_seed(seed, "cervical")).vertebra("C2")
+        for comp in c2.pedicles:
+            e2 = np.cross(comp.axis, comp.width_dir)
+            for t in (-1.0, 0.0, 1.0):
+                centre = comp.centre + t * comp.axis
+                pts = centre + uu.reshape(-1, 1) * comp.width_dir + vv.reshape(-1, 1) * e2
+                inside = (c2.sdf(pts) < 0).reshape(uu.shape)
+                pieces, _ = ndimage.label(inside)
+                keep = pieces == pieces[len(g) // 2, len(g) // 2]
+                border = keep[0].any() or keep[-1].any() or keep[:, 0].any() or keep[:, -1].any()
+                assert not border, (seed, comp.side, t)
+                proj = np.stack([uu[keep], vv[keep]], 1) @ np.stack(
+                    [np.cos(angles), np.sin(angles)]
+                )
+                width = float((proj.max(0) - proj.min(0)).min()) + 0.1
+                assert abs(width - comp.width) < 0.12, (seed, comp.side, t, width, comp.width)
