@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import RLELossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 from pynetdicom import AE
 
 from node.scp import StorageSCP, StoreStatus
@@ -230,3 +230,15 @@ def test_real_series_with_empty_dataset_uids_is_refused_with_a_reason(
     assert send(node.settings.port, [tmp_path / "real.dcm"]) == [StoreStatus.INVALID_UID]
     assert node.spool_files() == []
     assert "StudyInstanceUID: UID is empty" in caplog.text
+
+
+def test_deflated_transfer_syntax_is_accepted(node: Node, tmp_path: Path) -> None:
+    (path,) = write_series(tmp_path / "in", slices=1)
+    ds = dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    assert send(node.settings.port, [tmp_path / "deflated.dcm"]) == [0]
+    (stored,) = node.spool_files()
+    kept = dcmread(stored)
+    assert kept.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert kept.PixelData == ds.PixelData
