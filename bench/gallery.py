@@ -71,6 +71,19 @@ def save(rows: list[np.ndarray], captions: list[str], path: Path) -> None:
     print(f"wrote {path} {img.size}")
 
 
+def hu_stats(name: str, hu: np.ndarray, bone: np.ndarray) -> None:
+    """Print HU percentiles of vertebral bone and of the soft tissue/fat inside the body."""
+    soft = hu[(hu > -200) & (hu < 150) & ~bone]
+    fat = soft[soft < -30]
+    muscle = soft[soft >= 0]
+    b = np.percentile(hu[bone], [10, 50, 90])
+    print(
+        f"{name:<34s} vertebrae HU p10/p50/p90 {b[0]:6.0f} {b[1]:6.0f} {b[2]:6.0f} | "
+        f"fat median {np.median(fat):6.0f} | soft tissue median {np.median(muscle):5.0f} | "
+        f"fat/soft voxel ratio {len(fat) / max(len(muscle), 1):.2f}"
+    )
+
+
 def real_ct() -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     data = Path(os.environ.get("SPINENODE_DATA", ROOT.parent / "shared" / "data"))
     folder = data / "real-ct" / "totalseg-abdomen"
@@ -79,6 +92,7 @@ def real_ct() -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         return None
     hu, affine = read_nifti(folder / "ct.nii.gz")
     labels, _ = read_nifti(folder / "vertebrae_totalseg_v2.nii.gz")
+    hu_stats("real CT (TotalSegmentator, 3 mm)", hu.astype(np.float32), labels > 0)
     idx = np.argwhere(labels == 29).mean(axis=0)  # L3 in TotalSegmentator v2
     return hu.astype(np.float32), affine, (affine @ np.r_[idx, 1.0])[:3]
 
@@ -93,6 +107,7 @@ def main() -> None:
     real = real_ct()
     for seed in args.seeds:
         ph = generate(PhantomSpec.from_seed(seed, "lumbar", spacing_mm=(1.0, 0.8, 0.8)))
+        hu_stats(f"phantom lumbar seed {seed}", ph.hu, ph.labels > 0)
         l3 = ph.truth.vertebra("L3")
         c = np.array(l3.body_centroid)
         ped = np.mean([p.isthmus_centre for p in l3.pedicles], axis=0)

@@ -227,7 +227,7 @@ def build_vertebra(
     notch_c = origin + rot @ np.array([0.0, -(p.body_depth / 2 + 2.0), 0.0])
     notch = EllipticCylinder(notch_c, rot, 0.26 * p.body_width, 4.0, p.body_height)
     body = Subtract(cylinder, notch)
-    parts = [BonePart("body", body, 0.7 * p.cortex_mm)]
+    parts = [BonePart("body", body, 0.5 * p.cortex_mm)]
     peds = [build_pedicle(p, origin, rot, side, body) for side in ("left", "right")]
     for ped, pid in zip(peds, (PartId.PEDICLE_LEFT, PartId.PEDICLE_RIGHT), strict=True):
         lateral = (

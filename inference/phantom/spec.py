@@ -238,14 +238,14 @@ def _bone(rng: np.random.Generator) -> dict[str, Any]:
     """Age, bone density and degeneration: cancellous HU falls with age, osteoporosis 60–110."""
     age = float(rng.uniform(25, 85))
     osteoporosis = bool(age > 60 and rng.random() < 0.4)
-    cancellous = float(rng.normal(260 - 2.2 * (age - 25), 25))
+    cancellous = float(rng.normal(230 - 2.5 * (age - 25), 30))  # adult range ~100–250 HU
     if osteoporosis:
         cancellous = float(rng.uniform(60, 110))
     return {
         "age_years": age,
         "osteoporosis": osteoporosis,
         "cancellous_hu": float(np.clip(cancellous, 50, 400)),
-        "cortical_hu": float(rng.uniform(1100, 1700)),
+        "cortical_hu": float(rng.uniform(1000, 1500)),
         "osteophytes": bool(age > 50 and rng.random() < 0.5),
     }
 
