@@ -102,12 +102,7 @@ def assess_c2(
             ),
         )
     grid = CoarseGrid.from_volume(hu, aff)
-    for threshold, closing in SOLID_PASSES:
-        solid = solid_bone(grid, labels, threshold, closing)
-        dist = ndimage.distance_transform_edt(solid, sampling=grid.spacing).astype(np.float32)
-        column = find_c2_column(solid, dist, grid)
-        if column is not None or labels is not None:
-            break
+    solid, dist, column = _find_c2(grid, labels)
     if column is None:
         return C2Assessment((), ("no C2 found in the field of view: C2 not assessed",))
     if _touches_border(column):
@@ -134,6 +129,19 @@ def assess_c2(
         stacks.append(slice_stack(scan, m, side))
         measured.append(m)
     return C2Assessment(tuple(findings), tuple(warnings), tuple(stacks), tuple(measured))
+
+
+def _find_c2(
+    grid: CoarseGrid, labels: npt.NDArray[np.integer] | None
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32], npt.NDArray[np.bool_] | None]:
+    """Solid bone, its depth (mm) and the C2 body/dens column, trying ``SOLID_PASSES`` in turn."""
+    for threshold, closing in SOLID_PASSES:
+        solid = solid_bone(grid, labels, threshold, closing)
+        dist = ndimage.distance_transform_edt(solid, sampling=grid.spacing).astype(np.float32)
+        column = find_c2_column(solid, dist, grid)
+        if column is not None or labels is not None:
+            break
+    return solid, dist, column
 
 
 def _problem(m: MPDMeasurement | None, side: Side, frame: C2Frame) -> str | None:
