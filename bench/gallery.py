@@ -107,7 +107,9 @@ def main() -> None:
     real = real_ct()
     for seed in args.seeds:
         ph = generate(PhantomSpec.from_seed(seed, "lumbar", spacing_mm=(1.0, 0.8, 0.8)))
-        hu_stats(f"phantom lumbar seed {seed}", ph.hu, ph.labels > 0)
+        hu_stats(f"phantom lumbar seed {seed} (0.8 mm)", ph.hu, ph.labels > 0)
+        coarse = generate(ph.spec.with_(spacing_mm=(3.0, 3.0, 3.0)))  # the real CT's voxels
+        hu_stats(f"phantom lumbar seed {seed} (3 mm)", coarse.hu, coarse.labels > 0)
         l3 = ph.truth.vertebra("L3")
         c = np.array(l3.body_centroid)
         ped = np.mean([p.isthmus_centre for p in l3.pedicles], axis=0)
