@@ -282,3 +282,22 @@ def test_c2_isthmus_section_is_isolated_over_seeds() -> None:
                 )
                 width = float((proj.max(0) - proj.min(0)).min()) + 0.1
                 assert abs(width - comp.width) < 0.12, (seed, comp.side, t, width, comp.width)
+
+
+def test_facet_at_risk_lies_between_the_two_articular_processes() -> None:
+    spec = PhantomSpec.from_seed(6, "lumbar", noise_hu=0.0)
+    vt = generate(spec.with_(spacing_mm=COARSE, fov_mm=200.0)).truth.vertebra("L4")
+    upper = LEVEL_TO_LABEL[vt.facets_at_risk[0].upper]
+    assert vt.facets_at_risk[0].upper == "L3" and vt.facets_at_risk[0].lower == "L4"
+    for facet in vt.facets_at_risk:
+        centre, normal = np.array(facet.centre), np.array(facet.normal)
+        ph = generate(spec.with_(spacing_mm=(0.4,) * 3, shape=(40, 40, 40), centre_mm=facet.centre))
+        idx = np.rint(np.linalg.solve(ph.affine, np.r_[centre, 1.0])[:3]).astype(int)
+        pid = PartId.FACET_JOINT_LEFT if facet.side == "left" else PartId.FACET_JOINT_RIGHT
+        assert ph.parts[tuple(idx)] == pid
+        along = [centre + t * normal for t in (-3.0, 3.0)]  # SAP side, IAP side
+        got = [
+            ph.labels[tuple(np.rint(np.linalg.solve(ph.affine, np.r_[p, 1.0])[:3]).astype(int))]
+            for p in along
+        ]
+        assert got == [vt.label, upper], (facet.side, got)
