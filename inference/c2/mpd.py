@@ -47,6 +47,9 @@ MAX_ITERATIONS = 4
 MAX_TILT_DEG = 20.0
 # The isthmus is looked for within this distance of the seed point along the axis.
 SEED_WINDOW_MM = 8.0
+# The fine sweep spans ±FINE_HALF_MM around the coarse isthmus; its minimum lies within the window.
+FINE_HALF_MM = 4.0
+FINE_WINDOW_MM = 2.0
 # Smaller bone regions are specks (noise, a grazed cortex), not a section of a pedicle.
 MIN_AREA_MM2 = 2.0
 # A section belongs to the pedicle when its bone region reaches this close to the axis.
@@ -293,24 +296,30 @@ def measure_mpd(
         direction = new
         if turned < 1.0:
             break
-    return _fine(scan, (centre, direction), candidates)
+    return _fine(scan, (centre, direction))
 
 
-def _fine(
-    scan: Scan, line: tuple[FloatArray, FloatArray], coarse: list[Section]
-) -> MPDMeasurement | None:
-    """Re-measure the valley of the last coarse sweep at ``step_mm`` on the ``grid_mm`` grid."""
+def _fine(scan: Scan, line: tuple[FloatArray, FloatArray]) -> MPDMeasurement | None:
+    """Re-measure around the coarse isthmus at ``step_mm`` on the ``grid_mm`` grid.
+
+    The narrowest fine section must again lie in a valley of the fine profile (within
+    ``FINE_WINDOW_MM`` of the coarse isthmus); without one, the sections within one coarse step
+    of it are used.
+    """
     centre, direction = line
-    offsets = np.array([s.t_mm for s in coarse])
-    shift = float((coarse[0].centroid - centre) @ direction) - coarse[0].t_mm
-    lo, hi = float(offsets.min()) + shift, float(offsets.max()) + shift
     settings = scan.settings
-    t_fine = np.arange(lo, hi + 1e-9, settings.step_mm)
+    t_fine = np.arange(-FINE_HALF_MM, FINE_HALF_MM + 1e-9, settings.step_mm)
     spec = SweepSpec(centre, direction, t_fine, settings.grid_mm)
-    fine = [s for s in sweep(scan, spec) if s is not None and not s.touches_field]
+    sections = sweep(scan, spec)
+    fine = [s for s in sections if s is not None and not s.touches_field]
     if not fine:
         return None
-    best = min(fine, key=lambda s: _kind_width(s, settings.mpd_kind))
+    pool = [s for run in _runs(sections) for s in valley(run) if abs(s.t_mm) <= FINE_WINDOW_MM] or [
+        s for s in fine if abs(s.t_mm) <= COARSE_STEP_MM
+    ]
+    if not pool:
+        return None
+    best = min(pool, key=lambda s: _kind_width(s, settings.mpd_kind))
     profile = tuple((round(s.t_mm, 3), round(s.outer_mm, 3)) for s in fine)
     return MPDMeasurement(
         mpd_mm=_kind_width(best, settings.mpd_kind),
@@ -320,5 +329,5 @@ def _fine(
         location=best.centroid,
         axis=direction,
         profile=profile,
-        clipped=any(s.clipped for s in fine),
+        clipped=any(s.clipped for s in pool),
     )
