@@ -149,15 +149,21 @@ def facet_joint(
     beta = math.radians(min(max(p.facet_angle_deg, 5.0), 70.0))
     normal = math.cos(beta) * (-sx * rot[:, 0]) + math.sin(beta) * (-rot[:, 1])
     jrot = frame(np.cross(normal, rot[:, 2]), normal)
-    space = Box(centre, jrot, np.array([6.5, FACET_GAP_MM / 2 + 0.01, 8.0]), 0.5)
+    space = Box(centre, jrot, np.array([6.0, FACET_GAP_MM / 2 + 0.01, 5.0]), 0.5)
     return Joint(upper[0].level, p.level, side, centre, normal, FACET_GAP_MM, space)
 
 
 def _sap(joint: Joint, rot: FloatArray, ped: Pedicle) -> list[BonePart]:
     """Superior articular process: lateral to the joint plane, joined to the pedicle's back end."""
     jrot = frame(np.cross(joint.normal, rot[:, 2]), joint.normal)
-    centre = joint.centre - joint.normal * (joint.gap / 2 + 3.5) + rot[:, 2] * 2.0
-    box = Box(centre, jrot, np.array([7.0, 3.5, 7.0]), 2.0)
+    up = rot[:, 2]
+    jz = float(joint.centre @ up)
+    # from 5 mm below the joint centre (but clear of the pedicle's top) to 9 mm above it
+    bottom = max(jz - 5.0, float(ped.centre @ up) + ped.height / 2 + 1.5)
+    top = jz + 9.0
+    bottom = min(bottom, top - 6.0)
+    centre = joint.centre - joint.normal * (joint.gap / 2 + 3.5) + up * ((bottom + top) / 2 - jz)
+    box = Box(centre, jrot, np.array([7.0, 3.5, (top - bottom) / 2]), 2.0)
     clip = HalfSpace(joint.centre - joint.normal * joint.gap / 2, joint.normal)
     base = Capsule(ped.centre - ped.axis * 10.0, centre - rot[:, 2] * 5.0, 4.5, 4.0)
     return [
