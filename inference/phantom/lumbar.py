@@ -83,6 +83,8 @@ def chain_frames(spec: PhantomSpec) -> list[tuple[VertebraParams, FloatArray, Fl
             bis /= np.linalg.norm(bis)
             top = below_c + below_rot[:, 2] * below_p.body_height / 2
             centre = top + bis * disc + rot[:, 2] * p.body_height / 2
+            if spec.listhesis_level == p.level:  # anterolisthesis: slips forward on the one below
+                centre = centre + rot[:, 1] * spec.listhesis_mm
         out.append((p, centre, rot))
         if k + 1 < n:
             above = levels[k + 1]

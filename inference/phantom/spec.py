@@ -142,6 +142,8 @@ class PhantomSpec:
     ribs: bool
     osteophytes: bool
     narrowed_disc: str | None
+    listhesis_level: str | None
+    listhesis_mm: float
     noise_hu: float
     blur_mm: float
     torso_width_mm: float
@@ -187,6 +189,8 @@ class PhantomSpec:
             **_bone(rng),
             "ribs": include_t12 and bool(rng.random() < 0.8),
             "narrowed_disc": str(rng.choice(["L4", "L5"])) if rng.random() < 0.3 else None,
+            "listhesis_level": str(rng.choice(["L4", "L5"])) if rng.random() < 0.1 else None,
+            "listhesis_mm": float(rng.uniform(2.0, 8.0)),
             "noise_hu": float(rng.uniform(8, 30)),
             "blur_mm": float(rng.uniform(0.3, 0.6)),
             "torso_width_mm": float(rng.normal(330, 30)),

@@ -309,3 +309,14 @@ def test_facet_at_risk_lies_between_the_two_articular_processes() -> None:
             for p in along
         ]
         assert got == [vt.label, upper], (facet.side, got)
+
+
+def test_listhesis_slips_the_level_and_everything_above_forward() -> None:
+    base = PhantomSpec.from_seed(10, "lumbar", listhesis_level=None)
+    slipped = base.with_(listhesis_level="L5", listhesis_mm=6.0)
+    a, b = build_anatomy(base), build_anatomy(slipped)
+    shift = {lv: b.vertebra(lv).origin - a.vertebra(lv).origin for lv in ("S1", "L5", "L3")}
+    ant = a.vertebra("L5").a
+    # both are centred on the mean body centroid, so compare relative to S1
+    for lv in ("L5", "L3"):
+        np.testing.assert_allclose(shift[lv] - shift["S1"], 6.0 * ant, atol=1e-9)
