@@ -159,9 +159,12 @@ class PhantomSpec:
         """Draw every parameter from ``seed`` within published ranges, then apply ``overrides``.
 
         Overrides name fields of this class (e.g. ``spacing_mm=(1.0, 0.5, 0.5)``,
-        ``shape=(64, 128, 128)``, ``noise_hu=0``); ``include_t12``/``include_l6`` choose levels.
+        ``shape=(64, 128, 128)``, ``noise_hu=0``; short aliases ``spacing``, ``fov``, ``noise``,
+        ``rotation``, ``oblique``, ``centre`` work too); ``include_t12``/``include_l6`` choose
+        levels.
         """
         kind = PhantomKind(kind)
+        overrides = {_ALIASES.get(k, k): v for k, v in overrides.items()}
         rng = np.random.default_rng([int(seed), 0x5B1E])
         names, include_t12 = _level_names(rng, kind, overrides)
         size = float(rng.normal(1.0, 0.05))
@@ -222,6 +225,16 @@ class PhantomSpec:
         for w in self.c2.outer_width:
             if not 2.0 <= w <= 10.0:
                 raise InferenceError(f"C2 outer width {w} mm outside 2–10 mm", w)
+
+
+_ALIASES = {
+    "spacing": "spacing_mm",
+    "fov": "fov_mm",
+    "noise": "noise_hu",
+    "rotation": "axial_rotation_deg",
+    "oblique": "oblique_deg",
+    "centre": "centre_mm",
+}
 
 
 def _level_names(

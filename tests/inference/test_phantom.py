@@ -192,6 +192,8 @@ def test_spec_overrides_and_errors() -> None:
         PhantomSpec.from_seed(1, "lumbar", spacing_mm=(0.0, 1.0, 1.0))
     ph = generate(PhantomSpec.from_seed(1, "lumbar", spacing_mm=COARSE, shape=(20, 30, 40)))
     assert ph.hu.shape == (20, 30, 40)
+    short = PhantomSpec.from_seed(1, "lumbar", spacing=COARSE, noise=0.0, rotation=3.0)
+    assert short.spacing_mm == COARSE and short.noise_hu == 0.0 and short.axial_rotation_deg == 3.0
 
 
 def test_isthmus_is_free_of_other_bone_over_many_seeds() -> None:
