@@ -27,6 +27,7 @@ from inference.c2.locate import (
     CoarseGrid,
     estimate_frame,
     find_c2_column,
+    midline_window,
     solid_bone,
 )
 from inference.c2.mpd import AIR_HU, MPDMeasurement, Scan, measure_mpd
@@ -37,6 +38,10 @@ from inference.results import C2Finding, Side
 
 logger = logging.getLogger(__name__)
 
+# C2 pediculoisthmic widths are 5.8 ± 1.2 mm (Naderi 2004); outside this range the section found
+# is not an isthmus (a grazed cortex, or the body).
+MIN_PLAUSIBLE_MM = 1.5
+MAX_PLAUSIBLE_MM = 12.0
 CORTEX_PERCENTILE = 99.0
 CORTEX_RADIUS_MM = 40.0
 
@@ -101,7 +106,7 @@ def assess_c2(
                 f"{settings.max_spacing_mm:.2f} mm an MPD needs (reconstruct thinner slices)",
             ),
         )
-    grid = CoarseGrid.from_volume(hu, aff)
+    grid = CoarseGrid.from_volume(hu, aff, midline_window(hu, aff))
     solid, dist, column = _find_c2(grid, labels)
     if column is None:
         return C2Assessment((), ("no C2 found in the field of view: C2 not assessed",))
@@ -149,6 +154,8 @@ def _problem(m: MPDMeasurement | None, side: Side, frame: C2Frame) -> str | None
         return "no narrowing pediculoisthmic component found"
     if m.clipped:
         return "its isthmus reaches the edge of the field of view"
+    if not MIN_PLAUSIBLE_MM <= m.outer_mm <= MAX_PLAUSIBLE_MM:
+        return f"the narrowest section found ({m.outer_mm:.1f} mm) is not a plausible isthmus"
     if side_of(m.location, frame) is not side:
         return "the narrowest section lies across the midline"
     return None

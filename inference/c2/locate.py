@@ -33,6 +33,7 @@ BONE_HU = 300.0
 SOLID_PASSES: tuple[tuple[float, int], ...] = ((300.0, 1), (250.0, 2), (200.0, 2))
 # Core depths tried in turn: deeper cores part C2 from C1 where a thick slice merged them.
 CORE_MM = (3.5, 4.0)
+WINDOW_HALF_MM = 50.0
 COLUMN_HEIGHT_MM = (20.0, 45.0)
 COLUMN_RADIUS_MM = 12.0
 MIN_COLUMN_MM3 = 300.0
@@ -64,13 +65,23 @@ class CoarseGrid:
     affine: FloatArray
     steps: tuple[int, int, int]
     zoom: tuple[float, float, float]
+    window: tuple[slice, slice, slice]
 
     @classmethod
-    def from_volume(cls, hu: npt.NDArray[np.floating], affine: FloatArray) -> CoarseGrid:
+    def from_volume(
+        cls,
+        hu: npt.NDArray[np.floating],
+        affine: FloatArray,
+        window: tuple[slice, slice, slice] | None = None,
+    ) -> CoarseGrid:
+        """The coarse copy of ``hu[window]`` (``window``: full-resolution index ranges)."""
+        window = window or (slice(None), slice(None), slice(None))
+        start = np.array([w.indices(n)[0] for w, n in zip(window, hu.shape, strict=True)])
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         k, i, j = (max(1, int(COARSE_MM / s + 1e-6)) for s in spacing)
-        strided = np.asarray(hu[::k, ::i, ::j], dtype=np.float32)
+        strided = np.asarray(hu[window][::k, ::i, ::j], dtype=np.float32)
         coarse = affine.copy()
+        coarse[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
         coarse[:3, :3] = affine[:3, :3] * np.array([k, i, j], dtype=np.float64)
         shape = np.array(strided.shape)
         size = np.linalg.norm(coarse[:3, :3], axis=0)
@@ -82,12 +93,12 @@ class CoarseGrid:
             strided = ndimage.zoom(strided, zoom, order=1).astype(np.float32)
             coarse[:3, :3] = coarse[:3, :3] / zoom
         z = (float(zoom[0]), float(zoom[1]), float(zoom[2]))
-        return cls(strided, coarse, (k, i, j), z)
+        return cls(strided, coarse, (k, i, j), z, window)
 
     def take(self, array: npt.NDArray[np.integer]) -> npt.NDArray[np.integer]:
         """A full-resolution label array on this grid (nearest neighbour)."""
         k, i, j = self.steps
-        strided = array[::k, ::i, ::j]
+        strided = array[self.window][::k, ::i, ::j]
         if self.zoom == (1.0, 1.0, 1.0):
             return strided
         out: npt.NDArray[np.integer] = ndimage.zoom(strided, self.zoom, order=0)
@@ -106,6 +117,26 @@ class CoarseGrid:
         """Continuous (k, i, j) indices of LPS points ``(..., 3)``."""
         inv = np.linalg.inv(self.affine)
         return np.asarray(world @ inv[:3, :3].T + inv[:3, 3])
+
+
+def midline_window(
+    hu: npt.NDArray[np.floating], affine: FloatArray, half_mm: float = WINDOW_HALF_MM
+) -> tuple[slice, slice, slice]:
+    """Full-resolution index ranges keeping about ``half_mm`` either side of the patient's
+    midline, along the grid axis closest to LPS x; C2 and its pedicles lie well inside.
+
+    The midline is the median of the body (HU > −300) along that axis; 15 mm are added for
+    obliquity of the grid.
+    """
+    sub = np.argwhere(np.asarray(hu[::4, ::4, ::4]) > -300.0) * 4
+    if len(sub) == 0:
+        return (slice(None), slice(None), slice(None))
+    axis = int(np.argmax(np.abs(affine[0, :3]) / np.linalg.norm(affine[:3, :3], axis=0)))
+    centre = float(np.median(sub[:, axis]))
+    reach = (half_mm + 15.0) / abs(float(affine[0, axis]))
+    window = [slice(None), slice(None), slice(None)]
+    window[axis] = slice(max(0, int(centre - reach)), min(hu.shape[axis], int(centre + reach) + 1))
+    return (window[0], window[1], window[2])
 
 
 def solid_bone(
