@@ -136,7 +136,7 @@ def _run_from(ok: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
 
 
 def _profile(
-    inside: VolumeSampler, point: FloatArray, direction: FloatArray
+    inside: VolumeSampler, point: FloatArray, direction: FloatArray, max_offset: float = 2.5
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Areas and centroids of the axis-connected sections ⊥ ``direction`` around ``point``."""
     u, v = perpendicular_basis(direction)
@@ -155,7 +155,7 @@ def _profile(
             continue
         touches = rows.min() == 0 or cols.min() == 0 or rows.max() == g.size - 1
         offset = np.hypot(g[cols].mean(), g[rows].mean())
-        if offset > MAX_OFFSET_MM:  # a section cut off-axis (end of a bone run): not the pedicle
+        if offset > max_offset:  # a section cut off-axis (end of a bone run): not the pedicle
             continue
         areas[i] = comp.sum() * GRID_MM**2 * (4.0 if touches else 1.0)
         cents[i] = centre + g[cols].mean() * u + g[rows].mean() * v

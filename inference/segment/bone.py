@@ -28,7 +28,9 @@ def bone_mask(hu: npt.NDArray[np.float32], spacing_mm: float = 1.0) -> BoolArray
     grown = np.isin(labels, touching[touching > 0]) | dense
     # a body's marrow is enclosed by cortex in both sagittal and coronal planes; a disc, the canal
     # and the foramina are open in at least one of them, so they stay empty
-    filled: BoolArray = grown | (_fill_in_planes(grown, axis=1) & _fill_in_planes(grown, axis=2))
+    # (closed first: a thin endplate partial-volumed in thick slices leaves gaps in the shell)
+    shell = ndimage.binary_closing(grown, structure=np.ones((3, 1, 1), bool), iterations=2)
+    filled: BoolArray = grown | (_fill_in_planes(shell, axis=1) & _fill_in_planes(shell, axis=2))
     # fill enclosed cavities slice by slice too (a shell broken in 3-D by a foramen) but only
     # small ones: the canal and the pelvic inlet are large holes and must stay open.
     per_slice = np.zeros_like(filled)
