@@ -163,7 +163,7 @@ def facet_joint(
     region = (local[..., 1] < body_back_mm) & (lateral > 2.0)
     joint = ~lo & ~up & (d_lo <= gap) & (d_up <= gap) & region
     d_joint = ndimage.distance_transform_edt(~joint, sampling=spacing)
-    facet = lo & (d_joint <= 3.0) & region  # the articular process next to the joint
+    facet = lo & (d_joint <= 1.5) & region  # the articular surface next to the joint
     upper_near = up & (d_joint <= 3.0) & region
     return FacetJoint(
         joint=VolumeSampler(joint.astype(np.float32), aff, 0.0),

@@ -57,7 +57,13 @@ def plan_lumbar(seg: Segmentation, settings: PlanningSettings) -> LumbarOutput:
         mask = mask_full[box]
         sub_aff = crop_affine(aff, box)
         try:
-            anatomy = vertebra_anatomy(mask, sub_aff, _cranial_hint(seg.centroids, k), ANTERIOR_LPS)
+            anatomy = vertebra_anatomy(
+                _s1_core(mask, sub_aff, seg.centroids[k - 1]) if level == "S1" and k > 0 else mask,
+                sub_aff,
+                _cranial_hint(seg.centroids, k),
+                ANTERIOR_LPS,
+                superior_only=level == "S1",
+            )
         except InferenceError as exc:
             warnings.append(f"{level}: no vertebra frame ({exc})")
             continue
@@ -76,6 +82,18 @@ def plan_lumbar(seg: Segmentation, settings: PlanningSettings) -> LumbarOutput:
         screws.extend(plans)
         warnings.extend(warn)
     return LumbarOutput(tuple(verts), tuple(screws), tuple(warnings))
+
+
+def _s1_core(mask: np.ndarray, affine: FloatArray, l5_centroid: FloatArray) -> np.ndarray:
+    """The part of the sacrum that holds the S1 body: near the midline under L5 (the alae, thick
+    as they are, would otherwise pass for the body)."""
+    idx = np.indices(mask.shape).reshape(3, -1).T
+    pts = idx @ affine[:3, :3].T + affine[:3, 3]
+    lateral = np.abs(pts[:, 0] - l5_centroid[0])
+    near = np.linalg.norm(pts - l5_centroid, axis=1)
+    keep = (lateral < 25.0) & (near < 60.0)
+    out: np.ndarray = mask & keep.reshape(mask.shape)
+    return out if out.sum() > 1000 else mask
 
 
 def _joints(

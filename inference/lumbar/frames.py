@@ -112,11 +112,14 @@ def vertebra_anatomy(
     affine: npt.ArrayLike,
     cranial_hint: npt.ArrayLike,
     anterior_hint: npt.ArrayLike,
+    *,
+    superior_only: bool = False,
 ) -> VertebraAnatomy:
     """The frame of the vertebra ``mask`` (patient frame of ``affine``).
 
     ``cranial_hint`` (e.g. the local spine tangent) and ``anterior_hint`` only fix signs and seed
     the endplate fit; the result comes from the endplates and the canal → body direction.
+    ``superior_only`` (S1: fused below) uses the superior endplate alone.
     """
     aff = np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
@@ -127,6 +130,9 @@ def vertebra_anatomy(
     s = unit(cranial_hint)
     for _ in range(3):
         n_sup = _endplate_normal(pts, s, superior=True)
+        if superior_only:
+            s = n_sup
+            continue
         n_inf = _endplate_normal(pts, s, superior=False)
         s = unit(n_sup + n_inf)
     if rest.shape[0] > 0:

@@ -82,7 +82,7 @@ def _joint_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize(
     ("z", "x", "grade"),
-    [(-3.5, 26.0, 0), (-3.0, 14.0, 0), (2.5, 17.0, 1), (4.8, 14.0, 2), (9.0, 14.0, 3)],
+    [(-3.5, 26.0, 0), (-3.0, 14.0, 0), (3.0, 17.0, 1), (4.8, 14.0, 2), (9.0, 14.0, 3)],
 )
 def test_babu_grades_from_a_constructed_joint(z: float, x: float, grade: int) -> None:
     lower, upper, affine = _joint_scene()
