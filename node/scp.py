@@ -177,15 +177,15 @@ class StoreHandler:
         return StoreStatus.SUCCESS
 
     def _keep(self, path: Path, data: bytes, receipt: InstanceReceipt) -> ReceiptOutcome:
-        """Spool (unless the same bytes are there) and record; the job log's verdict."""
-        if path.exists() and _sha256_of(path) != receipt.sha256:
-            # A different file is already kept under this SOP Instance UID: the job log decides
-            # (CONFLICT keeps the stored file; NEW means it was an unrecorded leftover of a crash).
-            outcome = self._record(receipt)
-            if outcome is ReceiptOutcome.NEW:
-                self._write(path, data)
-            return outcome
-        if not path.exists():
+        """Spool, then record: the file on disk always holds the bytes the job log vouches for."""
+        try:
+            recorded = self.joblog.recorded_sha256(receipt.sop_instance_uid)
+        except StorageError as exc:
+            raise _RefusedError(StoreStatus.JOB_LOG_FAILED, str(exc)) from exc
+        if recorded is not None and recorded != receipt.sha256:
+            return self._record(receipt)  # CONFLICT: the first copy stays, the event is logged
+        if not (path.exists() and _sha256_of(path) == receipt.sha256):
+            # New, or a crash leftover / damaged copy under this UID: write before recording.
             self._write(path, data)
         return self._record(receipt)
 

@@ -116,6 +116,11 @@ class JobLog:
                 raise StorageError(f"job log error: {exc}", type(exc).__name__) from exc
         raise AssertionError("unreachable")
 
+    def recorded_sha256(self, sop_instance_uid: str) -> str | None:
+        """The checksum recorded for an instance, or None if it was never recorded."""
+        with self._transaction(read_only=True) as session:
+            return receipts.recorded_sha256(session, sop_instance_uid)
+
     def quiet_jobs(self, quiet_s: float, now: datetime) -> list[JobRef]:
         """RECEIVING jobs whose series has had no new instance for ``quiet_s`` seconds."""
         cutoff = aware(now) - timedelta(seconds=quiet_s)

@@ -18,6 +18,13 @@ from storage.states import JobState, ReceiptOutcome
 logger = logging.getLogger(__name__)
 
 
+def recorded_sha256(session: Session, sop_instance_uid: str) -> str | None:
+    sha: str | None = session.scalars(
+        select(Instance.sha256).where(Instance.sop_instance_uid == sop_instance_uid)
+    ).one_or_none()
+    return sha
+
+
 def record_instance(session: Session, r: InstanceReceipt) -> ReceiptOutcome:
     existing = session.scalars(
         select(Instance).where(Instance.sop_instance_uid == r.sop_instance_uid)

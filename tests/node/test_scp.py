@@ -242,3 +242,19 @@ def test_deflated_transfer_syntax_is_accepted(node: Node, tmp_path: Path) -> Non
     kept = dcmread(stored)
     assert kept.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
     assert kept.PixelData == ds.PixelData
+
+
+def test_resend_repairs_a_spool_file_that_differs_from_the_recorded_bytes(
+    node: Node, tmp_path: Path
+) -> None:
+    # The state a failed write after a crash could leave: the job log vouches for the sent bytes
+    # but the spool holds others. A re-send must put the vouched-for bytes on disk before success.
+    paths = write_series(tmp_path / "in", slices=2)
+    assert send(node.settings.port, paths) == [0, 0]
+    damaged = node.spool_files()[0]
+    good = damaged.read_bytes()
+    damaged.write_bytes(good[:-100] + b"\0" * 100)
+    assert send(node.settings.port, paths) == [0, 0]
+    assert damaged.read_bytes() == good
+    (job,) = node.joblog.jobs(state=JobState.RECEIVING)
+    assert job.instances == 2
