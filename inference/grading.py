@@ -101,21 +101,30 @@ def gertzbein_robbins(phi: SignedDistance, screw: Screw, frame: Frame, side: Sid
     """GR grade of ``screw`` against the vertebra whose signed distance is ``phi``.
 
     Breach b = max(0, max φ on the thread surface − 0.25 mm tolerance), surface sampled every
-    0.25 mm × 5° from 2 mm past the entry to the tip.
+    0.25 mm × 5° from 2 mm past the entry to the tip. Points whose outward normal is mainly
+    posterior (the thread leaving the oblique entry cortex) are not counted as breaches.
     """
     pts = screw.surface_points()
     if pts.shape[0] == 0:
         return GRResult("A", 0.0, None)
     values = phi(pts)
-    worst = int(np.argmax(values))
-    breach = max(0.0, float(values[worst]) - BREACH_TOLERANCE_MM)
-    if breach <= 0.0:
+    out = np.nonzero(values > BREACH_TOLERANCE_MM)[0]
+    if out.size == 0:
         return GRResult("A", 0.0, None)
-    grad = phi.gradient(pts[worst : worst + 1])[0]
+    grads = phi.gradient(pts[out])
+    # the thread leaving the oblique posterior cortex at the entry is not a pedicle breach
+    ga, gr_, gs = grads @ frame.a, np.abs(grads @ frame.r), np.abs(grads @ frame.s)
+    wall = ~((-ga > gr_) & (-ga > gs))
+    wall |= np.linalg.norm(grads, axis=1) < 1e-9
+    if not wall.any():
+        return GRResult("A", 0.0, None)
+    out, grads = out[wall], grads[wall]
+    worst = int(np.argmax(values[out]))
+    breach = float(values[out[worst]]) - BREACH_TOLERANCE_MM
+    grad = grads[worst]
     if np.linalg.norm(grad) < 1e-9:
-        grad = pts[worst] - (
-            screw.entry + ((pts[worst] - screw.entry) @ screw.direction) * screw.direction
-        )
+        p = pts[out[worst]]
+        grad = p - (screw.entry + ((p - screw.entry) @ screw.direction) * screw.direction)
     return GRResult(gr_grade_of(breach), breach, breach_direction(grad, frame, side))
 
 
