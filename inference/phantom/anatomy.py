@@ -19,7 +19,7 @@ from inference.phantom.lumbar import (
     thoracic_ribs,
 )
 from inference.phantom.model import Anatomy, BonePart, Joint, SoftRegion, Vertebra
-from inference.phantom.shapes import Box, Capsule, EllipticCylinder, FloatArray
+from inference.phantom.shapes import Box, Capsule, Ellipsoid, EllipticCylinder, FloatArray
 from inference.phantom.spec import PhantomKind, PhantomSpec, VertebraParams
 from inference.phantom.tissue import muscles, organs
 
@@ -61,16 +61,16 @@ def thoracolumbar(
         elif level.startswith("T") and level != "T12":
             extra += thoracic_ribs(v, item[0])
         verts.append(v)
-    soft = _lumbar_soft(frames, verts, spec.seed)
+    soft = _lumbar_soft(frames, verts, spec)
     return verts, extra, joints, soft
 
 
 def _lumbar_soft(
     frames: list[tuple[VertebraParams, FloatArray, FloatArray]],
     verts: list[Vertebra],
-    seed: int,
+    spec: PhantomSpec,
 ) -> list[SoftRegion]:
-    rng = np.random.default_rng([seed, 0x0A6])
+    rng = np.random.default_rng([spec.seed, 0x0A6])
     soft: list[SoftRegion] = muscles(frames, verts) + organs(frames, verts, rng)
     for (pl, cl, rl), (pu, cu, ru) in itertools.pairwise(frames):
         bis = rl[:, 2] + ru[:, 2]
@@ -89,6 +89,9 @@ def _lumbar_soft(
                 f"disc_{pu.level}_{pl.level}", EllipticCylinder(mid, rot, rx, ry, half), DISC_HU
             )
         )
+        if spec.narrowed_disc == pu.level and rng.random() < 0.5:  # vacuum phenomenon
+            gas = Ellipsoid(mid + rot[:, 1] * 0.2 * ry, rot, np.array([0.35 * rx, 0.3 * ry, 1.2]))
+            soft.append(SoftRegion("disc_vacuum", gas, -850.0))
     canal_pts = [
         v.to_world((0.0, -(p.body_depth / 2 + p.canal_depth / 2), 0.0))
         for (p, _, _), v in zip(frames, verts, strict=True)
