@@ -63,7 +63,8 @@ class C2Params:
     cranial_deg: tuple[float, float]
 
 
-# Means from Zindrick 1987 / Panjabi 1992 / Ebraheim 1997 (pedicles), body sizes from CT series.
+# Approximate means after Zindrick 1987 / Panjabi 1992 / Ebraheim 1997 (pedicles) and CT series
+# (bodies), written from memory of those papers, not re-checked: plausible, not citations.
 # level: body w, d, h, pedicle w, h, PTA, PSA, canal w, d, transverse process, facet angle, disc
 _LUMBAR_TABLE: dict[str, tuple[float, ...]] = {
     "T12": (40.0, 30.0, 24.0, 7.8, 17.0, 8.0, 1.0, 20.0, 17.0, 8.0, 15.0, 7.0),
@@ -76,7 +77,7 @@ _LUMBAR_TABLE: dict[str, tuple[float, ...]] = {
     "S1": (52.0, 34.0, 25.0, 17.0, 19.0, 36.0, 0.0, 28.0, 14.0, 0.0, 50.0, 0.0),
 }
 
-# Thoracic levels (kind "full"): Panjabi 1991 / Zindrick 1987 pedicles, bodies from CT series.
+# Thoracic levels (kind "full"): approximate, after Panjabi 1991 / Zindrick 1987 (from memory).
 _THORACIC_TABLE: dict[str, tuple[float, ...]] = {
     "T1": (28.0, 17.0, 14.0, 7.5, 9.5, 27.0, 0.0, 18.0, 14.0, 18.0, 70.0, 4.0),
     "T2": (30.0, 18.0, 15.0, 6.0, 11.0, 20.0, 0.0, 17.0, 14.0, 18.0, 70.0, 4.0),
