@@ -143,4 +143,25 @@ def run(args: argparse.Namespace) -> int:
     levels = ", ".join(spec.level_names) if spec.kind != PhantomKind.CERVICAL else "C1, C2, C3"
     print(f"phantom seed {spec.seed} ({spec.kind}): grid {ph.hu.shape}, spacing {spec.spacing_mm}")
     print(f"levels: {levels}; {len(files)} files in {args.out}")
+    for line in _summary(ph):
+        print(line)
     return 0
+
+
+def _summary(ph: Phantom) -> list[str]:
+    """One line per reference screw pair and per C2 side (the truth, for a quick look)."""
+    lines = []
+    for v in ph.truth.vertebrae:
+        for p in v.pedicles:
+            sc = p.screw
+            lines.append(
+                f"  {v.level:<4s}{p.side:<6s} pedicle {p.width_mm:4.1f} x {p.height_mm:4.1f} mm, "
+                f"screw {sc.length_mm:.0f} x {sc.diameter_mm:.1f} mm, "
+                f"PTA {sc.pta_deg:5.1f}°, PSA {sc.psa_deg:5.1f}°"
+            )
+    for c in ph.truth.c2:
+        lines.append(
+            f"  C2  {c.side:<6s} MPD outer {c.mpd_outer_mm:.2f} mm, endosteal "
+            f"{c.mpd_endosteal_mm:.2f} mm ({c.risk_outer} risk)"
+        )
+    return lines
