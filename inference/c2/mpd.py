@@ -7,7 +7,8 @@ axis (holes filled) and measures its minimum caliper width (outer) and the width
 region inside the cortex (endosteal). The isthmus is the narrowest section that lies in a valley
 of the width profile (wider bone on both sides), which rejects the caps where the axis enters or
 leaves the bone. The axis is refined at the isthmus as the normal of the smallest bone section
-through it (a tube's smallest section is perpendicular to its axis), then the sweep is repeated.
+through it (a tube's smallest section is perpendicular to its axis), then the sweep is repeated;
+the narrowest isthmus over the iterations is kept.
 """
 
 from __future__ import annotations
@@ -277,7 +278,9 @@ def measure_mpd(
     centre = np.asarray(origin, dtype=np.float64)
     direction = seed_axis = unit(axis)
     t_coarse = np.arange(-half_length_mm, half_length_mm + 1e-9, COARSE_STEP_MM)
-    candidates: list[Section] = []
+    # An oblique cut of a convex tube is never narrower than the perpendicular one, so the
+    # narrowest isthmus over the iterations (not the last) is kept.
+    best: tuple[float, FloatArray, FloatArray] | None = None
     for _ in range(MAX_ITERATIONS):
         sections = sweep(scan, SweepSpec(centre, direction, t_coarse, COARSE_GRID_MM))
         candidates = [
@@ -285,9 +288,11 @@ def measure_mpd(
         ]
         if not candidates:
             logger.debug("no narrowing bone along the axis through %s", np.round(centre, 1))
-            return None
+            break
         narrowest = min(candidates, key=lambda s: s.outer_mm)
         centre = narrowest.centroid
+        if best is None or narrowest.outer_mm < best[0]:
+            best = (narrowest.outer_mm, centre, direction)
         new = _min_area_axis(scan, centre, direction)
         if float(new @ seed_axis) < np.cos(np.radians(MAX_TURN_DEG)):
             logger.debug("axis turned more than %s degrees from its seed", MAX_TURN_DEG)
@@ -296,7 +301,7 @@ def measure_mpd(
         direction = new
         if turned < 1.0:
             break
-    return _fine(scan, (centre, direction))
+    return None if best is None else _fine(scan, (best[1], best[2]))
 
 
 def _fine(scan: Scan, line: tuple[FloatArray, FloatArray]) -> MPDMeasurement | None:
