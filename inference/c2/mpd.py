@@ -56,6 +56,7 @@ MIN_AREA_MM2 = 2.0
 # A section belongs to the pedicle when its bone region reaches this close to the axis.
 REACH_MM = 1.0
 MAX_TURN_DEG = 30.0
+REAIM_TOLERANCE_MM = 0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +279,10 @@ def measure_mpd(
     centre = np.asarray(origin, dtype=np.float64)
     direction = seed_axis = unit(axis)
     t_coarse = np.arange(-half_length_mm, half_length_mm + 1e-9, COARSE_STEP_MM)
-    # An oblique cut of a convex tube is never narrower than the perpendicular one, so the
-    # narrowest isthmus over the iterations (not the last) is kept.
+    # An oblique cut of a convex tube is never narrower than the perpendicular one, so a later
+    # (re-aimed) isthmus replaces the kept one only if it is not clearly wider than the narrowest.
     best: tuple[float, FloatArray, FloatArray] | None = None
+    narrowest_mm = float("inf")
     for _ in range(MAX_ITERATIONS):
         sections = sweep(scan, SweepSpec(centre, direction, t_coarse, COARSE_GRID_MM))
         candidates = [
@@ -291,8 +293,9 @@ def measure_mpd(
             break
         narrowest = min(candidates, key=lambda s: s.outer_mm)
         centre = narrowest.centroid
-        if best is None or narrowest.outer_mm < best[0]:
+        if narrowest.outer_mm <= narrowest_mm + REAIM_TOLERANCE_MM:
             best = (narrowest.outer_mm, centre, direction)
+        narrowest_mm = min(narrowest_mm, narrowest.outer_mm)
         new = _min_area_axis(scan, centre, direction)
         if float(new @ seed_axis) < np.cos(np.radians(MAX_TURN_DEG)):
             logger.debug("axis turned more than %s degrees from its seed", MAX_TURN_DEG)
