@@ -90,6 +90,8 @@ def spec_for(seed: int) -> PhantomSpec:
 
 def run_phantoms(n: int) -> None:
     tally = Tally()
+    clean = Tally()  # phantoms whose levels were all found and named right
+    n_clean = 0
     times: dict[str, list[float]] = {}
     failures = 0
     for seed in range(1, n + 1):
@@ -111,6 +113,12 @@ def run_phantoms(n: int) -> None:
         ident = identification(out.result, out.labels, ph.labels)
         tally.ident += ident
         compare_screws(out.result, ph.truth.to_json(), ph.labels, ph.affine, tally)
+        found_all = {v.level for v in out.result.vertebrae} >= set(present)
+        if found_all and all(ident):
+            n_clean += 1
+            level_dice(out.labels, ph.labels, present, clean)
+            clean.ident += ident
+            compare_screws(out.result, ph.truth.to_json(), ph.labels, ph.affine, clean)
         found = [v.level for v in out.result.vertebrae]
         print(
             f"seed {seed:>2} grid {ph.hu.shape} sp {spec.spacing_mm[0]:.3g} mm "
@@ -120,6 +128,12 @@ def run_phantoms(n: int) -> None:
         )
     print("\nPhantoms: per level (means; distances mm, angles deg)")
     print("\n".join(summary_rows(tally, LEVELS)))
+    print(f"\nOnly the {n_clean} phantoms with every level found and named right:")
+    print("\n".join(summary_rows(clean, LEVELS)))
+    cgr, cbabu = Counter(clean.gr), Counter(clean.babu)
+    nc = max(len(clean.gr), 1)
+    print("  GR vs TRUE masks: " + ", ".join(f"{g} {cgr[g] / nc:.1%}" for g in "ABCDE"))
+    print("  Babu vs TRUE masks: " + ", ".join(f"{b}: {cbabu[b] / nc:.1%}" for b in range(4)))
     total = len(tally.ident)
     print(
         f"level identification: {sum(tally.ident)}/{total} = {sum(tally.ident) / max(total, 1):.1%}"
