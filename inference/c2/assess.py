@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 # C2 pediculoisthmic widths are 5.8 ± 1.2 mm (Naderi 2004); outside this range the section found
 # is not an isthmus (a grazed cortex, or the body).
-MIN_PLAUSIBLE_MM = 1.5
+MIN_PLAUSIBLE_MM = 2.0
 MAX_PLAUSIBLE_MM = 12.0
 CORTEX_PERCENTILE = 99.0
 CORTEX_RADIUS_MM = 40.0

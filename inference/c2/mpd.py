@@ -48,11 +48,12 @@ MAX_ITERATIONS = 4
 MAX_TILT_DEG = 20.0
 # The isthmus is looked for within this distance of the seed point along the axis.
 SEED_WINDOW_MM = 8.0
+REAIM_WINDOW_MM = 3.0
 # The fine sweep spans ±FINE_HALF_MM around the coarse isthmus; its minimum lies within the window.
 FINE_HALF_MM = 4.0
 FINE_WINDOW_MM = 2.0
 # Smaller bone regions are specks (noise, a grazed cortex), not a section of a pedicle.
-MIN_AREA_MM2 = 2.0
+MIN_AREA_MM2 = 6.0
 # A section belongs to the pedicle when its bone region reaches this close to the axis.
 REACH_MM = 1.0
 MAX_TURN_DEG = 30.0
@@ -283,11 +284,11 @@ def measure_mpd(
     # (re-aimed) isthmus replaces the kept one only if it is not clearly wider than the narrowest.
     best: tuple[float, FloatArray, FloatArray] | None = None
     narrowest_mm = float("inf")
+    window = SEED_WINDOW_MM
     for _ in range(MAX_ITERATIONS):
         sections = sweep(scan, SweepSpec(centre, direction, t_coarse, COARSE_GRID_MM))
-        candidates = [
-            s for run in _runs(sections) for s in valley(run) if abs(s.t_mm) <= SEED_WINDOW_MM
-        ]
+        candidates = [s for run in _runs(sections) for s in valley(run) if abs(s.t_mm) <= window]
+        window = REAIM_WINDOW_MM  # re-aiming turns the axis about the isthmus, not along it
         if not candidates:
             logger.debug("no narrowing bone along the axis through %s", np.round(centre, 1))
             break
