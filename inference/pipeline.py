@@ -1,7 +1,9 @@
 """``analyze_volume``: CT volume in, analysis result and vertebra label map out.
 
 Input: ``hu`` indexed [slice, row, col] and a 4×4 affine index → DICOM LPS mm. Output coordinates
-are LPS mm. Runs the weights-free lumbosacral engine (segmentation, labelling, planning, grading).
+are LPS mm. Runs the weights-free lumbosacral engine (segmentation, labelling, planning, grading)
+and, when the volume may show the axis (no lumbar spine found, or cervical / upper thoracic levels
+in view), the C2 feasibility assessment.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from inference.c2 import C2Assessment, C2Settings, assess_c2
 from inference.errors import InferenceError, NotApplicableError
 from inference.lumbar.engine import LumbarOutput, plan_lumbar
-from inference.results import AnalysisResult
+from inference.results import AnalysisResult, ScrewPlan, VertebraLabel
 from inference.segment.bone import bone_mask
 from inference.segment.grid import WorkingVolume, to_native, working_volume
 from inference.segment.instances import OTHER, separate_vertebrae
@@ -87,31 +90,66 @@ def segment_volume(hu: npt.NDArray[np.floating], affine: npt.ArrayLike) -> Segme
     )
 
 
+def _may_show_c2(seg: Segmentation | None, lumbar: list[str]) -> bool:
+    """Worth the C2 search: no lumbar spine found, or levels above T11 in view."""
+    if seg is None or not lumbar:
+        return True
+    upper = {f"T{i}" for i in range(1, 11)}
+    return any(level.startswith("C") or level in upper for level in seg.levels)
+
+
 def analyze_volume(
-    hu: npt.NDArray[np.floating], affine: npt.ArrayLike, settings: PlanningSettings | None = None
+    hu: npt.NDArray[np.floating],
+    affine: npt.ArrayLike,
+    settings: PlanningSettings | None = None,
+    c2_settings: C2Settings | None = None,
 ) -> AnalysisOutput:
-    """Segment, label and plan; raise :class:`NotApplicableError` when no lumbar spine is seen."""
+    """Segment, label, plan and assess C2.
+
+    Raises :class:`NotApplicableError` when the volume shows neither a lumbosacral vertebra nor a
+    measurable C2; the message gives both reasons.
+    """
     settings = settings or PlanningSettings()
     if hu.ndim != 3 or min(hu.shape) < 2:
         raise NotApplicableError(f"need a 3-D volume, got shape {hu.shape}", hu.shape)
     timer = Timer()
+    seg: Segmentation | None = None
+    lumbar_reason = ""
     with timer.stage("segment"):
-        seg = segment_volume(hu, affine)
-    lumbar = [lv for lv in seg.levels if lv in settings.levels]
-    if not lumbar:
-        raise NotApplicableError(
-            f"no lumbosacral vertebra found (saw {', '.join(seg.levels) or 'none'})", seg.levels
-        )
-    with timer.stage("plan"):
-        out: LumbarOutput = plan_lumbar(seg, settings)
+        try:
+            seg = segment_volume(hu, affine)
+        except NotApplicableError as exc:
+            lumbar_reason = str(exc)
+    lumbar = [lv for lv in seg.levels if lv in settings.levels] if seg is not None else []
+    if seg is not None and not lumbar:
+        lumbar_reason = f"no lumbosacral vertebra found (saw {', '.join(seg.levels) or 'none'})"
+    c2 = C2Assessment(findings=(), warnings=())
+    if _may_show_c2(seg, lumbar):
+        with timer.stage("c2"):
+            c2 = assess_c2(hu, affine, c2_settings)
+    if not lumbar and not c2.findings:
+        c2_reason = "; ".join(c2.warnings) or "no C2 found"
+        raise NotApplicableError(f"{lumbar_reason}; C2: {c2_reason}", seg.levels if seg else ())
+    vertebrae: tuple[VertebraLabel, ...] = ()
+    screws: tuple[ScrewPlan, ...] = ()
+    warnings: tuple[str, ...] = ()
+    if seg is not None and lumbar:
+        with timer.stage("plan"):
+            out: LumbarOutput = plan_lumbar(seg, settings)
+        vertebrae, screws, warnings = out.vertebrae, out.screws, seg.warnings + out.warnings
     with timer.stage("labels"):
-        labels = to_native(seg.verse_labels(), seg.work)
+        labels = (
+            to_native(seg.verse_labels(), seg.work)
+            if seg is not None
+            else np.zeros(hu.shape, dtype=np.uint8)
+        )
     result = AnalysisResult(
         engine=ENGINE,
         version=VERSION,
-        vertebrae=out.vertebrae,
-        screws=out.screws,
-        warnings=seg.warnings + out.warnings,
+        vertebrae=vertebrae,
+        screws=screws,
+        c2=c2.findings,
+        warnings=warnings + c2.warnings,
         timings_s=dict(timer.stages),
     )
     return AnalysisOutput(result, labels)

@@ -94,3 +94,17 @@ def test_head_ct_with_only_the_tip_of_c2_gives_a_warning(shared_data: Path) -> N
     relaxed = assess_c2(volume.hu, volume.affine, C2Settings(max_spacing_mm=5.0))
     assert relaxed.findings == ()
     assert relaxed.warnings
+
+
+def test_pipeline_reports_c2_on_a_cervical_ct_without_lumbar_spine(phantom: Phantom) -> None:
+    from inference.pipeline import analyze_volume
+
+    out = analyze_volume(phantom.hu, phantom.affine)
+    result = out.result
+    assert result.screws == ()
+    assert [f.side for f in result.c2] == [Side.LEFT, Side.RIGHT]
+    truth = {t.side: t for t in phantom.truth.c2}
+    for f in result.c2:
+        assert f.mpd_mm == pytest.approx(truth[str(f.side)].mpd_outer_mm, abs=0.3)
+    assert "c2" in result.timings_s
+    assert result.to_json()["c2"][0]["side"] == "left"
