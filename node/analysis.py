@@ -1,21 +1,30 @@
-"""Load an analysis input (DICOM folder or NIfTI file), run the pipeline, write the outputs.
+"""Load an analysis input, run the pipeline, write the outputs: the one path from CT to results.
 
-Wires :mod:`dicom_io` (DICOM loading) and :mod:`inference` (NIfTI, analysis) together; the
-outputs are ``result.json`` (the stable contract, LPS mm) and ``labels.nii.gz`` (VerSe ids).
+Used by ``spinenode analyze`` and, through :mod:`node.default_analyzer`, by the worker. Wires
+:mod:`dicom_io` (loading, SEG/SR/SC writers) and :mod:`inference` (NIfTI, analysis) together. The
+outputs in the folder are ``result.json`` (the stable contract, LPS mm), ``labels.nii.gz`` (VerSe
+ids) and, on request, ``dicom/`` (SEG, TID 1500 SR, secondary captures).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from dicom_io.errors import DicomIOError
+from dicom_io.outputs import OutputOptions, write_outputs
+from dicom_io.report import AnalysisReport
+from dicom_io.seg.sop import SegmentationKind
 from dicom_io.series import load_series
+from dicom_io.volume import CTVolume
 from inference.errors import InferenceError
 from inference.nifti import read_nifti, write_nifti
 from inference.pipeline import AnalysisOutput, analyze_volume
@@ -25,55 +34,85 @@ logger = logging.getLogger(__name__)
 
 
 class AnalysisInputError(Exception):
-    """The input cannot be read as a CT volume (message says why)."""
+    """The input cannot be read as a CT volume, or cannot give what was asked (message says why)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class LoadedInput:
+    """HU + affine (index → LPS mm); ``volume`` is the DICOM series when the input was DICOM."""
+
     hu: npt.NDArray[np.float32]
     affine: npt.NDArray[np.float64]
     warnings: tuple[str, ...]
+    volume: CTVolume | None
 
 
-def load_input(path: Path) -> LoadedInput:
-    """A DICOM series folder (or file) or a NIfTI file as HU + affine (index → LPS mm)."""
-    if not path.exists():
-        raise AnalysisInputError(f"{path} does not exist")
-    name = path.name.lower()
+@dataclass(frozen=True, slots=True)
+class AnalysisOptions:
+    """What to write besides ``result.json`` and ``labels.nii.gz``."""
+
+    dicom: bool = False
+    segmentation_kind: SegmentationKind = SegmentationKind.BINARY
+    planning: PlanningSettings = field(default_factory=PlanningSettings)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AnalysisRun:
+    """The analysis (loader warnings included), the DICOM files written, seconds per stage."""
+
+    output: AnalysisOutput
+    dicom_outputs: tuple[Path, ...]
+    stage_seconds: dict[str, float]
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def load_input(source: Path | Sequence[Path]) -> LoadedInput:
+    """A DICOM series (folder, file or files) or a NIfTI file as HU + affine (index → LPS mm)."""
+    paths = [source] if isinstance(source, Path) else list(source)
+    missing = [p for p in paths if not p.exists()]
+    if missing or not paths:
+        raise AnalysisInputError(f"{missing[0] if missing else 'input'} does not exist")
     try:
-        if path.is_file() and (name.endswith(".nii") or name.endswith(".nii.gz")):
-            array, affine = read_nifti(path)
-            return LoadedInput(np.asarray(array, dtype=np.float32), affine, ())
-        volume = load_series(path)
+        if len(paths) == 1 and _is_nifti(paths[0]):
+            array, affine = read_nifti(paths[0])
+            return LoadedInput(np.asarray(array, dtype=np.float32), affine, (), None)
+        volume = load_series(paths[0] if len(paths) == 1 else paths)
     except (DicomIOError, InferenceError) as exc:
-        raise AnalysisInputError(f"cannot read {path}: {exc}") from exc
-    return LoadedInput(volume.hu, volume.affine, tuple(volume.warnings))
+        raise AnalysisInputError(f"cannot read {paths[0]}: {exc}") from exc
+    return LoadedInput(volume.hu, volume.affine, tuple(volume.warnings), volume)
 
 
-def write_outputs(out: AnalysisOutput, affine: npt.NDArray[np.float64], folder: Path) -> None:
-    """``folder/result.json`` and ``folder/labels.nii.gz``."""
+def run_analysis(
+    source: Path | Sequence[Path], folder: Path, options: AnalysisOptions | None = None
+) -> AnalysisRun:
+    """Load, analyse, write; raises AnalysisInputError or InferenceError (NotApplicableError)."""
+    options = options or AnalysisOptions()
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+    loaded = load_input(source)
+    stages["load"] = time.perf_counter() - started
+    if options.dicom and loaded.volume is None:
+        raise AnalysisInputError("DICOM results need a DICOM input (the objects reference it)")
+    out = analyze_volume(loaded.hu, loaded.affine, options.planning)
+    stages.update({f"analysis.{k}": v for k, v in out.result.timings_s.items()})
+    result = dataclasses.replace(out.result, warnings=loaded.warnings + out.result.warnings)
+    out = AnalysisOutput(result, out.labels)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "result.json").write_text(json.dumps(out.result.to_json(), indent=2) + "\n")
-    write_nifti(folder / "labels.nii.gz", out.labels, affine)
-
-
-def analyze_path(
-    path: Path, folder: Path, settings: PlanningSettings | None = None
-) -> AnalysisOutput:
-    """Load, analyse and write; raises AnalysisInputError or InferenceError (NotApplicableError)."""
-    loaded = load_input(path)
-    out = analyze_volume(loaded.hu, loaded.affine, settings)
-    if loaded.warnings:
-        result = out.result
-        merged = type(result)(
-            engine=result.engine,
-            version=result.version,
-            vertebrae=result.vertebrae,
-            screws=result.screws,
-            c2=result.c2,
-            warnings=loaded.warnings + result.warnings,
-            timings_s=result.timings_s,
+    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    write_nifti(folder / "labels.nii.gz", out.labels, loaded.affine)
+    written: list[Path] = []
+    if options.dicom and loaded.volume is not None:
+        started = time.perf_counter()
+        written = write_outputs(
+            loaded.volume,
+            AnalysisReport.from_json(result.to_json()),
+            out.labels,
+            None,
+            folder / "dicom",
+            options=OutputOptions(segmentation_type=options.segmentation_kind),
         )
-        out = AnalysisOutput(merged, out.labels)
-    write_outputs(out, loaded.affine, folder)
-    return out
+        stages["write_dicom"] = time.perf_counter() - started
+    return AnalysisRun(out, tuple(written), stages)

@@ -1,53 +1,25 @@
 """The node's default analysis behind the worker's :class:`~node.worker.Analyzer` seam.
 
-Received series files → :func:`dicom_io.series.load_series` (HU volume, LPS mm) →
-:func:`inference.pipeline.analyze_volume` (segmentation, labelling, screw plans) →
-``result.json`` plus :func:`dicom_io.outputs.write_outputs` (SEG, TID 1500 SR, secondary captures,
-UIDs derived from the series and the pipeline version). A volume without lumbosacral anatomy is
-SKIPPED with the reason; unreadable input raises (the worker fails the job with the message).
+Received series files → :func:`node.analysis.run_analysis` (load, segment, plan, assess C2,
+``result.json``, SEG / TID 1500 SR / secondary captures with UIDs derived from the series and the
+pipeline version). A volume with neither lumbosacral anatomy nor a measurable C2 is SKIPPED with
+the reason; unreadable input raises (the worker fails the job with the message).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from dicom_io.outputs import write_outputs
-from dicom_io.report import AnalysisReport
-from dicom_io.series import load_series
 from inference.errors import NotApplicableError
-from inference.pipeline import analyze_volume
+from node.analysis import AnalysisOptions, run_analysis
 from node.worker import AnalysisOutcome
-
-logger = logging.getLogger(__name__)
 
 
 def analyze(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
     """Analyse one series; outputs under ``workdir/dicom``, ``workdir/result.json``."""
-    stages: dict[str, float] = {}
-    started = time.perf_counter()
-    volume = load_series(list(paths))
-    stages["load"] = time.perf_counter() - started
     try:
-        out = analyze_volume(volume.hu, volume.affine)
+        run = run_analysis(list(paths), workdir, AnalysisOptions(dicom=True))
     except NotApplicableError as exc:
-        return AnalysisOutcome([], stages, skipped_reason=f"not applicable: {exc}")
-    stages.update({f"analysis.{k}": v for k, v in out.result.timings_s.items()})
-    result = out.result.to_json()
-    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    started = time.perf_counter()
-    outputs = write_outputs(
-        volume, AnalysisReport.from_json(result), out.labels, None, workdir / "dicom"
-    )
-    stages["write_dicom"] = time.perf_counter() - started
-    logger.info(
-        "series %s: %d vertebrae, %d screws, %d DICOM outputs",
-        volume.series_instance_uid,
-        len(out.result.vertebrae),
-        len(out.result.screws),
-        len(outputs),
-    )
-    return AnalysisOutcome(list(outputs), stages)
+        return AnalysisOutcome([], {}, skipped_reason=f"not applicable: {exc}")
+    return AnalysisOutcome(list(run.dicom_outputs), run.stage_seconds)
