@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_result(result: AnalysisResult, out: Path) -> None:
-    print(f"{'level':<6}{'side':<7}{'len':>6}{'diam':>6}{'PTA':>7}{'PSA':>7}  GR  Babu")
+    if result.screws:
+        print(f"{'level':<6}{'side':<7}{'len':>6}{'diam':>6}{'PTA':>7}{'PSA':>7}  GR  Babu")
     for s in result.screws:
         print(
             f"{s.level:<6}{s.side!s:<7}{s.length_mm:>6.1f}{s.diameter_mm:>6.1f}"
