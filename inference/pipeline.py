@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inference.c2 import C2Assessment, C2Settings, assess_c2
+from inference.c2.parts import pediculoisthmic_map
 from inference.errors import InferenceError, NotApplicableError
 from inference.lumbar.engine import LumbarOutput, plan_lumbar
 from inference.results import AnalysisResult, ScrewPlan, VertebraLabel
@@ -37,10 +38,15 @@ CRANIAL_LPS = np.array([0.0, 0.0, 1.0])
 
 @dataclass(frozen=True, slots=True, eq=False)
 class AnalysisOutput:
-    """The result (``result.json``) and the VerSe label map on the input grid."""
+    """The result (``result.json``), the VerSe label map and the C2 parts map on the input grid.
+
+    ``c2_parts``: 5 = left C2 pediculoisthmic component, 6 = right (see
+    :mod:`inference.c2.parts`), or ``None`` when no C2 was measured.
+    """
 
     result: AnalysisResult
     labels: npt.NDArray[np.uint8]
+    c2_parts: npt.NDArray[np.uint8] | None = None
 
 
 @dataclass
@@ -124,9 +130,12 @@ def analyze_volume(
     if seg is not None and not lumbar:
         lumbar_reason = f"no lumbosacral vertebra found (saw {', '.join(seg.levels) or 'none'})"
     c2 = C2Assessment(findings=(), warnings=())
+    c2_parts = None
     if _may_show_c2(seg, lumbar):
         with timer.stage("c2"):
             c2 = assess_c2(hu, affine, c2_settings)
+            if c2.findings:
+                c2_parts = pediculoisthmic_map(hu, affine, c2.findings, c2_settings)
     if not lumbar and not c2.findings:
         c2_reason = "; ".join(c2.warnings) or "no C2 found"
         raise NotApplicableError(f"{lumbar_reason}; C2: {c2_reason}", seg.levels if seg else ())
@@ -152,7 +161,7 @@ def analyze_volume(
         warnings=warnings + c2.warnings,
         timings_s=dict(timer.stages),
     )
-    return AnalysisOutput(result, labels)
+    return AnalysisOutput(result, labels, c2_parts)
 
 
 __all__ = ["AnalysisOutput", "InferenceError", "NotApplicableError", "analyze_volume"]

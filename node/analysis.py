@@ -99,7 +99,7 @@ def run_analysis(
     out = analyze_volume(loaded.hu, loaded.affine, options.planning)
     stages.update({f"analysis.{k}": v for k, v in out.result.timings_s.items()})
     result = dataclasses.replace(out.result, warnings=loaded.warnings + out.result.warnings)
-    out = AnalysisOutput(result, out.labels)
+    out = dataclasses.replace(out, result=result)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     write_nifti(folder / "labels.nii.gz", out.labels, loaded.affine)
@@ -110,7 +110,7 @@ def run_analysis(
             loaded.volume,
             AnalysisReport.from_json(result.to_json()),
             out.labels,
-            None,
+            out.c2_parts,
             folder / "dicom",
             options=OutputOptions(segmentation_type=options.segmentation_kind),
         )

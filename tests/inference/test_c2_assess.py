@@ -108,3 +108,21 @@ def test_pipeline_reports_c2_on_a_cervical_ct_without_lumbar_spine(phantom: Phan
         assert f.mpd_mm == pytest.approx(truth[str(f.side)].mpd_outer_mm, abs=0.3)
     assert "c2" in result.timings_s
     assert result.to_json()["c2"][0]["side"] == "left"
+
+
+def test_pipeline_maps_each_pediculoisthmic_component_on_its_own_side(phantom: Phantom) -> None:
+    from scipy import ndimage
+
+    from inference.pipeline import analyze_volume
+
+    parts = analyze_volume(phantom.hu, phantom.affine).c2_parts
+    assert parts is not None and parts.shape == phantom.hu.shape
+    spacing = np.linalg.norm(phantom.affine[:3, :3], axis=0)
+    outside_c2_mm = ndimage.distance_transform_edt(phantom.labels != 2, sampling=spacing)
+    for ours, other in ((5, 6), (6, 5)):  # the phantom's part ids for the C2 isthmus L / R
+        mask = parts == ours
+        assert mask.sum() > 50
+        assert set(np.unique(phantom.labels[mask])) <= {0, 2}  # no other vertebra
+        assert outside_c2_mm[mask].max() <= 1.0  # at most a partial-volume voxel off C2
+        assert np.logical_and(mask, phantom.parts == ours).sum() > 20
+        assert not np.logical_and(mask, phantom.parts == other).any()
