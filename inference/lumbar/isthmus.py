@@ -29,6 +29,8 @@ from inference.results import Side
 GRID_MM = 0.5
 MAX_OFFSET_MM = 2.5
 MIN_SECTION_MM2 = 12.0  # smaller than any pedicle a 4.5 mm screw could enter
+S1_PTA_DEG = 35.0  # S1 pedicle axis ≈ 35–40° convergent, PSA ≈ 0 (Zindrick; ALGORITHMS.md)
+S1_SEARCH_DEG = 5.0  # the corridor search around that prior (the sacrum is roomy everywhere)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,33 @@ def coronal_track(
     return cents[k], unit(axis if axis @ f.a > 0 else -axis)
 
 
+def sacral_track(
+    inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side
+) -> tuple[FloatArray, FloatArray]:
+    """(centre, unit axis pointing anterior) of the S1 pedicle on ``side``.
+
+    The alae flank the S1 body and merge with the pedicle in coronal sections, so the largest
+    section is the ala, not the pedicle: take the most medial bone section lateral to the canal
+    in coronal planes 3–10 mm behind the body (the smallest of them), and the axis of the
+    anatomical prior (PTA ``S1_PTA_DEG`` convergent, PSA 0 in the S1 frame).
+    """
+    f = anatomy.frame
+    sign = -1.0 if side is Side.LEFT else 1.0  # r points to patient right
+    best: tuple[float, FloatArray] | None = None
+    for depth in np.arange(3.0, 10.01, 0.5):
+        cands = _coronal_candidates(inside, anatomy, float(depth), sign)
+        if not cands:
+            continue
+        a_mm2, c = min(cands, key=lambda ac: sign * float((ac[1] - f.origin) @ f.r))
+        if best is None or a_mm2 < best[0]:
+            best = (a_mm2, c)
+    if best is None:
+        raise InferenceError(f"no {side} S1 pedicle found behind the body", str(side))
+    medial = -sign * unit(f.r)
+    axis = unit(unit(f.a) + np.tan(np.radians(S1_PTA_DEG)) * medial)
+    return best[1], axis
+
+
 def _run_from(ok: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
     """The contiguous run of True in ``ok`` that contains index ``k``."""
     lo, hi = k, k
@@ -208,13 +237,16 @@ def _cone(direction: FloatArray, half_deg: float, step_deg: float) -> FloatArray
     return out
 
 
-def corridor_axis(phi: SignedDistance, point: FloatArray, direction: FloatArray) -> FloatArray:
-    """The direction through ``point`` that keeps the line farthest inside the bone along the
-    pedicle (mean clearance −φ over ±8 mm, capped so the roomy body does not dominate)."""
+def corridor_axis(
+    phi: SignedDistance, point: FloatArray, direction: FloatArray, half_deg: float = 20.0
+) -> FloatArray:
+    """The direction through ``point`` within ``half_deg`` of ``direction`` that keeps the line
+    farthest inside the bone along the pedicle (mean clearance −φ over −5…+8 mm, capped so the
+    roomy body does not dominate)."""
     t = np.arange(-5.0, 8.0 + 1e-9, 0.5)  # posteriorly the pedicle merges with the processes
     cap = max(2.0, float(-phi(point[None, :])[0]) + 3.0)
     best = unit(direction)
-    for half, step in ((20.0, 2.0), (2.5, 0.5)):
+    for half, step in ((half_deg, min(2.0, half_deg / 2)), (2.5, 0.5)):
         dirs = _cone(best, half, step)
         pts = point + t[None, :, None] * dirs[:, None, :]
         clear = np.minimum(-phi(pts.reshape(-1, 3)).reshape(dirs.shape[0], t.size), cap)
@@ -223,14 +255,25 @@ def corridor_axis(phi: SignedDistance, point: FloatArray, direction: FloatArray)
 
 
 def pedicle_axis(
-    inside: VolumeSampler, phi: SignedDistance, anatomy: VertebraAnatomy, side: Side
+    inside: VolumeSampler,
+    phi: SignedDistance,
+    anatomy: VertebraAnatomy,
+    side: Side,
+    sacral: bool = False,
 ) -> tuple[FloatArray, FloatArray, float]:
     """(isthmus centroid, unit axis pointing anterior, isthmus area mm²) of the pedicle.
 
-    Start from the coronal track; then alternate: isthmus = smallest section ⊥ the axis (within
-    the contiguous pedicle run), axis = widest corridor through the isthmus centroid.
+    Start from the coronal track (``sacral``: the S1 track and prior); then alternate: isthmus =
+    smallest section ⊥ the axis (within the contiguous pedicle run), axis = widest corridor
+    through the isthmus centroid (S1: within ``S1_SEARCH_DEG`` of the prior).
     """
-    point, direction = coronal_track(inside, anatomy, side)
+    if sacral:
+        point, direction = sacral_track(inside, anatomy, side)
+        half = S1_SEARCH_DEG
+    else:
+        point, direction = coronal_track(inside, anatomy, side)
+        half = 20.0
+    prior = direction
     area = float("nan")
     for _ in range(3):
         _, areas, cents = _profile(inside, point, direction)
@@ -240,18 +283,24 @@ def pedicle_axis(
         k = int(np.argmin(areas))
         area = float(areas[k])
         point = cents[k]
-        direction = corridor_axis(phi, point, direction)
+        # S1: always around the prior (repeated small steps would add up)
+        if half > 0:
+            direction = corridor_axis(phi, point, prior if sacral else direction, half)
         if direction @ anatomy.frame.a < 0:
             direction = -direction
     return point, direction, area
 
 
 def channel(
-    inside: VolumeSampler, phi: SignedDistance, anatomy: VertebraAnatomy, side: Side
+    inside: VolumeSampler,
+    phi: SignedDistance,
+    anatomy: VertebraAnatomy,
+    side: Side,
+    sacral: bool = False,
 ) -> Channel:
     """The pedicle axis and its bone channel: entry = first bone crossing from posterior, exit =
-    where the axis leaves the anterior body cortex."""
-    point, direction, area = pedicle_axis(inside, phi, anatomy, side)
+    where the axis leaves the anterior body cortex (``sacral``: S1, see :func:`pedicle_axis`)."""
+    point, direction, area = pedicle_axis(inside, phi, anatomy, side, sacral)
     back = ray_exit(inside, point, -direction, 80.0, 0.25)
     front = ray_exit(inside, point, direction, 120.0, 0.25)
     return Channel(

@@ -68,7 +68,7 @@ class Draft:
 
 def initial_draft(model: VertebraModel, side: Side, settings: PlanningSettings) -> Draft:
     """Channel, length (insertion ratio × channel, snapped down) and fitting diameter."""
-    ch = channel(model.inside, model.phi, model.anatomy, side)
+    ch = channel(model.inside, model.phi, model.anatomy, side, sacral=model.level == "S1")
     length = snap_length(ch.length, settings.insertion_ratio, settings.lengths_mm)
     if length is None:
         if ch.length - 2.0 < settings.lengths_mm[0]:

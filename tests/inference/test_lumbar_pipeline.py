@@ -79,3 +79,24 @@ def test_volume_without_bone_is_not_applicable() -> None:
     hu = np.full((40, 64, 64), 40.0, dtype=np.float32)
     with pytest.raises(NotApplicableError, match="bone"):
         analyze_volume(hu, np.diag([2.0, 1.0, 1.0, 1.0]))
+
+
+def test_s1_screws_follow_the_sacral_pedicle(phantom_run: tuple[object, AnalysisOutput]) -> None:
+    """S1 has its own pedicle search: the alae must not pull the screw lateral or caudal."""
+    ph, out = phantom_run
+    truth = ph.truth.to_json()  # type: ignore[attr-defined]
+    ref = {
+        p["side"]: p["screw"]
+        for v in truth["vertebrae"]
+        if v["level"] == "S1"
+        for p in v["pedicles"]
+    }
+    s1 = [s for s in out.result.screws if s.level == "S1"]
+    assert s1, "no S1 screw planned"
+    for s in s1:
+        r = ref[str(s.side)]
+        ours = np.subtract(s.tip_mm, s.entry_mm)
+        theirs = np.subtract(r["tip"], r["entry"])
+        cos = ours @ theirs / (np.linalg.norm(ours) * np.linalg.norm(theirs))
+        assert np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) < 15.0, (s.side, s.pta_deg, s.psa_deg)
+        assert abs(s.pta_deg - r["pta_deg"]) < 10.0, (s.side, s.pta_deg, r["pta_deg"])
