@@ -268,6 +268,9 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+MAX_RECEIVE_PDU_BYTES = 1 << 20
+
+
 def build_ae(settings: Settings) -> AE:
     """The SCP's application entity: AE title, timeouts, limits and the CT presentation contexts."""
     ae = AE(ae_title=settings.ae_title)
@@ -276,6 +279,9 @@ def build_ae(settings: Settings) -> AE:
     ae.acse_timeout = settings.acse_timeout_s
     ae.dimse_timeout = settings.dimse_timeout_s
     ae.network_timeout = settings.network_timeout_s
+    # A CT slice is ~0.5 MB: pynetdicom's default 16 kB PDU cuts it into ~32 PDUs, each decoded in
+    # Python; advertising a larger one lets the sender use fewer (peers may still send smaller).
+    ae.maximum_pdu_size = MAX_RECEIVE_PDU_BYTES
     ae.add_supported_context(VERIFICATION)
     for sop_class in CT_STORAGE_CLASSES:
         ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
