@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.cli import main
-from node.commands.jobs import parse_when, table
+from node.cli.jobs import parse_when, table
 from storage.joblog import JobLog
 from storage.records import DeliveryRequest, OutputRecord
 from storage.states import JobState

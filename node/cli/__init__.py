@@ -1,6 +1,6 @@
 """The ``spinenode`` command line.
 
-Each command lives in its own module under :mod:`node.commands` and exposes ``NAME``, ``HELP``,
+Each command lives in its own module of this package and exposes ``NAME``, ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``. Only built commands are listed in
 :data:`COMMANDS`; this module is the only place that configures logging.
 """
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-# Module names under node.commands, in the order `spinenode --help` lists them.
+# Module names under node.cli, in the order `spinenode --help` lists them.
 COMMANDS: tuple[str, ...] = (
     "inspect",
     "serve",
@@ -28,7 +28,7 @@ COMMANDS: tuple[str, ...] = (
 
 
 def _load_commands() -> list[ModuleType]:
-    return [importlib.import_module(f"node.commands.{name}") for name in COMMANDS]
+    return [importlib.import_module(f"node.cli.{name}") for name in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from node.commands.jobs import (
+from node.cli.jobs import (
     add_joblog_arguments,
     fail,
     open_joblog,

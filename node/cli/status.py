@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-from node.commands.jobs import (
+from node.cli.jobs import (
     SUMMARY_HEADER,
     add_joblog_arguments,
     fail,
