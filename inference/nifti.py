@@ -56,4 +56,8 @@ def read_nifti(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.floa
     """Read a NIfTI file as ``(array [slice, row, column], affine index → LPS mm)``."""
     if not path.is_file():
         raise InferenceError(f"no NIfTI file at {path}", str(path))
-    return from_image(sitk.ReadImage(str(path)))
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:  # SimpleITK reports every read failure as RuntimeError
+        raise InferenceError(f"{path} is not a readable NIfTI file", str(path)) from exc
+    return from_image(image)

@@ -90,12 +90,12 @@ def run_analysis(
 ) -> AnalysisRun:
     """Load, analyse, write; raises AnalysisInputError or InferenceError (NotApplicableError)."""
     options = options or AnalysisOptions()
+    if options.dicom and isinstance(source, Path) and _is_nifti(source):
+        raise AnalysisInputError("--dicom needs a DICOM input (the objects reference its images)")
     stages: dict[str, float] = {}
     started = time.perf_counter()
     loaded = load_input(source)
     stages["load"] = time.perf_counter() - started
-    if options.dicom and loaded.volume is None:
-        raise AnalysisInputError("DICOM results need a DICOM input (the objects reference it)")
     out = analyze_volume(loaded.hu, loaded.affine, options.planning)
     stages.update({f"analysis.{k}": v for k, v in out.result.timings_s.items()})
     result = dataclasses.replace(out.result, warnings=loaded.warnings + out.result.warnings)
@@ -104,7 +104,7 @@ def run_analysis(
     (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     write_nifti(folder / "labels.nii.gz", out.labels, loaded.affine)
     written: list[Path] = []
-    if options.dicom and loaded.volume is not None:
+    if options.dicom and loaded.volume is not None:  # a NIfTI input was refused above
         started = time.perf_counter()
         written = write_outputs(
             loaded.volume,

@@ -52,3 +52,13 @@ def test_missing_file_and_bad_array_raise(tmp_path: Path) -> None:
         read_nifti(tmp_path / "none.nii.gz")
     with pytest.raises(InferenceError):
         write_nifti(tmp_path / "y.nii.gz", np.zeros((3, 3), np.uint8), np.eye(4))
+
+
+def test_an_unreadable_file_is_a_plain_inference_error(tmp_path: Path) -> None:
+    from inference.errors import InferenceError
+    from inference.nifti import read_nifti
+
+    damaged = tmp_path / "ct.nii.gz"
+    damaged.write_bytes(b"not a NIfTI file")
+    with pytest.raises(InferenceError, match="not a readable NIfTI"):
+        read_nifti(damaged)
