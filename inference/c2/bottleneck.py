@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from inference.c2.locate import C2Frame, CoarseGrid
-from inference.c2.sections import BoolArray, FloatArray, unit
+from inference.c2.locate import C2Frame, CoarseGrid, screw_direction
+from inference.c2.sections import BoolArray, FloatArray
 from inference.results import Side
 
 logger = logging.getLogger(__name__)
@@ -44,17 +44,6 @@ class PedicleSeed:
     point: FloatArray
     axis: FloatArray
     clearance_mm: float
-
-
-def screw_direction(
-    frame: C2Frame, side: Side, medial_deg: float, cranial_deg: float
-) -> FloatArray:
-    """Unit posterior → anterior screw direction, ``medial_deg`` towards the midline and
-    ``cranial_deg`` up from the axial plane of the C2 frame."""
-    lateral = frame.left if side is Side.LEFT else -frame.left
-    m, c = np.radians(medial_deg), np.radians(cranial_deg)
-    d = np.cos(c) * (np.cos(m) * frame.anterior - np.sin(m) * lateral) + np.sin(c) * frame.cranial
-    return unit(d)
 
 
 @dataclass(frozen=True, slots=True)
