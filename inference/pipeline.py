@@ -22,9 +22,10 @@ from inference.c2.parts import pediculoisthmic_map
 from inference.errors import InferenceError, NotApplicableError
 from inference.lumbar.engine import LumbarOutput, plan_lumbar
 from inference.results import AnalysisResult, ScrewPlan, VertebraLabel
+from inference.segment.assign import OTHER
 from inference.segment.bone import bone_mask
 from inference.segment.grid import WorkingVolume, to_native, working_volume
-from inference.segment.instances import OTHER, separate_vertebrae
+from inference.segment.instances import separate_vertebrae
 from inference.segment.labelling import label_levels, merge_sacrum
 from inference.settings import PlanningSettings
 from inference.verse import LEVEL_TO_LABEL

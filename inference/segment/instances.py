@@ -19,16 +19,14 @@ from inference.errors import NotApplicableError
 from inference.geometry import (
     BoolArray,
     FloatArray,
-    bounding_box,
     index_to_mm,
     mm_to_index,
     unit,
     voxel_spacing,
 )
+from inference.segment.assign import OTHER, geodesic_labels, keep_connected
 
 logger = logging.getLogger(__name__)
-
-OTHER = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +150,7 @@ def separate_vertebrae(
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
     labels = geodesic_labels(bone, markers.astype(np.uint8), spacing)
-    out = _keep_connected(labels.astype(np.uint8), markers, len(chain))
+    out = keep_connected(labels.astype(np.uint8), markers, len(chain))
     extents, widths = _shape_stats(
         out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
     )
@@ -177,68 +175,11 @@ def _core_stats(
     return vols, index_to_mm(aff, mean_idx)
 
 
-def geodesic_labels(
-    bone: BoolArray, markers: npt.NDArray[np.uint8], spacing: FloatArray
-) -> npt.NDArray[np.uint8]:
-    """Each bone voxel gets the marker it reaches first growing through bone (geodesic Voronoi),
-    computed on a 2 mm grid; bone the growth misses takes the nearest label (Euclidean)."""
-    step = np.maximum(1, np.round(2.0 / spacing).astype(int))
-    sl = tuple(slice(None, None, int(k)) for k in step)
-    # a coarse voxel is bone when most of it is: joint gaps stay open, thin laminae survive
-    coarse_bone = (
-        ndimage.uniform_filter(bone.astype(np.float32), size=tuple(int(k) for k in step))[sl] >= 0.5
-    )
-    lab = markers[sl].copy()
-    lab[~coarse_bone] = 0
-    cross = ndimage.generate_binary_structure(3, 1)
-    for _ in range(200):
-        free = coarse_bone & (lab == 0)
-        if not free.any():
-            break
-        grown = ndimage.grey_dilation(lab, footprint=cross)
-        take = free & (grown > 0)
-        if not take.any():
-            break
-        lab[take] = grown[take]
-    full = np.zeros(bone.shape, dtype=np.uint8)
-    up = lab
-    for axis, k in enumerate(step):
-        up = np.repeat(up, int(k), axis=axis)
-    full[...] = up[: bone.shape[0], : bone.shape[1], : bone.shape[2]]
-    # bone the coarse growth missed (thin edges): a few fine dilations within the bone
-    for _ in range(3):
-        free = bone & (full == 0)
-        if not free.any():
-            break
-        grown = ndimage.grey_dilation(full, footprint=cross)
-        full[free] = grown[free]
-    out: npt.NDArray[np.uint8] = np.where(bone, full, 0).astype(np.uint8)
-    return out
-
-
 def _far_from_chain(cents: FloatArray, chain: list[int], limit_mm: float) -> BoolArray:
     """Cores whose centroid is farther than ``limit_mm`` from every vertebral body in the chain."""
     d = np.linalg.norm(cents[:, None, :] - cents[chain][None, :, :], axis=2).min(axis=1)
     out: BoolArray = d > limit_mm
     return out
-
-
-def _keep_connected(
-    labels: npt.NDArray[np.uint8], markers: npt.NDArray[np.int16], n: int
-) -> npt.NDArray[np.uint8]:
-    """Keep, per vertebra, only the bone connected to its own core; the rest becomes OTHER (the
-    flood crosses soft tissue at maximal cost, so detached bone such as ribs lands anywhere)."""
-    for k in range(1, n + 1):
-        mine = labels == k
-        if not mine.any():
-            continue
-        box = bounding_box(mine, 1)
-        cc, _ = ndimage.label(mine[box])
-        own = np.unique(cc[(markers[box] == k) & (cc > 0)])
-        stray = (cc > 0) & ~np.isin(cc, own)
-        sub = labels[box]
-        sub[stray] = OTHER
-    return labels
 
 
 def _shape_stats(

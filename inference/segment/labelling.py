@@ -16,7 +16,8 @@ from scipy import ndimage
 
 from inference.errors import NotApplicableError
 from inference.geometry import FloatArray, index_to_mm, voxel_spacing
-from inference.segment.instances import OTHER, Instances
+from inference.segment.assign import OTHER
+from inference.segment.instances import Instances
 
 LUMBAR_ORDER = ("T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "L6", "S1")
 
