@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+import pynetdicom
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     JPEG2000,
@@ -44,6 +45,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
+from node.fastassoc import EventDrivenRequestHandler, pynetdicom_mismatches
 from node.settings import AllowedPeer, Settings
 from storage.errors import InvalidUIDError, SpoolError, StorageError
 from storage.joblog import JobLog
@@ -306,11 +308,11 @@ class StorageSCP:
             (evt.EVT_REQUESTED, _check_requestor, [self.settings.allow]),
             (evt.EVT_ACCEPTED, _log_association),
         ]
-        self._server = self.ae.start_server(
+        self._server = _start_server(
+            self.ae,
             (self.settings.bind_address, self.settings.port),
-            block=False,
-            evt_handlers=handlers,  # type: ignore[arg-type]
-            ssl_context=server_ssl_context(self.settings),
+            handlers,
+            server_ssl_context(self.settings),
         )
         logger.info(
             "SCP %s listening on %s:%d (%d partial spool files cleaned)",
@@ -326,3 +328,36 @@ class StorageSCP:
             self._server.shutdown()
             self._server = None
         self.ae.shutdown()
+
+
+def _start_server(
+    ae: AE,
+    address: tuple[str, int],
+    handlers: list[Any],
+    ssl_context: ssl.SSLContext | None,
+) -> ThreadedAssociationServer:
+    """``ae.start_server(block=False)``, with event-driven associations when the installed
+    pynetdicom is the one :mod:`node.fastassoc` was reviewed against (else pynetdicom's own)."""
+    mismatches = pynetdicom_mismatches()
+    if mismatches:
+        logger.warning(
+            "pynetdicom %s differs from the reviewed version in %s: associations use "
+            "pynetdicom's polling loops (slower ingest)",
+            pynetdicom.__version__,
+            ", ".join(mismatches),
+        )
+        plain = ae.start_server(
+            address, block=False, evt_handlers=handlers, ssl_context=ssl_context
+        )
+        return cast(ThreadedAssociationServer, plain)  # block=False always returns the server
+    server = ae.make_server(
+        address,
+        ssl_context=ssl_context,
+        evt_handlers=handlers,
+        server_class=ThreadedAssociationServer,
+        request_handler=EventDrivenRequestHandler,
+    )
+    ae._servers.append(server)  # as start_server does: server.shutdown() removes it again
+    thread = threading.Thread(target=server.serve_forever, name="SCP-acceptor", daemon=True)
+    thread.start()
+    return server
