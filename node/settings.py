@@ -11,8 +11,10 @@ The TOML layout (see ``deploy/spinenode.toml`` for a commented example)::
     [[allow]]       ae_title, host (optional)         -- empty list: any calling AE is accepted
     [scheduler]     quiet_seconds, poll_seconds
     [selection]     modalities, min_slices, max_slice_spacing_mm
-    [worker]        count, analyzer ("module:attribute"), lease_seconds, heartbeat_seconds
+    [worker]        count, analyzer ("module:attribute"), lease_seconds, heartbeat_seconds,
+                    max_job_seconds
     [delivery]      max_attempts, backoff_seconds, backoff_max_seconds, poll_seconds
+    [retention]     spool_days, outputs_days, joblog_days, interval_seconds
     [destinations.NAME]  ae_title, host, port, tls
     [[routes]]      calling_ae, destinations = [NAME, ...]
 
@@ -40,10 +42,12 @@ from node.settings_file import (
     records,
     section_table,
 )
+from node.settings_retention import RetentionSettings, validate_retention
 
 __all__ = [
     "AllowedPeer",
     "Destination",
+    "RetentionSettings",
     "RoutingRule",
     "SelectionRules",
     "Settings",
@@ -131,12 +135,14 @@ class Settings:
     analyzer: str = "node.default_analyzer:analyze"
     lease_seconds: float = 120.0
     heartbeat_seconds: float = 10.0
+    max_job_seconds: float = 900.0
     max_attempts: int = 6
     backoff_seconds: float = 10.0
     backoff_max_seconds: float = 900.0
     delivery_poll_seconds: float = 1.0
     destinations: tuple[Destination, ...] = ()
     routes: tuple[RoutingRule, ...] = ()
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -266,6 +272,7 @@ def _validate(s: Settings) -> None:
         )
     _validate_tls(s.tls)
     _validate_peers(s)
+    validate_retention(s.retention)
 
 
 def _check_port(port: int, where: str) -> None:
@@ -315,7 +322,7 @@ def _validate_peers(s: Settings) -> None:
 _FIELD_OF: dict[tuple[str, str], str] = {
     **{("node", k): k for k in SCALAR_SECTIONS["node"] if k != "database_url"},
     ("node", "database_url"): "database",
-    **{("worker", k): k for k in ("lease_seconds", "heartbeat_seconds")},
+    **{("worker", k): k for k in ("lease_seconds", "heartbeat_seconds", "max_job_seconds")},
     **{("delivery", k): k for k in ("max_attempts", "backoff_seconds", "backoff_max_seconds")},
     ("scheduler", "quiet_seconds"): "quiet_seconds",
     ("scheduler", "poll_seconds"): "scheduler_poll_seconds",
@@ -339,7 +346,12 @@ def _parse_document(doc: Mapping[str, Any]) -> dict[str, Any]:
         for key, value in section_table(doc, section).items():
             kind = KEY_TYPES[(section, key)]
             out[_FIELD_OF[(section, key)]] = convert(value, kind, f"{section}.{key}")
-    for section, cls in (("tls", TLSSettings), ("selection", SelectionRules)):
+    sections: tuple[tuple[str, type], ...] = (
+        ("tls", TLSSettings),
+        ("selection", SelectionRules),
+        ("retention", RetentionSettings),
+    )
+    for section, cls in sections:
         values = {
             k: convert(v, KEY_TYPES[(section, k)], f"{section}.{k}")
             for k, v in section_table(doc, section).items()

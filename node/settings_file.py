@@ -52,10 +52,15 @@ KEY_TYPES: dict[tuple[str, str], type] = {
     ("worker", "analyzer"): str,
     ("worker", "lease_seconds"): float,
     ("worker", "heartbeat_seconds"): float,
+    ("worker", "max_job_seconds"): float,
     ("delivery", "max_attempts"): int,
     ("delivery", "backoff_seconds"): float,
     ("delivery", "backoff_max_seconds"): float,
     ("delivery", "poll_seconds"): float,
+    ("retention", "spool_days"): float,
+    ("retention", "outputs_days"): float,
+    ("retention", "joblog_days"): float,
+    ("retention", "interval_seconds"): float,
 }
 SCALAR_SECTIONS: dict[str, tuple[str, ...]] = {
     sec: tuple(k for s, k in KEY_TYPES if s == sec)

@@ -5,6 +5,11 @@ renews the lease from a heartbeat thread, runs the :class:`Analyzer` on the seri
 records each stage's duration, and queues one delivery per output instance and destination. SIGTERM
 stops the worker: a job in analysis is released back to QUEUED (its outputs are deterministic, so
 a re-run creates no duplicates), a job past analysis is finished first.
+
+The analysis runs in a child process (:mod:`node.isolation`), so that a job running longer than
+``worker.max_job_seconds`` can be stopped: it is FAILED with the limit as its reason and the worker
+goes on with the next job. A child that dies without an answer (killed, out of memory) fails the
+job with how it died; a lost lease stops the child and leaves the job to its new holder.
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ from typing import Protocol, cast
 
 from pydicom import dcmread
 
+from node.isolation import (
+    AnalysisAbandonedError,
+    AnalysisFailedError,
+    AnalysisProcessError,
+    AnalysisTimeoutError,
+    ChildCall,
+    prepare,
+    run_in_child,
+)
 from node.settings import Settings
 from storage.errors import StorageError
 from storage.joblog import JobLog
@@ -112,12 +126,18 @@ class Worker:
     """Claims and runs jobs one at a time (one per process; run several processes for more)."""
 
     def __init__(
-        self, settings: Settings, joblog: JobLog, analyzer: Analyzer, worker_id: str
+        self,
+        settings: Settings,
+        joblog: JobLog,
+        analyzer: Analyzer,
+        worker_id: str,
+        verbosity: int | None = None,
     ) -> None:
         self.settings = settings
         self.joblog = joblog
         self.analyzer = analyzer
         self.worker_id = worker_id
+        self.verbosity = verbosity  # the analysis process logs like this worker
         self.analysing = False  # SIGTERM interrupts only while this is true
 
     def run_once(self) -> int | None:
@@ -161,20 +181,27 @@ class Worker:
         workdir = self.settings.work_dir / f"job-{job.job_id}"
         shutil.rmtree(workdir, ignore_errors=True)  # a previous, interrupted attempt
         workdir.mkdir(parents=True)
-        paths = [Path(p) for p in self.joblog.job_instances(job.job_id)]
+        call = ChildCall(
+            self.analyzer,
+            tuple(Path(p) for p in self.joblog.job_instances(job.job_id)),
+            workdir,
+            self.verbosity,
+        )
         started = time.perf_counter()
         try:
             self.analysing = True
-            outcome = self.analyzer(paths, workdir)
+            outcome = run_in_child(call, self.settings.max_job_seconds, heartbeat.lost)
         except WorkerTerminatedError:
             self.analysing = False
             self.joblog.release(job.job_id, self.worker_id, "worker stopped (SIGTERM)")
             logger.info("job %d series %s: released on SIGTERM", job.job_id, job.series_uid)
             raise
-        except Exception as exc:  # any analysis error fails the job with its message
+        except AnalysisAbandonedError:
+            logger.warning("job %d: lease lost; analysis stopped", job.job_id)
+            return
+        except AnalysisProcessError as exc:  # an error, the time limit, a dead child: FAILED
             self.analysing = False
-            logger.exception("job %d series %s: analysis failed", job.job_id, job.series_uid)
-            self._finish(job, heartbeat, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+            self._analysis_failed(job, heartbeat, exc, time.perf_counter() - started)
             return
         finally:
             self.analysing = False
@@ -188,6 +215,24 @@ class Worker:
         except Exception as exc:  # e.g. an output file that is not DICOM
             logger.exception("job %d series %s: outputs unusable", job.job_id, job.series_uid)
             self._finish(job, heartbeat, JobState.FAILED, f"outputs: {type(exc).__name__}: {exc}")
+
+    def _analysis_failed(
+        self, job: ClaimedJob, heartbeat: _Heartbeat, exc: AnalysisProcessError, seconds: float
+    ) -> None:
+        details = exc.details if isinstance(exc, AnalysisFailedError) else ""
+        logger.error(
+            "job %d series %s: analysis failed after %.1f s: %s\n%s",
+            job.job_id,
+            job.series_uid,
+            seconds,
+            exc,
+            details,
+        )
+        self.joblog.record_stage(job.job_id, "analysis", seconds)
+        reason = str(exc)
+        if isinstance(exc, AnalysisTimeoutError):
+            reason += " (worker.max_job_seconds); stopped"
+        self._finish(job, heartbeat, JobState.FAILED, reason)
 
     def _conclude(self, job: ClaimedJob, heartbeat: _Heartbeat, outcome: AnalysisOutcome) -> None:
         if outcome.skipped_reason is not None:
@@ -247,7 +292,8 @@ def worker_main(settings: Settings, index: int, verbosity: int, parent_pid: int)
     configure_logging(verbosity)
     stop = threading.Event()
     joblog = JobLog.open(settings.database_url)
-    worker = Worker(settings, joblog, load_analyzer(settings.analyzer), worker_id(index))
+    worker = Worker(settings, joblog, load_analyzer(settings.analyzer), worker_id(index), verbosity)
+    prepare([settings.analyzer.partition(":")[0]])  # imports once, not once per job
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()

@@ -4,11 +4,15 @@
 :func:`dicom_io.series.load_series` (HU volume in LPS mm), takes the maximum intensity projection
 along the slices and writes it as a Secondary Capture in the same study, with a UID derived from
 the series UID (a re-run gives the same object). ``slow`` does the same after a long pause, so a
-test can kill or stop the worker mid-job; it leaves a ``started`` marker in its work folder first.
+test can kill or stop the worker mid-job; it leaves a ``started`` marker in its work folder first
+(holding the pid of the process that runs the analysis). ``noop`` returns at once with no output,
+``crash`` kills its own process.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +80,7 @@ def mip(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
 
 
 def slow(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
-    (workdir / "started").write_text("analysis started\n", encoding="ascii")
+    (workdir / "started").write_text(f"{os.getpid()}\n", encoding="ascii")
     time.sleep(120)
     return mip(paths, workdir)
 
@@ -88,3 +92,12 @@ def slow_once(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
         first_try.write_text("first attempt\n", encoding="ascii")
         return slow(paths, workdir)
     return mip(paths, workdir)
+
+
+def noop(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
+    return AnalysisOutcome()
+
+
+def crash(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
