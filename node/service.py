@@ -1,10 +1,12 @@
 """``spinenode serve``: the SCP, the scheduler and the outbox in one process, N worker processes.
 
-The SCP answers associations on its own threads; the scheduler and the outbox sender each run on
-a thread; workers are separate processes (multiprocessing *spawn*, so they share nothing but the
-job log and the spool). A worker that dies is started again; its job is taken again after the
-lease expires. SIGTERM/SIGINT stop everything cleanly: the SCP stops accepting, the threads finish
-their current pass, workers release or finish their job (see :mod:`node.worker`).
+The SCP answers associations on its own threads; the scheduler, the outbox sender and the
+retention sweep (:mod:`node.retention`) each run on a thread; workers are separate processes
+(multiprocessing *spawn*, so they share nothing but the job log and the spool; each runs its
+analyses in child processes, :mod:`node.isolation`). A worker that dies is started again; its job
+is taken again after the lease expires. SIGTERM/SIGINT stop everything cleanly: the SCP stops
+accepting, the threads finish their current pass, workers release or finish their job (see
+:mod:`node.worker`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from node.retention import Retention
 from node.scheduler import Scheduler
 from node.scp import StorageSCP
 from node.scu import Outbox
@@ -58,7 +61,9 @@ class Service:
             self._start_worker(index)
         scheduler = Scheduler(self.joblog, self.settings)
         outbox = Outbox(self.joblog, self.settings)
-        for name, loop in (("scheduler", scheduler.run), ("outbox", outbox.run)):
+        retention = Retention(self.joblog, self.settings)
+        loops = (("scheduler", scheduler.run), ("outbox", outbox.run), ("retention", retention.run))
+        for name, loop in loops:
             thread = threading.Thread(target=loop, args=(self.stopping,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
