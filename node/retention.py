@@ -1,7 +1,7 @@
 """Retention: the periodic sweep that keeps the node's disk from filling up over the years.
 
 ``spinenode serve`` runs :meth:`Retention.run` on its own thread (not an SCP thread): a first pass
-at start-up, then one every ``retention.interval_seconds``. Each pass
+a minute after start-up, then one every ``retention.interval_seconds``. Each pass
 
 1. deletes the received instances (spool files and their job-log rows) of series whose jobs all
    ended more than ``retention.spool_days`` ago with no delivery pending (a series sent again
@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 BATCH = 100
 _JOB_FOLDER = re.compile(r"job-([1-9][0-9]*)")
 STATUS_FILE = "retention.json"
+#: The first pass waits this long after start-up: start-up work (spool reconciliation, the first
+#: associations) goes first, and a node that keeps restarting does not sweep at every start.
+FIRST_SWEEP_AFTER_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +132,11 @@ class Retention:
     def _work(self, ended_before: datetime) -> dict[str, int]:
         folders = job_folders(self.settings.work_dir)
         policy = f"retention.outputs_days = {self.rules.outputs_days:g}"
-        what = f"the job's work folder: outputs and result.json ({policy})"
+        what = f"outputs and result.json ({policy})"
         count = size = 0
         for job_id in self.store.settled_jobs(sorted(folders), ended_before):
             remove = functools.partial(remove_folder, folders[job_id], self.settings.work_dir)
-            freed = self.store.purge_job_files(job_id, ended_before, remove, what)
+            freed = self.store.purge_work(job_id, ended_before, remove, what)
             if freed is not None:
                 count, size = count + 1, size + freed.size
         return {"work_folders": count, "work_bytes": size}
@@ -160,8 +163,11 @@ class Retention:
         )
         return RetentionPreview(freed.files, freed.size, len(settled), last_sweep(self.settings))
 
-    def run(self, stop: threading.Event) -> None:
-        """Sweep now, then every ``retention.interval_seconds``, until ``stop`` is set."""
+    def run(self, stop: threading.Event, first_after_s: float = FIRST_SWEEP_AFTER_S) -> None:
+        """Sweep after ``first_after_s``, then every ``retention.interval_seconds``, until ``stop``
+        is set."""
+        if stop.wait(min(first_after_s, self.rules.interval_seconds)):
+            return
         while not stop.is_set():
             try:
                 self.sweep()

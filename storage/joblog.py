@@ -22,7 +22,7 @@ from storage import outbox, queries, receipts
 from storage.common import apply_transition, aware, get_job, utcnow
 from storage.database import READ_ONLY, create_database_engine
 from storage.errors import InvalidTransitionError, LeaseLostError, StorageError
-from storage.models import Instance, Job, JobEvent, StageTiming
+from storage.models import Delivery, Instance, Job, JobEvent, StageTiming
 from storage.models import Worker as WorkerRow
 from storage.records import (
     ClaimedJob,
@@ -35,8 +35,9 @@ from storage.records import (
     OutputRecord,
     StatusSummary,
 )
+from storage.retention import WORK_PURGED
 from storage.spool import validate_uid
-from storage.states import JobState, ReceiptOutcome
+from storage.states import DeliveryState, JobState, ReceiptOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -306,6 +307,7 @@ class JobLog:
                 raise InvalidTransitionError(
                     f"job {job_id} is {job.state}; only failed jobs can be retried", job_id
                 )
+            _check_retry_inputs(session, job)
             rearmed = outbox.rearm_failed(session, job_id, utcnow())
             if rearmed:
                 reason = f"retry requested: {rearmed} deliveries re-armed"
@@ -338,6 +340,28 @@ class JobLog:
         """Queue depth per state, workers seen within ``live_within_s``, recent failures."""
         with self._transaction(read_only=True) as session:
             return queries.status(session, aware(now), live_within_s)
+
+
+def _check_retry_inputs(session: Session, job: Job) -> None:
+    """Refuse a retry whose files retention has deleted, and say what to do instead."""
+    gave_up = select(Delivery.id).where(
+        Delivery.job_id == job.id, Delivery.state == DeliveryState.FAILED.value
+    )
+    if session.execute(gave_up.limit(1)).first() is not None:
+        purged = select(JobEvent.id).where(
+            JobEvent.job_id == job.id, JobEvent.reason.startswith(WORK_PURGED, autoescape=True)
+        )
+        what = "its outputs were deleted (retention.outputs_days)"
+    else:
+        purged = select(Instance.id).where(Instance.series_id == job.series_id)
+        what = "its received instances were deleted (retention.spool_days)"
+        purged = select(Job.id).where(Job.id == job.id, ~purged.exists())
+    if session.execute(purged.limit(1)).first() is not None:
+        raise InvalidTransitionError(
+            f"job {job.id} cannot be retried: {what}; send the series again from the PACS "
+            "(it becomes a new job)",
+            job.id,
+        )
 
 
 def _check_holder(job: Job, worker: str | None, require_running: bool = False) -> None:

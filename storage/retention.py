@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 _FINAL = sorted(state.value for state in FINAL_STATES)
 #: The prefix of every job event retention writes.
 EVENT_PREFIX = "retention: "
+#: The start of the event that says a job's work folder (its outputs) was deleted.
+WORK_PURGED = f"{EVENT_PREFIX}deleted the job's work folder"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ class RetentionStore:
                     continue
                 gone.append(row.id)
                 freed += size
+            _sync_folders({Path(row.path).parent for row in instances})
             _forget_instances(session, gone)
             result = Freed(len(gone), freed, kept)
             note = f"{EVENT_PREFIX}deleted {result.files} received instances"
@@ -174,11 +177,12 @@ class RetentionStore:
         with self._transaction(read_only=True) as session:
             return sorted(int(i) for i in session.scalars(statement))
 
-    def purge_job_files(
+    def purge_work(
         self, job_id: int, ended_before: datetime, remove: Callable[[], Freed], what: str
     ) -> Freed | None:
-        """Call ``remove`` (which deletes the job's files) if the job is still settled, under the
-        job log's write lock (a concurrent ``retry`` waits), and record ``what`` it removed."""
+        """Call ``remove`` (which deletes the job's work folder) if the job is still settled,
+        under the job log's write lock (a concurrent ``retry`` waits), and record ``what`` it
+        held; a later ``retry`` of the job's deliveries is refused with the reason."""
         ended_before = aware(ended_before, "ended_before")
         with self._transaction() as session:
             statement = select(Job).where(Job.id == job_id, *_job_settled(ended_before))
@@ -186,7 +190,7 @@ class RetentionStore:
             if job is None:
                 return None
             freed = remove()
-            note = f"{EVENT_PREFIX}deleted {what} ({freed.files} files, {freed.size / 1e6:.1f} MB)"
+            note = f"{WORK_PURGED}: {what} ({freed.files} files, {freed.size / 1e6:.1f} MB)"
             _note_jobs(session, [job], note)
         return freed
 
@@ -268,6 +272,20 @@ def remove_inside(path: Path, root: Path) -> int | None:
         return None
     path.unlink(missing_ok=True)
     return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def _sync_folders(folders: set[Path]) -> None:
+    """Make the removals durable before the rows go: a removal lost to a power cut would bring
+    back files without rows, which start-up reconciliation would take for new arrivals."""
+    for folder in sorted(folders):
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue  # gone already, or not a folder: nothing of it can come back
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove_empty_folders(folders: set[Path], root: Path) -> None:

@@ -17,6 +17,7 @@ from node.scheduler import Scheduler
 from node.scp import StorageSCP
 from node.settings import RetentionSettings, SelectionRules, Settings
 from node.worker import Worker, load_analyzer
+from storage.errors import InvalidTransitionError
 from storage.joblog import JobLog
 from storage.records import DeliveryRequest
 from storage.spool import Spool
@@ -212,3 +213,19 @@ def test_purged_series_sent_again_over_the_network_gets_a_new_job(
     finally:
         scp.stop()
         joblog.close()
+
+
+def test_retry_after_the_purge_is_refused_with_what_to_do(env: Env) -> None:
+    analysis_failed = env.finish("A", JobState.FAILED)
+    delivery_failed = _with_pending_delivery(env, "B")
+    (delivery,) = env.joblog.job(delivery_failed).deliveries
+    env.joblog.delivery_attempted(delivery.delivery_id, False, "connection refused", None)
+    assert env.joblog.finish_if_delivered(delivery_failed) is JobState.FAILED
+    retention = Retention(env.joblog, env.settings.with_changes(retention=RetentionSettings(1, 2)))
+    retention.sweep(datetime.now(UTC) + 1.5 * DAY)  # the spool went, the outputs are still there
+    with pytest.raises(InvalidTransitionError, match="received instances were deleted"):
+        env.joblog.retry(analysis_failed)
+    retention.sweep(datetime.now(UTC) + 3 * DAY)
+    with pytest.raises(InvalidTransitionError, match="outputs were deleted"):
+        env.joblog.retry(delivery_failed)
+    assert env.joblog.job(delivery_failed).summary.state is JobState.FAILED
