@@ -1,8 +1,10 @@
-"""``spinenode status``: queue depth, deliveries, live workers, spool free space, failures."""
+"""``spinenode status``: queue depth, deliveries, live workers, spool free space, retention,
+failures."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,13 +19,17 @@ from node.cli.jobs import (
     table,
     when_text,
 )
-from node.settings import SettingsError
+from node.retention import Retention, RetentionPreview
+from node.settings import RetentionSettings, SettingsError
 from storage.errors import StorageError
 from storage.records import StatusSummary
 from storage.spool import Spool
 
 NAME = "status"
-HELP = "show queue depth per state, deliveries, live workers, spool free space, recent failures"
+HELP = (
+    "show queue depth per state, deliveries, live workers, spool free space, what retention "
+    "would free, recent failures"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +46,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_joblog_arguments(parser)
 
 
-def render(status: StatusSummary, spool: Path, free: int | None) -> str:
+def _retention_line(preview: RetentionPreview, rules: RetentionSettings) -> str:
+    kept = ", ".join(
+        f"{name} {'forever' if not days else f'{days:g} d'}"
+        for name, days in (("spool", rules.spool_days), ("outputs", rules.outputs_days))
+    )
+    line = (
+        f"retention:   {kept}; the next pass would free {preview.instances} instances "
+        f"({preview.spool_bytes / 1e6:.1f} MB) and {preview.work_folders} work folders; "
+    )
+    last = preview.last_sweep
+    if last is None:
+        return line + "no pass yet"
+    return line + (
+        f"last pass {str(last.get('at', '?'))[:16].replace('T', ' ')} UTC deleted "
+        f"{last.get('instances', 0)} instances of {last.get('series', 0)} series, "
+        f"{last.get('work_folders', 0)} work folders, {last.get('jobs_forgotten', 0)} jobs' rows"
+    )
+
+
+def render(
+    status: StatusSummary,
+    spool: Path,
+    free: int | None,
+    retention: tuple[RetentionPreview, RetentionSettings] | None = None,
+) -> str:
     depth = "  ".join(f"{state} {n}" for state, n in status.jobs_by_state.items())
     sent = "  ".join(f"{state} {n}" for state, n in status.deliveries_by_state.items())
     lines = [
@@ -49,6 +79,7 @@ def render(status: StatusSummary, spool: Path, free: int | None) -> str:
         f"deliveries:  {sent}",
         f"spool:       {spool}: "
         + ("not readable" if free is None else f"{free / 1024**3:.1f} GiB free"),
+        *([_retention_line(*retention)] if retention is not None else []),
         "",
     ]
     if status.workers:
@@ -71,9 +102,12 @@ def render(status: StatusSummary, spool: Path, free: int | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        spool = args.spool if args.spool is not None else load_settings(args).spool_dir
+        settings = load_settings(args)
+        spool = args.spool if args.spool is not None else settings.spool_dir
         with open_joblog(args) as log:
-            status = log.status(datetime.now(UTC), live_within_s=args.live_within)
+            now = datetime.now(UTC)
+            status = log.status(now, live_within_s=args.live_within)
+            preview = Retention(log, settings).preview(now)
     except (SettingsError, StorageError) as exc:
         return fail(f"status: {exc}", 2)
     try:
@@ -81,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError:
         free = None
     if args.json:
-        print_json(status.to_json() | {"spool": str(spool), "spool_free_bytes": free})
+        extra = {"spool": str(spool), "spool_free_bytes": free, "retention": asdict(preview)}
+        print_json(status.to_json() | extra)
     else:
-        print(render(status, spool, free))
+        print(render(status, spool, free, (preview, settings.retention)))
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from node.cli import main
 from node.retention import Retention, job_folders
 from node.scheduler import Scheduler
 from node.scp import StorageSCP
@@ -180,6 +181,25 @@ def test_preview_shows_what_a_sweep_would_free(env: Env) -> None:
     preview = retention.preview(later)
     assert (preview.instances, preview.work_folders) == (0, 0)
     assert preview.last_sweep is not None and preview.last_sweep["instances"] == 5
+
+
+def test_status_shows_what_retention_would_free_and_the_last_pass(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "spinenode.toml"
+    config.write_text(f'[node]\ndata_dir = "{env.settings.data_dir}"\n', encoding="utf-8")
+    env.finish("A")
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "retention:   spool 7 d, outputs 30 d;" in out and "no pass yet" in out
+    Retention(env.joblog, env.settings).sweep(datetime.now(UTC) + 8 * DAY)
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)["retention"]
+    assert (doc["instances"], doc["work_folders"]) == (0, 0)  # nothing left to free today
+    assert doc["last_sweep"]["instances"] == 5
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "deleted 5 instances of 1 series, 0 work folders" in out
 
 
 def test_purged_series_sent_again_over_the_network_gets_a_new_job(
