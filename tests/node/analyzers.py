@@ -101,3 +101,10 @@ def noop(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
 def crash(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
     os.kill(os.getpid(), signal.SIGKILL)
     raise AssertionError("unreachable")
+
+
+def imports_then_noop(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
+    """:func:`noop` after importing the default analysis (what a fresh process would pay)."""
+    import node.default_analyzer  # noqa: F401
+
+    return AnalysisOutcome()
