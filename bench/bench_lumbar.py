@@ -1,6 +1,7 @@
 """Accuracy and speed of the weights-free lumbosacral engine (``inference.pipeline``).
 
-Run: ``.venv/bin/python bench/bench_lumbar.py [--quick] [--n 20] [--seeds 1,5,9] [--no-real] [--no-perf]``
+Run: ``.venv/bin/python bench/bench_lumbar.py [--quick] [--n 20] [--seeds 1,5,9] [--no-real]
+[--no-perf] [--true-masks] [--per-screw]``
 
 1. Phantoms (``inference.phantom``, varied seeds, slice spacings 0.625–3 mm, lordosis, rotation,
    osteoporosis, osteophytes, ribs): Dice per level vs the exact labels, level identification,
@@ -35,12 +36,17 @@ from lumbar_metrics import (  # noqa: E402
     identification,
     level_dice,
     summary_rows,
+    true_segmentation,
 )
 
 from inference.errors import InferenceError  # noqa: E402
+from inference.lumbar.engine import plan_lumbar  # noqa: E402
 from inference.nifti import read_nifti  # noqa: E402
-from inference.phantom import PhantomSpec, generate  # noqa: E402
-from inference.pipeline import analyze_volume  # noqa: E402
+from inference.phantom import Phantom, PhantomSpec, generate  # noqa: E402
+from inference.pipeline import AnalysisOutput, analyze_volume  # noqa: E402
+from inference.results import AnalysisResult  # noqa: E402
+from inference.segment.grid import to_native  # noqa: E402
+from inference.settings import PlanningSettings  # noqa: E402
 
 DATA = Path(os.environ.get("SPINENODE_DATA", REPO.parent / "shared" / "data"))
 LEVELS = ["L1", "L2", "L3", "L4", "L5", "S1"]
@@ -88,7 +94,26 @@ def spec_for(seed: int) -> PhantomSpec:
     return PhantomSpec.from_seed(seed, "lumbar", spacing_mm=SPACINGS[seed % len(SPACINGS)])
 
 
-def run_phantoms(seeds: list[int]) -> None:
+def analyze_true(ph: Phantom) -> AnalysisOutput:
+    """Plan on the phantom's TRUE labels (the planner's own error, no segmentation error)."""
+    t0 = time.perf_counter()
+    seg = true_segmentation(ph.hu, ph.affine, ph.labels)
+    t1 = time.perf_counter()
+    out = plan_lumbar(seg, PlanningSettings())
+    t2 = time.perf_counter()
+    result = AnalysisResult(
+        engine="geometric (true masks)",
+        version="bench",
+        vertebrae=out.vertebrae,
+        screws=out.screws,
+        c2=(),
+        warnings=out.warnings,
+        timings_s={"truth_resample": t1 - t0, "plan": t2 - t1},
+    )
+    return AnalysisOutput(result, to_native(seg.verse_labels(), seg.work))
+
+
+def run_phantoms(seeds: list[int], true_masks: bool = False, per_screw: bool = False) -> None:
     tally = Tally()
     clean = Tally()  # phantoms whose levels were all found and named right
     n_clean = 0
@@ -99,7 +124,7 @@ def run_phantoms(seeds: list[int]) -> None:
         ph = generate(spec)
         t0 = time.perf_counter()
         try:
-            out = analyze_volume(ph.hu, ph.affine)
+            out = analyze_true(ph) if true_masks else analyze_volume(ph.hu, ph.affine)
         except InferenceError as exc:
             failures += 1
             print(f"seed {seed}: FAILED {exc}")
@@ -112,6 +137,7 @@ def run_phantoms(seeds: list[int]) -> None:
         level_dice(out.labels, ph.labels, present, tally)
         ident = identification(out.result, out.labels, ph.labels)
         tally.ident += ident
+        n_detail = len(tally.detail)
         compare_screws(out.result, ph.truth.to_json(), ph.labels, ph.affine, tally)
         found_all = {v.level for v in out.result.vertebrae} >= set(present)
         if found_all and all(ident):
@@ -126,6 +152,10 @@ def run_phantoms(seeds: list[int]) -> None:
             f"osteop {spec.osteoporosis!s:<5} levels {','.join(found)} "
             f"ident {sum(ident)}/{len(ident)} screws {len(out.result.screws)} {wall:.1f} s"
         )
+        if per_screw:
+            print("\n".join("    " + line for line in tally.detail[n_detail:]))
+            for w in out.result.warnings:
+                print(f"    warning: {w}")
     print("\nPhantoms: per level (means; distances mm, angles deg)")
     print("\n".join(summary_rows(tally, LEVELS)))
     print(f"\nOnly the {n_clean} phantoms with every level found and named right:")
@@ -214,12 +244,18 @@ def main() -> None:
     parser.add_argument("--seeds", help="comma-separated phantom seeds (overrides --n/--quick)")
     parser.add_argument("--no-real", action="store_true", help="skip the real CT")
     parser.add_argument("--no-perf", action="store_true", help="skip the 512x512x300 timing")
+    parser.add_argument(
+        "--true-masks",
+        action="store_true",
+        help="plan on the phantoms' TRUE labels (planner error alone; skips the real CT)",
+    )
+    parser.add_argument("--per-screw", action="store_true", help="print every screw vs reference")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
     n = 4 if args.quick else args.n
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(range(1, n + 1))
-    run_phantoms(seeds)
-    if not args.no_real:
+    run_phantoms(seeds, args.true_masks, args.per_screw)
+    if not args.no_real and not args.true_masks:
         run_real()
     if not args.no_perf:
         run_perf()

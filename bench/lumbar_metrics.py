@@ -9,12 +9,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
-from inference.geometry import Frame, SignedDistance, bounding_box, crop_affine, unit
+from inference.geometry import (
+    Frame,
+    SignedDistance,
+    bounding_box,
+    crop_affine,
+    index_to_mm,
+    unit,
+    voxel_spacing,
+)
 from inference.grading import Screw, babu_grade, facet_joint, gertzbein_robbins
-from inference.lumbar.frames import vertebra_anatomy
+from inference.lumbar.frames import screw_angles, vertebra_anatomy
+from inference.pipeline import Segmentation
 from inference.results import AnalysisResult, ScrewPlan, Side
-from inference.verse import LEVEL_TO_LABEL
+from inference.segment.grid import working_volume
+from inference.verse import LABEL_TO_LEVEL, LEVEL_TO_LABEL
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,6 +44,7 @@ class Tally:
     babu: list[int] = field(default_factory=list)
     missing_screws: int = 0
     reference_screws: int = 0
+    detail: list[str] = field(default_factory=list)
 
 
 def level_dice(labels: np.ndarray, truth: np.ndarray, levels: list[str], tally: Tally) -> None:
@@ -63,7 +75,8 @@ def _cylinder_dice(a: ScrewPlan, entry: np.ndarray, tip: np.ndarray, diam: float
         d = unit(t - e)
         s = (pts - e) @ d
         radial = np.linalg.norm(pts - e - s[:, None] * d, axis=1)
-        return (s >= 0) & (s <= np.linalg.norm(t - e)) & (radial <= r)
+        out: np.ndarray = (s >= 0) & (s <= np.linalg.norm(t - e)) & (radial <= r)
+        return out
 
     return dice(inside(e1, t1, a.diameter_mm / 2), inside(entry, tip, diam / 2))
 
@@ -120,12 +133,22 @@ def compare_screws(
             )
             side = Side(ped["side"])
             screw = Screw(np.array(plan.entry_mm), np.array(plan.tip_mm), plan.diameter_mm)
-            tally.gr.append(gertzbein_robbins(phi, screw, frame, side).grade)
+            gr = gertzbein_robbins(phi, screw, frame, side)
+            tally.gr.append(gr.grade)
+            babu = 0
             if upper is not None and upper.any():
                 joint = facet_joint(mask, upper, sub, frame=frame, side=side, body_back_mm=back)
-                tally.babu.append(babu_grade(joint, screw))
-            else:
-                tally.babu.append(0)
+                babu = babu_grade(joint, screw)
+            tally.babu.append(babu)
+            row = tally.screw[level][-1]
+            tpta, tpsa = screw_angles(frame, screw.entry, screw.tip, side)
+            tally.detail.append(
+                f"{level} {side:<5} PTA {plan.pta_deg:6.1f} (ref {ref['pta_deg']:6.1f}, ours in "
+                f"true frame {tpta:6.1f}) PSA {plan.psa_deg:6.1f} (ref {ref['psa_deg']:6.1f}, "
+                f"{tpsa:6.1f}) entry {row['entry']:5.1f} "
+                f"tip {row['tip']:5.1f} d {plan.diameter_mm} (ref {ref['diameter_mm']}) "
+                f"GR {gr.grade} {gr.breach_mm:.2f} {gr.direction or ''} Babu {babu}"
+            )
 
 
 def summary_rows(tally: Tally, levels: list[str]) -> list[str]:
@@ -153,3 +176,54 @@ def summary_rows(tally: Tally, levels: list[str]) -> list[str]:
             f"{m('dice'):>8.3f}{len(s):>7}"
         )
     return rows
+
+
+def true_segmentation(hu: np.ndarray, affine: np.ndarray, truth: np.ndarray) -> Segmentation:
+    """The phantom's TRUE labels as a :class:`Segmentation` on the pipeline's working grid.
+
+    Each VerSe label is resampled (linear, > 0.5) onto the same 1 mm crop the segmenter uses, and
+    the instances are numbered cranio-caudally, so the planner sees exactly what it sees after
+    segmentation — only with the exact masks (planner error without segmentation error).
+    """
+    work = working_volume(hu, affine)
+    native = voxel_spacing(affine)
+    zoom = native / voxel_spacing(work.affine)
+    sub = truth[work.box]
+    ids = [int(i) for i in np.unique(sub) if i in LABEL_TO_LEVEL]
+    best = np.zeros(work.hu.shape, np.float32)
+    lab = np.zeros(work.hu.shape, np.uint8)
+    for i in ids:
+        nat = bounding_box(sub == i, 2)
+        lo = np.array([s.start for s in nat]) * zoom
+        hi = np.array([s.stop - 1 for s in nat]) * zoom
+        w0 = np.ceil(lo).astype(int)
+        w1 = np.minimum(np.floor(hi).astype(int) + 1, work.hu.shape)
+        if np.any(w1 <= w0):
+            continue
+        box = tuple(slice(int(a), int(b)) for a, b in zip(w0, w1, strict=True))
+        start = np.array([s.start for s in nat], dtype=np.float64)
+        frac = ndimage.affine_transform(
+            (sub[nat] == i).astype(np.float32),
+            1.0 / zoom,
+            offset=w0 / zoom - start,
+            output_shape=tuple(int(b - a) for a, b in zip(w0, w1, strict=True)),
+            order=1,
+        )
+        cur = best[box]
+        take = (frac > 0.5) & (frac > cur)
+        cur[take] = frac[take]
+        lab[box][take] = i
+    ids = [i for i in ids if (lab == i).any()]
+    cents = {i: index_to_mm(work.affine, np.argwhere(lab == i)).mean(axis=0) for i in ids}
+    ids.sort(key=lambda i: -cents[i][2])  # cranial first (LPS z up)
+    inst = np.zeros_like(lab)
+    for k, i in enumerate(ids, start=1):
+        inst[lab == i] = k
+    return Segmentation(
+        work,
+        inst,
+        tuple(LABEL_TO_LEVEL[i] for i in ids),
+        tuple(1.0 for _ in ids),
+        np.array([cents[i] for i in ids]),
+        (),
+    )

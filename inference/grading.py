@@ -29,6 +29,8 @@ from inference.geometry import (
 from inference.results import Side
 
 BREACH_TOLERANCE_MM = 0.25
+ENTRY_SKIP_MM = 2.0  # the thread is graded from 2 mm past the entry (ALGORITHMS.md)
+RING = 72  # thread points per turn (every 5°, Screw.surface_points' default)
 GR_LIMITS_MM: tuple[tuple[float, str], ...] = ((2.0, "B"), (4.0, "C"), (6.0, "D"))
 
 
@@ -101,14 +103,17 @@ def gertzbein_robbins(phi: SignedDistance, screw: Screw, frame: Frame, side: Sid
     """GR grade of ``screw`` against the vertebra whose signed distance is ``phi``.
 
     Breach b = max(0, max φ on the thread surface − 0.25 mm tolerance), surface sampled every
-    0.25 mm × 5° from 2 mm past the entry to the tip. Points whose outward normal is mainly
-    posterior (the thread leaving the oblique entry cortex) are not counted as breaches.
+    0.25 mm × 5° from 2 mm past the entry to the tip. Not counted as breaches: thread that has not
+    yet entered the bone near the entry (see :func:`_not_yet_entered`), and points whose outward
+    normal is mainly posterior (the thread leaving the oblique entry cortex).
     """
-    pts = screw.surface_points()
-    if pts.shape[0] == 0:
+    if screw.length < ENTRY_SKIP_MM:
         return GRResult("A", 0.0, None)
+    pts = screw.surface_points(start_mm=0.0)
     values = phi(pts)
-    out = np.nonzero(values > BREACH_TOLERANCE_MM)[0]
+    counted = ~_not_yet_entered(phi, screw, values)
+    counted &= np.repeat(np.arange(0.0, screw.length + 1e-9, 0.25) >= ENTRY_SKIP_MM, RING)
+    out = np.nonzero(counted & (values > BREACH_TOLERANCE_MM))[0]
     if out.size == 0:
         return GRResult("A", 0.0, None)
     grads = phi.gradient(pts[out])
@@ -126,6 +131,27 @@ def gertzbein_robbins(phi: SignedDistance, screw: Screw, frame: Frame, side: Sid
         p = pts[out[worst]]
         grad = p - (screw.entry + ((p - screw.entry) @ screw.direction) * screw.direction)
     return GRResult(gr_grade_of(breach), breach, breach_direction(grad, frame, side))
+
+
+def _not_yet_entered(phi: SignedDistance, screw: Screw, values: FloatArray) -> BoolArray:
+    """Thread points (0.25 mm × 5° grid from the entry) that have not yet entered the bone.
+
+    A screw meets the posterior cortex obliquely, so on the far side its thread lies outside the
+    bone for the first r·tan(entry angle) mm: that is the entry, not a breach of the pedicle wall.
+    A thread line counts from where it first enters the bone; the exemption ends
+    r·tan(entry angle, at most 60°) + 1 mm past the entry, so a screw that misses the pedicle
+    altogether still breaches.
+    """
+    grid = values.reshape(-1, RING)
+    entered = np.maximum.accumulate(grid < 0.0, axis=0)
+    normal = phi.gradient(screw.entry[None, :])[0]
+    norm = float(np.linalg.norm(normal))
+    cos = float(-(screw.direction @ normal) / norm) if norm > 1e-9 else 1.0
+    angle = np.arccos(np.clip(cos, np.cos(np.radians(60.0)), 1.0))
+    cap = screw.diameter / 2 * float(np.tan(angle)) + 1.0
+    t = np.arange(grid.shape[0]) * 0.25
+    out: BoolArray = (~entered & (t[:, None] <= cap)).reshape(-1)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,3 +93,39 @@ def test_babu_grades_from_a_constructed_joint(z: float, x: float, grade: int) ->
     entry = np.array([x, 14.0, z])
     screw = Screw(entry, entry + np.array([0.0, -12.0, 0.0]), 2.0)
     assert babu_grade(joint, screw) == grade
+
+
+def _oblique_block(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bone = the half-space behind the plane through the origin with outward ``normal``, in a
+    ±25 mm cube (0.5 mm grid): a flat entry cortex the screw meets obliquely."""
+    n = 101
+    affine = _grid(n)
+    pts = _points(affine, (n, n, n))
+    return (pts @ normal <= 0.0).reshape(n, n, n), affine
+
+
+def test_thread_outside_an_oblique_entry_cortex_is_not_a_breach() -> None:
+    # entry surface facing posterolateral (lateral dominates, so the "mainly posterior normal"
+    # exemption does not apply); the screw meets it 40° off its normal, fully inside afterwards
+    normal = np.array([np.sin(np.radians(60.0)), np.cos(np.radians(60.0)), 0.0])
+    mask, affine = _oblique_block(normal)
+    phi = SignedDistance(mask, affine)
+    angle = np.radians(-110.0)  # -normal is at -150° in the x-y plane; 40° towards anterior
+    direction = np.array([np.cos(angle), np.sin(angle), 0.0])
+    screw = Screw(np.zeros(3), 20.0 * direction, 7.5)
+    # 2 mm past the entry the far side of the thread is still outside, beyond the tolerance
+    assert phi(screw.surface_points()).max() > 0.6
+    gr = gertzbein_robbins(phi, screw, FRAME, Side.LEFT)
+    assert (gr.grade, gr.breach_mm, gr.direction) == ("A", 0.0, None)
+
+
+def test_a_screw_beside_the_bone_still_breaches_near_its_entry() -> None:
+    # the same block, the screw 2 mm outside it and parallel to its surface: never enters
+    normal = np.array([1.0, 0.0, 0.0])
+    mask, affine = _oblique_block(normal)
+    phi = SignedDistance(mask, affine)
+    entry = np.array([2.0 + 3.0, 10.0, 0.0])
+    screw = Screw(entry, entry + np.array([0.0, -20.0, 0.0]), 6.0)
+    gr = gertzbein_robbins(phi, screw, FRAME, Side.LEFT)
+    assert gr.grade == "E"
+    assert gr.direction == "lateral"
