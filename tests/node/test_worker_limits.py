@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -134,3 +135,24 @@ def test_analysis_stops_when_its_worker_is_killed(env: Env, tmp_path: Path) -> N
     assert child != process.pid
     assert wait_for(lambda: _gone(child), timeout=10)
     assert env.joblog.job(job_id).summary.state is JobState.RUNNING  # taken again after the lease
+
+
+def test_lost_lease_stops_the_analysis_and_leaves_the_job_to_its_new_holder(
+    env: Env, tmp_path: Path
+) -> None:
+    (job_id,) = _queue(env, tmp_path / "a")
+    worker = _worker(env, "tests.node.sleepy:sleepy")
+    worker.settings = env.settings.with_changes(max_job_seconds=300.0)
+    marker = env.settings.work_dir / f"job-{job_id}" / "started"
+
+    def steal() -> None:  # another worker takes the job as if this one's lease had expired
+        assert wait_for(lambda: marker.exists() and marker.read_text().strip() != "", timeout=60)
+        assert env.joblog.claim("thief", 60.0, datetime.now(UTC) + LATER) is not None
+
+    thief = threading.Thread(target=steal)
+    thief.start()
+    assert worker.run_once() == job_id  # returns long before the 120 s sleep would end
+    thief.join()
+    assert wait_for(lambda: _gone(int(marker.read_text())), timeout=10)
+    summary = env.joblog.job(job_id).summary
+    assert (summary.state, summary.worker) == (JobState.RUNNING, "thief")
