@@ -11,13 +11,13 @@ negotiated, so other SOP classes are refused at association time, not after the 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import ssl
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
+from io import BytesIO
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,7 +46,9 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.fastassoc import EventDrivenRequestHandler, pynetdicom_mismatches
+from node.recovery import recover_spool
 from node.settings import AllowedPeer, Settings
+from node.spoolfile import Provenance, content_sha256, encode_file_meta, file_content_sha256
 from storage.errors import InvalidUIDError, SpoolError, StorageError
 from storage.joblog import JobLog
 from storage.records import InstanceReceipt
@@ -150,8 +152,7 @@ class StoreHandler:
             )
         except InvalidUIDError as exc:
             raise _RefusedError(StoreStatus.INVALID_UID, str(exc)) from exc
-        data = event.encoded_dataset(include_meta=True)
-        digest = hashlib.sha256(data).hexdigest()
+        data, digest = _encoded(event)
         receipt = InstanceReceipt(
             study_uid=ident.study_uid,
             series_uid=ident.series_uid,
@@ -180,15 +181,23 @@ class StoreHandler:
 
     def _keep(self, path: Path, data: bytes, receipt: InstanceReceipt) -> ReceiptOutcome:
         """Spool, then record: the file on disk always holds the bytes the job log vouches for."""
+        if not path.exists():
+            # A new instance (the usual case): the receipt's transaction looks the UID up.
+            self._write(path, data)
+            outcome = self._record(receipt)
+            if outcome is ReceiptOutcome.CONFLICT:
+                # Recorded before with other bytes whose file is gone: ours must not pass for them.
+                _remove(path)
+            return outcome
+        # A file under this UID already: a re-send, or a crash leftover that was never recorded.
         try:
             recorded = self.joblog.recorded_sha256(receipt.sop_instance_uid)
         except StorageError as exc:
             raise _RefusedError(StoreStatus.JOB_LOG_FAILED, str(exc)) from exc
         if recorded is not None and recorded != receipt.sha256:
             return self._record(receipt)  # CONFLICT: the first copy stays, the event is logged
-        if not (path.exists() and _sha256_of(path) == receipt.sha256):
-            # New, or a crash leftover / damaged copy under this UID: write before recording.
-            self._write(path, data)
+        if file_content_sha256(path) != receipt.sha256:
+            self._write(path, data)  # a leftover or damaged copy under this UID: replace it
         return self._record(receipt)
 
     def _write(self, path: Path, data: bytes) -> None:
@@ -207,9 +216,27 @@ class StoreHandler:
             raise _RefusedError(StoreStatus.JOB_LOG_FAILED, str(exc)) from exc
 
 
-def _sha256_of(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.error("could not remove %s after a conflict: %s", path, exc)
+
+
+def _encoded(event: Event) -> tuple[bytes, str]:
+    """The spool file's bytes (:mod:`node.spoolfile`: the data set as received behind file meta
+    naming the sender) and the instance's :func:`~node.spoolfile.content_sha256`."""
+    request = cast(C_STORE, event.request)
+    stream = cast(BytesIO, request.DataSet).getvalue()
+    syntax = str(event.context.transfer_syntax)
+    requestor = event.assoc.requestor
+    provenance = Provenance(
+        str(requestor.ae_title), str(event.assoc.acceptor.ae_title), str(requestor.address)
+    )
+    meta = encode_file_meta(
+        str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), syntax, provenance
+    )
+    return meta + stream, content_sha256(syntax, stream)
 
 
 def _identify(event: Event) -> _Identity:
@@ -301,8 +328,10 @@ class StorageSCP:
         self._server: ThreadedAssociationServer | None = None
 
     def start(self) -> None:
-        """Listen on ``bind_address:port`` (TLS when ``[tls] enabled``)."""
+        """Record spool files left without a receipt (:mod:`node.recovery`), then listen on
+        ``bind_address:port`` (TLS when ``[tls] enabled``)."""
         removed = self.spool.remove_partials()
+        recovered = recover_spool(self.spool, self.handler.joblog)
         handlers = [
             (evt.EVT_C_STORE, self.handler),
             (evt.EVT_REQUESTED, _check_requestor, [self.settings.allow]),
@@ -315,11 +344,12 @@ class StorageSCP:
             server_ssl_context(self.settings),
         )
         logger.info(
-            "SCP %s listening on %s:%d (%d partial spool files cleaned)",
+            "SCP %s listening on %s:%d (%d partial spool files cleaned, %d recovered)",
             self.settings.ae_title,
             self.settings.bind_address,
             self.settings.port,
             removed,
+            recovered,
         )
 
     def stop(self) -> None:

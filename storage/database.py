@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_on_connect(dbapi_connection: Any, record: Any) -> None:
     # Let SQLAlchemy's "begin" hook below issue BEGIN itself (pysqlite's own handling would
     # start transactions lazily, as DEFERRED, which can fail with SQLITE_BUSY on lock upgrade).
     dbapi_connection.isolation_level = None
@@ -30,22 +30,35 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
-        # FULL: a commit is on disk before the SCP answers success (WAL + NORMAL could lose the
-        # last commits on power loss).
+        # FULL: a commit is on disk when it returns (WAL + NORMAL could lose the last commits on
+        # power loss); transactions marked DEFERRED_DURABILITY switch to NORMAL (see there).
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+    record.info[_SYNCHRONOUS] = "FULL"
 
 
 #: Execution option marking a read-only transaction (SQLite then begins it DEFERRED).
 READ_ONLY = "spinenode_read_only"
+#: Execution option for a write whose durable truth is elsewhere: its commit need not wait for
+#: the disk (SQLite: ``synchronous = NORMAL`` in WAL mode, so the commit survives a crash of the
+#: process but the last ones may roll back on a power loss). Used for instance receipts only: the
+#: fsync'd spool file is the truth, and start-up records spool files that have no row.
+DEFERRED_DURABILITY = "spinenode_deferred_durability"
+_SYNCHRONOUS = "spinenode_synchronous"
 
 
 def _sqlite_on_begin(connection: Any) -> None:
+    options = connection.get_execution_options()
+    synchronous = "NORMAL" if options.get(DEFERRED_DURABILITY, False) else "FULL"
+    info = connection.connection.info  # the pooled DBAPI connection's: the pragma stays set
+    if info.get(_SYNCHRONOUS) != synchronous:
+        connection.exec_driver_sql(f"PRAGMA synchronous = {synchronous}")
+        info[_SYNCHRONOUS] = synchronous
     # Transactions that write take the write lock up front, so a read-then-write transaction can
     # never fail on a lock upgrade; read-only ones take none and, in WAL mode, never wait.
-    if connection.get_execution_options().get(READ_ONLY, False):
+    if options.get(READ_ONLY, False):
         connection.exec_driver_sql("BEGIN")
     else:
         connection.exec_driver_sql("BEGIN IMMEDIATE")

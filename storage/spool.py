@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from storage.errors import InvalidUIDError, SpoolError
@@ -116,6 +117,16 @@ class Spool:
         if removed:
             logger.info("removed %d partial spool files under %s", removed, self.root)
         return removed
+
+    def instance_files(self) -> Iterator[Path]:
+        """Every instance file in the spool (``ROOT/STUDY/SERIES/SOP.dcm``, all three valid UIDs;
+        temporary files and anything else are left out)."""
+        if not self.root.is_dir():
+            return
+        for path in self.root.glob("*/*/*.dcm"):
+            study, series = path.parent.parent.name, path.parent.name
+            if all(_UID_PATTERN.fullmatch(uid) for uid in (study, series, path.stem)):
+                yield path
 
     def _inside(self, path: Path) -> Path:
         path = Path(path).absolute()
