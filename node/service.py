@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -61,14 +62,17 @@ class Service:
             self._start_worker(index)
         scheduler = Scheduler(self.joblog, self.settings)
         outbox = Outbox(self.joblog, self.settings)
-        retention = Retention(self.joblog, self.settings)
-        loops = (("scheduler", scheduler.run), ("outbox", outbox.run), ("retention", retention.run))
-        for name, loop in loops:
-            thread = threading.Thread(target=loop, args=(self.stopping,), name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for name, loop in (("scheduler", scheduler.run), ("outbox", outbox.run)):
+            self._start_thread(name, loop)
         self.scp = StorageSCP(self.settings, self.joblog)
         self.scp.start()
+        # After the SCP's start-up (spool reconciliation), never concurrently with it.
+        self._start_thread("retention", Retention(self.joblog, self.settings).run)
+
+    def _start_thread(self, name: str, loop: Callable[[threading.Event], None]) -> None:
+        thread = threading.Thread(target=loop, args=(self.stopping,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _start_worker(self, index: int) -> None:
         process = self._context.Process(
