@@ -132,7 +132,7 @@ class Retention:
     def _work(self, ended_before: datetime) -> dict[str, int]:
         folders = job_folders(self.settings.work_dir)
         policy = f"retention.outputs_days = {self.rules.outputs_days:g}"
-        what = f"outputs and result.json ({policy})"
+        what = f"outputs and result.json; {policy}"
         count = size = 0
         for job_id in self.store.settled_jobs(sorted(folders), ended_before):
             remove = functools.partial(remove_folder, folders[job_id], self.settings.work_dir)

@@ -190,7 +190,7 @@ class RetentionStore:
             if job is None:
                 return None
             freed = remove()
-            note = f"{WORK_PURGED}: {what} ({freed.files} files, {freed.size / 1e6:.1f} MB)"
+            note = f"{WORK_PURGED} ({freed.files} files, {freed.size / 1e6:.1f} MB: {what})"
             _note_jobs(session, [job], note)
         return freed
 
