@@ -7,8 +7,9 @@ Run: ``.venv/bin/python bench/bench_ingest.py [--slices 300] [--size 512] [--rep
 2. Sends it with DCMTK ``storescu`` (a C++ sender, so the sender is not the bottleneck) to each
    receiver on 127.0.0.1, all with ``TCP_NODELAY=1``: ``spinenode serve`` (spool with fsync +
    job log row per instance), Orthanc (its own storage and index), ``storescp`` (writes files, no
-   fsync). Prints images/s per receiver (best of ``--repeat``) and the ratios node/peer, for one
-   association and for several at once (the series shared out among them).
+   fsync). Prints images/s per receiver (best of ``--repeat``), the receiver process's CPU time
+   per image in that run, and the ratios node/peer, for one association and for several at once
+   (the series shared out among them), with the load average (the machine may be shared).
 3. When the default analyzer loads, a lumbar phantom of the same size (1.0 × 0.8 × 0.8 mm) goes
    Orthanc → node → Orthanc; prints the time from the last C-STORE received by the node to the
    job being DONE (every result acknowledged by Orthanc), by phase and by analysis stage.
@@ -82,6 +83,19 @@ def make_series(folder: Path, slices: int, size: int) -> list[Path]:
     return write_ct_series(hu, affine, folder, spec)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_storescu(port: int, called: str, folders: list[Path], pid: int) -> tuple[float, float]:
+    """(seconds, receiver CPU seconds) to send ``folders`` with :func:`storescu`."""
+    cpu = cpu_seconds(pid)
+    seconds = storescu(port, called, folders)
+    return seconds, cpu_seconds(pid) - cpu
+
+
 def storescu(port: int, called: str, folders: list[Path]) -> float:
     """Seconds to send every file in ``folders``: one ``storescu`` (one association) per folder,
     all at once."""
@@ -153,7 +167,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def ingest_node(work: Path, folders: list[Path], run: int) -> float:
+def ingest_node(work: Path, folders: list[Path], run: int) -> tuple[float, float]:
     port = free_port()
     # The worker stays idle during ingest (quiet period of an hour); any importable analyzer does.
     analyzer = "tests.node.analyzers:mip"
@@ -163,12 +177,12 @@ def ingest_node(work: Path, folders: list[Path], run: int) -> float:
     try:
         wait_port(port, process=process)
         time.sleep(1.0)  # let the worker process finish starting
-        return storescu(port, "SPINENODE", folders)
+        return timed_storescu(port, "SPINENODE", folders, process.pid)
     finally:
         stop(process)
 
 
-def ingest_storescp(work: Path, folders: list[Path], run: int) -> float:
+def ingest_storescp(work: Path, folders: list[Path], run: int) -> tuple[float, float]:
     port = free_port()
     out = work / f"storescp{run}-{len(folders)}"
     out.mkdir()
@@ -180,17 +194,17 @@ def ingest_storescp(work: Path, folders: list[Path], run: int) -> float:
     )
     try:
         wait_port(port)
-        return storescu(port, "STORESCP", folders)
+        return timed_storescu(port, "STORESCP", folders, process.pid)
     finally:
         stop(process)  # type: ignore[arg-type]
 
 
-def ingest_orthanc(work: Path, folders: list[Path], run: int) -> float:
+def ingest_orthanc(work: Path, folders: list[Path], run: int) -> tuple[float, float]:
     orthanc = Orthanc(
         work / f"orthanc{run}-{len(folders)}", free_port(), free_port(), modalities={}
     )
     try:
-        return storescu(orthanc.dicom_port, "ORTHANC", folders)
+        return timed_storescu(orthanc.dicom_port, "ORTHANC", folders, orthanc.process.pid)
     finally:
         orthanc.stop()
 
@@ -258,6 +272,11 @@ def report_end_to_end(detail: JobDetail, modalities: list[str], what: str, quiet
         print(f"    stage {stage.stage:<26} {stage.seconds:7.2f} s")
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (the machine may be shared: read ratios with it)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=300)
@@ -283,6 +302,7 @@ def main() -> None:
         files = make_series(folders, args.slices, args.size)
         mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"series: {len(files)} images, {args.size}x{args.size}, {mb:.0f} MB, TCP_NODELAY=1")
+        print(f"load average at start: {_load()}")
         for parallel in args.associations:
             folders = split(files, parallel, work)
             print(f"{parallel} association(s) at once:")
@@ -292,14 +312,16 @@ def main() -> None:
                 ("orthanc", ingest_orthanc),
                 ("storescp", ingest_storescp),
             ):
-                seconds = min(ingest(work, folders, run) for run in range(args.repeat))
+                seconds, cpu = min(ingest(work, folders, run) for run in range(args.repeat))
                 rates[name] = len(files) / seconds
                 print(
                     f"  {name:<10} {rates[name]:8.1f} images/s"
-                    f"  ({seconds:.2f} s, best of {args.repeat})"
+                    f"  ({seconds:.2f} s, best of {args.repeat};"
+                    f" receiver CPU {1000 * cpu / len(files):.2f} ms/image)"
                 )
             print(f"  ratio spinenode/orthanc:  {rates['spinenode'] / rates['orthanc']:.2f}")
             print(f"  ratio spinenode/storescp: {rates['spinenode'] / rates['storescp']:.2f}")
+            print(f"  load average after: {_load()}")
         if args.skip_e2e:
             return
         if analyzer_problem(DEFAULT_ANALYZER) is not None:

@@ -1,0 +1,154 @@
+"""Per-instance cost of the SCP's durable path, step by step, without the network.
+
+Run: ``.venv/bin/python bench/bench_store_path.py [--instances 100] [--size 512]``
+
+For ``--instances`` synthetic CT slices (``--size`` × ``--size``, Explicit VR LE) it times, per
+instance (median and mean, ms), each step the C-STORE handler runs between the last PDU and the
+response: decoding the data set (what ``event.dataset`` does), the spool file meta and the
+content checksum (:mod:`node.spoolfile`), the spool write (temporary file, write, fsync, rename,
+folder fsync; the folder fsync also on its own), and the receipt transaction, committed as the
+SCP does (``synchronous = NORMAL``, :data:`storage.database.DEFERRED_DURABILITY`) and, for
+comparison, with ``synchronous = FULL``. The spool and the job log are in a temporary folder
+on the same file system as ``--tmp`` (default: the system's temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_ingest import make_series  # noqa: E402
+from pynetdicom.dsutils import decode  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from node.spoolfile import Provenance, content_sha256, encode_file_meta  # noqa: E402
+from storage import receipts  # noqa: E402
+from storage.database import create_database_engine  # noqa: E402
+from storage.joblog import JobLog  # noqa: E402
+from storage.records import InstanceReceipt  # noqa: E402
+from storage.spool import Spool  # noqa: E402
+
+SYNTAX = "1.2.840.10008.1.2.1"
+
+
+def data_sets(folder: Path, count: int, size: int) -> list[bytes]:
+    """The encoded data sets (what arrives in the C-STORE's Data Set) of ``count`` slices."""
+    out = []
+    for path in make_series(folder, count, size):
+        raw = path.read_bytes()
+        out.append(raw[144 + int.from_bytes(raw[140:144], "little") :])
+    return out
+
+
+def timed(step: Callable[[int], object], count: int) -> list[float]:
+    times = []
+    for index in range(count):
+        started = time.perf_counter()
+        step(index)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return times
+
+
+def report(name: str, times: list[float]) -> float:
+    median, mean = statistics.median(times), statistics.fmean(times)
+    print(f"  {name:<44} median {median:6.3f} ms  mean {mean:6.3f} ms")
+    return median
+
+
+def _receipt(spool: Spool, ds: dict[str, str], data: bytes, digest: str) -> InstanceReceipt:
+    return InstanceReceipt(
+        study_uid=ds["StudyInstanceUID"],
+        series_uid=ds["SeriesInstanceUID"],
+        sop_instance_uid=ds["SOPInstanceUID"],
+        sop_class_uid=ds["SOPClassUID"],
+        modality=ds["Modality"],
+        calling_ae="BENCH",
+        peer_host="127.0.0.1",
+        path=str(spool.instance_path(ds["StudyInstanceUID"], ds["SeriesInstanceUID"],
+                                     ds["SOPInstanceUID"])),
+        sha256=digest,
+        size=len(data),
+        received_at=datetime.now(UTC),
+    )  # fmt: skip
+
+
+def run(work: Path, streams: list[bytes]) -> None:
+    n = len(streams)
+    keys = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality")
+    idents: list[dict[str, str]] = []
+    files: list[bytes] = []
+    digests: list[str] = []
+    provenance = Provenance("BENCH", "SPINENODE", "127.0.0.1")
+
+    def identify(i: int) -> None:
+        ds = decode(BytesIO(streams[i]), False, True, False)
+        idents.append({k: str(ds.get(k, "")) for k in keys})
+
+    def meta_and_checksum(i: int) -> None:
+        ident = idents[i]
+        meta = encode_file_meta(ident["SOPClassUID"], ident["SOPInstanceUID"], SYNTAX, provenance)
+        files.append(meta + streams[i])
+        digests.append(content_sha256(SYNTAX, streams[i]))
+
+    spool = Spool(work / "spool")
+    receipts_of: list[InstanceReceipt] = []
+
+    def write(i: int) -> None:
+        spool.write_atomic(Path(receipts_of[i].path), files[i])
+
+    def dir_fsync(i: int) -> None:
+        fd = os.open(Path(receipts_of[i].path).parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    print(f"per instance, {n} instances of {len(streams[0]) / 1e6:.2f} MB:")
+    total = report("decode the data set (event.dataset)", timed(identify, n))
+    total += report("file meta + sha256 (node.spoolfile)", timed(meta_and_checksum, n))
+    receipts_of.extend(_receipt(spool, idents[i], files[i], digests[i]) for i in range(n))
+    total += report("spool write: tmp, write, fsync, rename, dir fsync", timed(write, n))
+    report("  of which a folder fsync alone", timed(dir_fsync, n))
+    joblog = JobLog.open(f"sqlite:///{work / 'normal.db'}")
+    total += report("receipt transaction, synchronous NORMAL (used)", timed(
+        lambda i: joblog.record_instance(receipts_of[i]), n))  # fmt: skip
+    joblog.close()
+    full = create_database_engine(f"sqlite:///{work / 'full.db'}")
+
+    def record_full(i: int) -> None:
+        with Session(full) as session, session.begin():
+            # the receipt's statements, in a transaction without the deferred-durability option
+            receipts._record(session.connection(), receipts_of[i])
+
+    report("receipt transaction, synchronous FULL (before)", timed(record_full, n))
+    full.dispose()
+    print(f"  {'sum of the steps used':<44} median {total:6.3f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=100)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--tmp", type=Path, default=None)
+    args = parser.parse_args()
+    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.tmp) as tmp:
+        work = Path(tmp)
+        run(work, data_sets(work / "series", args.instances, args.size))
+    print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main()
