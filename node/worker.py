@@ -14,7 +14,6 @@ job with how it died; a lost lease stops the child and leaves the job to its new
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
@@ -38,6 +37,7 @@ from node.isolation import (
     AnalysisTimeoutError,
     ChildCall,
     prepare,
+    resolve,
     run_in_child,
 )
 from node.settings import Settings
@@ -71,11 +71,7 @@ class Analyzer(Protocol):
 
 def load_analyzer(spec: str) -> Analyzer:
     """The analyzer named ``module:attribute`` (a class is instantiated without arguments)."""
-    module_name, _, attribute = spec.partition(":")
-    target = getattr(importlib.import_module(module_name), attribute or "analyze")
-    if isinstance(target, type):
-        target = target()
-    return cast(Analyzer, target)
+    return cast(Analyzer, resolve(spec))
 
 
 def analyzer_problem(spec: str) -> str | None:
@@ -129,13 +125,13 @@ class Worker:
         self,
         settings: Settings,
         joblog: JobLog,
-        analyzer: Analyzer,
+        analyzer: Analyzer | str,
         worker_id: str,
         verbosity: int | None = None,
     ) -> None:
         self.settings = settings
         self.joblog = joblog
-        self.analyzer = analyzer
+        self.analyzer = analyzer  # a name is imported only by the analysis process
         self.worker_id = worker_id
         self.verbosity = verbosity  # the analysis process logs like this worker
         self.analysing = False  # SIGTERM interrupts only while this is true
@@ -292,8 +288,8 @@ def worker_main(settings: Settings, index: int, verbosity: int, parent_pid: int)
     configure_logging(verbosity)
     stop = threading.Event()
     joblog = JobLog.open(settings.database_url)
-    worker = Worker(settings, joblog, load_analyzer(settings.analyzer), worker_id(index), verbosity)
-    prepare([settings.analyzer.partition(":")[0]])  # imports once, not once per job
+    worker = Worker(settings, joblog, settings.analyzer, worker_id(index), verbosity)
+    prepare([settings.analyzer.partition(":")[0]])  # imported once, by the fork server
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()

@@ -5,14 +5,12 @@
 along the slices and writes it as a Secondary Capture in the same study, with a UID derived from
 the series UID (a re-run gives the same object). ``slow`` does the same after a long pause, so a
 test can kill or stop the worker mid-job; it leaves a ``started`` marker in its work folder first
-(holding the pid of the process that runs the analysis). ``noop`` returns at once with no output,
-``crash`` kills its own process.
+(holding the pid of the process that runs the analysis). ``noop`` returns at once with no output.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,11 +94,6 @@ def slow_once(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
 
 def noop(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
     return AnalysisOutcome()
-
-
-def crash(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
-    os.kill(os.getpid(), signal.SIGKILL)
-    raise AssertionError("unreachable")
 
 
 def imports_then_noop(paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:

@@ -96,7 +96,9 @@ def test_analysis_process_that_dies_fails_the_job_with_how_it_died(
     env: Env, tmp_path: Path
 ) -> None:
     (job_id,) = _queue(env, tmp_path / "a")
-    assert _worker(env, "tests.node.analyzers:crash").run_once() == job_id
+    worker = _worker(env, "tests.node.sleepy:crash")
+    worker.settings = env.settings.with_changes(max_job_seconds=300.0)
+    assert worker.run_once() == job_id
     summary = env.joblog.job(job_id).summary
     assert summary.state is JobState.FAILED
     assert "killed by SIGKILL" in (summary.reason or "")
