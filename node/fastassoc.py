@@ -85,23 +85,34 @@ def pynetdicom_mismatches() -> list[str]:
 
 
 class _Waker:
-    """A socket pair: :meth:`wake` (any thread) makes :meth:`fileno` readable until drained."""
+    """A socket pair the DUL thread selects on; :meth:`wake` (any thread) makes it readable.
+
+    A wake-up is written only while the DUL thread is :attr:`waiting` (it then checks its queues
+    after raising the flag and before ``select()``, so no put is missed) and only once until it is
+    drained: a put from the DUL thread itself, or one while it is busy, costs no system call.
+    """
 
     def __init__(self) -> None:
         self._read, self._write = socket.socketpair()
         self._read.setblocking(False)
         self._write.setblocking(False)
+        self.waiting = False
+        self._signalled = False
 
     def fileno(self) -> int:
         return self._read.fileno()
 
     def wake(self) -> None:
+        if not self.waiting or self._signalled:
+            return
+        self._signalled = True
         try:
             self._write.send(b"\0")
         except OSError:  # buffer full: a wake-up is pending anyway; closed: nobody waits any more
             return
 
     def drain(self) -> None:
+        self._signalled = False  # first: a wake-up after this writes again
         try:
             while self._read.recv(4096):
                 continue
@@ -160,23 +171,37 @@ class EventDrivenDUL(DULServiceProvider):
         """
         transport = self.socket
         sock = transport.socket if transport is not None else None
-        waker = self._waker.fileno()
+        waker = self._waker
         while sock is not None and not self._kill_thread:
-            if not self.event_queue.empty() or self._process_recv_primitive():
-                return False
             fd = sock.fileno()
             if fd < 0:
                 return False
+            waker.waiting = True  # before the checks: a put after them writes a wake-up
             try:
-                readable, _, _ = select.select([fd, waker], [], [], IDLE_POLL_S)
-            except (OSError, ValueError):  # closed meanwhile: the loop's own check reports it
+                idle = self.event_queue.empty() and self.to_provider_queue.empty()
+                readable = _select(fd, waker.fileno()) if idle else []
+            finally:
+                waker.waiting = False
+            if not idle:
+                if self.event_queue.empty():
+                    self._process_recv_primitive()  # queue the primitive's event
                 return False
-            if not readable:
+            if readable is None:  # timed out, or the socket was closed meanwhile
                 return False
             if fd in readable:
                 return super()._is_transport_event()
-            self._waker.drain()
+            waker.drain()
         return False
+
+
+def _select(fd: int, waker: int) -> list[int] | None:
+    """The readable ones of ``fd`` and ``waker`` within :data:`IDLE_POLL_S`; None if neither is
+    (or ``fd`` was closed meanwhile: the DUL loop's own check reports that)."""
+    try:
+        readable, _, _ = select.select([fd, waker], [], [], IDLE_POLL_S)
+    except (OSError, ValueError):
+        return None
+    return readable or None
 
 
 class EventDrivenAssociation(Association):
