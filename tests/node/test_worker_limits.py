@@ -158,3 +158,25 @@ def test_lost_lease_stops_the_analysis_and_leaves_the_job_to_its_new_holder(
     assert wait_for(lambda: _gone(int(marker.read_text())), timeout=10)
     summary = env.joblog.job(job_id).summary
     assert (summary.state, summary.worker) == (JobState.RUNNING, "thief")
+
+
+def test_sigterm_releases_the_job_and_stops_its_analysis(env: Env, tmp_path: Path) -> None:
+    (job_id,) = _queue(env, tmp_path / "a")
+    settings = env.settings.with_changes(analyzer="tests.node.sleepy:sleepy", max_job_seconds=300.0)
+    process = multiprocessing.get_context("spawn").Process(
+        target=worker_main, args=(settings, 0, 0, os.getpid())
+    )
+    process.start()
+    marker = env.settings.work_dir / f"job-{job_id}" / "started"
+    try:
+        assert wait_for(lambda: marker.exists() and marker.read_text().strip() != "", timeout=60)
+        process.terminate()
+        process.join(30)
+        assert process.exitcode == 0
+    finally:
+        if process.is_alive():
+            process.kill()
+    assert wait_for(lambda: _gone(int(marker.read_text())), timeout=10)
+    detail = env.joblog.job(job_id)
+    assert detail.summary.state is JobState.QUEUED
+    assert "SIGTERM" in (detail.events[-1].reason or "")
