@@ -62,7 +62,11 @@ class AnalysisOutcome:
 
 
 class Analyzer(Protocol):
-    """The seam between the node and the analysis: series files in, output files out."""
+    """The seam between the node and the analysis: series files in, output files out.
+
+    It runs in a child process (:mod:`node.isolation`), so it must be importable by name: a
+    module-level function, or a class instantiated without arguments; its result is pickled.
+    """
 
     def __call__(self, paths: Sequence[Path], workdir: Path) -> AnalysisOutcome:
         """Analyse the series in ``paths``; write outputs under ``workdir`` (empty, owned)."""

@@ -137,6 +137,9 @@ class RetentionStore:
         """
         ended_before = aware(ended_before, "ended_before")
         with self._transaction() as session:
+            # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE). Elsewhere,
+            # lock the series' jobs, as a receipt opening a job for the series does.
+            session.execute(select(Job.id).where(Job.series_id == series_id).with_for_update())
             settled = session.execute(
                 select(Series.id).where(Series.id == series_id, *_series_settled(ended_before))
             ).first()
@@ -186,7 +189,7 @@ class RetentionStore:
         ended_before = aware(ended_before, "ended_before")
         with self._transaction() as session:
             statement = select(Job).where(Job.id == job_id, *_job_settled(ended_before))
-            job = session.scalars(statement).first()
+            job = session.scalars(statement.with_for_update()).first()
             if job is None:
                 return None
             freed = remove()
