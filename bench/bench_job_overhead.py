@@ -10,7 +10,9 @@ can be stopped. This prints, in one run:
 - the per-job cost a fresh *spawned* process would pay instead (interpreter start plus importing
   NumPy, SciPy, pydicom, highdicom and the pipeline): what the fork server saves;
 - a small real analysis (``tests.node.analyzers:mip`` on a 40 x 128 x 128 series) in process and
-  in a child, with the ratio.
+  in a child, with the ratio;
+- the resident memory of an idle worker process (default analyzer) and of its fork server, and
+  of a process that imports the default analysis itself (what a worker was before).
 
 Run: ``.venv/bin/python bench/bench_job_overhead.py [--jobs 30]``.
 """
@@ -18,6 +20,7 @@ Run: ``.venv/bin/python bench/bench_job_overhead.py [--jobs 30]``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import multiprocessing
 import os
 import statistics
@@ -26,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,10 +76,50 @@ def report(name: str, seconds: list[float]) -> float:
     return mean
 
 
+def resident_mb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
+def worker_memory(settle_s: float) -> None:
+    """An idle worker process with the default analyzer: its memory and its fork server's."""
+    from node.settings import Settings
+    from node.worker import worker_main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp) / "var")
+        settings.data_dir.mkdir()
+        context = multiprocessing.get_context("spawn")
+        worker = context.Process(target=worker_main, args=(settings, 0, 0, os.getpid()))
+        worker.start()
+        assert worker.pid is not None
+        time.sleep(settle_s)  # the fork server imports in the background
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        servers = ", ".join(f"{resident_mb(int(c))} MB" for c in children) or "none"
+        print(f"  worker process: {resident_mb(worker.pid)} MB; its fork server: {servers}")
+        worker.terminate()
+        worker.join()
+        receiver, sender = context.Pipe()
+        importer = context.Process(target=_import_default_analysis, args=(sender,))
+        importer.start()
+        print(f"  a process that imports node.default_analyzer itself: {receiver.recv()} MB")
+        importer.join()
+
+
+def _import_default_analysis(sender: Connection) -> None:
+    importlib.import_module("node.default_analyzer")
+    sender.send(resident_mb(os.getpid()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=30, help="jobs per measurement (default 30)")
     parser.add_argument("--spawned", type=int, default=3, help="spawned-process jobs (default 3)")
+    parser.add_argument(
+        "--settle", type=float, default=12.0, help="seconds before measuring memory"
+    )
     args = parser.parse_args()
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +153,8 @@ def main() -> int:
         )
         print(f"  child - in-process: {(kid - own) * 1000:.0f} ms; child / in-process: "
               f"{kid / own:.2f}x")  # fmt: skip
+    print(f"resident memory, {args.settle:g} s after a worker's start:")
+    worker_memory(args.settle)
     return 0
 
 
