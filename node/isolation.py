@@ -23,6 +23,7 @@ import importlib
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -200,8 +201,12 @@ def child_main(sender: Connection, call: ChildCall[T]) -> None:
         value = analyzer(call.paths, call.workdir)
     except Exception as exc:  # the error is the job's reason; the worker logs the traceback
         sender.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-    else:
+        return
+    try:
         sender.send(("ok", value, ""))
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:  # cannot cross processes
+        reason = f"the analysis result cannot be sent back: {type(exc).__name__}: {exc}"
+        sender.send(("error", reason, traceback.format_exc()))
 
 
 def _exit_when_orphaned(sender: Connection) -> None:

@@ -21,3 +21,7 @@ def sleepy(paths: Sequence[Path], workdir: Path) -> None:
 
 def crash(paths: Sequence[Path], workdir: Path) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def unpicklable(paths: Sequence[Path], workdir: Path) -> object:
+    return lambda: None  # a result that cannot cross to the worker

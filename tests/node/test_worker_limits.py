@@ -180,3 +180,13 @@ def test_sigterm_releases_the_job_and_stops_its_analysis(env: Env, tmp_path: Pat
     detail = env.joblog.job(job_id)
     assert detail.summary.state is JobState.QUEUED
     assert "SIGTERM" in (detail.events[-1].reason or "")
+
+
+def test_result_that_cannot_be_sent_back_fails_the_job_with_why(env: Env, tmp_path: Path) -> None:
+    (job_id,) = _queue(env, tmp_path / "a")
+    worker = _worker(env, "tests.node.sleepy:unpicklable")
+    worker.settings = env.settings.with_changes(max_job_seconds=300.0)
+    assert worker.run_once() == job_id
+    summary = env.joblog.job(job_id).summary
+    assert summary.state is JobState.FAILED
+    assert "the analysis result cannot be sent back" in (summary.reason or "")
