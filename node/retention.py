@@ -136,19 +136,24 @@ class Retention:
         count = size = 0
         for job_id in self.store.settled_jobs(sorted(folders), ended_before):
             remove = functools.partial(remove_folder, folders[job_id], self.settings.work_dir)
-            freed = self.store.purge_work(job_id, ended_before, remove, what)
+            try:
+                freed = self.store.purge_work(job_id, ended_before, remove, what)
+            except OSError as exc:  # this folder stays; the others are still handled
+                logger.warning("job %d: retention: work folder not removed: %s", job_id, exc)
+                continue
             if freed is not None:
                 count, size = count + 1, size + freed.size
         return {"work_folders": count, "work_bytes": size}
 
     def _rows(self, ended_before: datetime) -> int:
         folders = job_folders(self.settings.work_dir)
-        total = 0
+        total, after = 0, 0
         while True:
-            removed = self.store.purge_rows(ended_before, folders.__contains__, BATCH)
+            removed, last = self.store.purge_rows(ended_before, folders.__contains__, BATCH, after)
             total += removed
-            if not removed:
+            if last is None:
                 return total
+            after = last
 
     def preview(self, now: datetime) -> RetentionPreview:
         """What a pass at ``now`` would delete, and the last pass's report (``None``: none)."""

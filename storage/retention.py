@@ -163,7 +163,7 @@ class RetentionStore:
             note = f"{EVENT_PREFIX}deleted {result.files} received instances"
             note += f" ({result.size / 1e6:.1f} MB) from the spool ({policy})"
             if kept:
-                note += f"; {kept} files kept: outside the spool"
+                note += f"; {kept} files kept (outside the spool, or not removable)"
             jobs = session.scalars(select(Job).where(Job.series_id == series_id)).all()
             _note_jobs(session, jobs, note)
         _remove_empty_folders({Path(row.path).parent for row in instances}, self.spool_root)
@@ -199,39 +199,44 @@ class RetentionStore:
 
     # -- job-log rows ----------------------------------------------------------------------
 
-    def purge_rows(self, ended_before: datetime, keep: Callable[[int], bool], limit: int) -> int:
-        """Delete every row of finished series whose instances are already purged and none of
-        whose jobs ``keep`` wants kept (e.g. its work folder is still there); returns how many
-        jobs went. Studies left without series go too."""
+    def purge_rows(
+        self, ended_before: datetime, keep: Callable[[int], bool], limit: int, after: int = 0
+    ) -> tuple[int, int | None]:
+        """Delete every row of finished series (ids above ``after``, at most ``limit`` looked at)
+        whose instances are already purged and none of whose jobs ``keep`` wants kept (e.g. its
+        work folder is still there); studies left without series go too. Returns how many jobs
+        went, and the last series id looked at (None: no series left to look at)."""
         ended_before = aware(ended_before, "ended_before")
         has_instances = exists().where(Instance.series_id == Series.id)
         with self._transaction() as session:
             series_ids = session.scalars(
                 select(Series.id)
-                .where(*_series_settled(ended_before), ~has_instances)
+                .where(Series.id > after, *_series_settled(ended_before), ~has_instances)
                 .order_by(Series.id)
                 .limit(limit)
             ).all()
             removed = 0
             for series_id in series_ids:
                 job_ids = list(session.scalars(select(Job.id).where(Job.series_id == series_id)))
-                if any(keep(job_id) for job_id in job_ids):
-                    continue
-                for table in (JobEvent, StageTiming, Delivery, Output):
-                    session.execute(delete(table).where(table.job_id.in_(job_ids)))
-                session.execute(delete(Job).where(Job.id.in_(job_ids)))
-                study = session.scalars(select(Series.study_id).where(Series.id == series_id)).one()
-                session.execute(delete(Series).where(Series.id == series_id))
-                others = session.execute(select(Series.id).where(Series.study_id == study))
-                if others.first() is None:
-                    session.execute(delete(Study).where(Study.id == study))
-                removed += len(job_ids)
-        return removed
+                if not any(keep(job_id) for job_id in job_ids):
+                    _delete_series_rows(session, series_id, job_ids)
+                    removed += len(job_ids)
+        return removed, (series_ids[-1] if series_ids else None)
 
     def freeable(self, ended_before: datetime) -> Freed:
         """What a spool purge at ``ended_before`` would free (instances and recorded bytes)."""
         candidates = self.spool_candidates(ended_before, limit=1_000_000)
         return Freed(sum(c.instances for c in candidates), sum(c.size for c in candidates))
+
+
+def _delete_series_rows(session: Session, series_id: int, job_ids: Sequence[int]) -> None:
+    for table in (JobEvent, StageTiming, Delivery, Output):
+        session.execute(delete(table).where(table.job_id.in_(job_ids)))
+    session.execute(delete(Job).where(Job.id.in_(job_ids)))
+    study = session.scalars(select(Series.study_id).where(Series.id == series_id)).one()
+    session.execute(delete(Series).where(Series.id == series_id))
+    if session.execute(select(Series.id).where(Series.study_id == study)).first() is None:
+        session.execute(delete(Study).where(Study.id == study))
 
 
 def _forget_instances(session: Session, instance_ids: Sequence[int]) -> None:
@@ -262,7 +267,8 @@ def inside(path: Path, root: Path) -> bool:
 
 def remove_inside(path: Path, root: Path) -> int | None:
     """Remove the file ``path`` if it lies inside ``root``; the bytes freed (0: already gone), or
-    None when it was refused (outside ``root``, or a folder). A link is removed, not its target."""
+    None when it was refused (outside ``root``, a folder) or could not be removed. A link is
+    removed, not its target."""
     if not inside(path, root):
         logger.warning("retention: %s is not inside %s; not removed", path, root)
         return None
@@ -273,7 +279,11 @@ def remove_inside(path: Path, root: Path) -> int | None:
     if stat.S_ISDIR(info.st_mode):
         logger.warning("retention: %s is a folder; not removed", path)
         return None
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:  # e.g. permissions: keep its row, go on with the others
+        logger.warning("retention: cannot remove %s: %s", path, exc)
+        return None
     return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 

@@ -21,6 +21,7 @@ from node.worker import Worker, load_analyzer
 from storage.errors import InvalidTransitionError
 from storage.joblog import JobLog
 from storage.records import DeliveryRequest
+from storage.retention import RetentionStore
 from storage.spool import Spool
 from storage.states import JobState
 from tests.node.dicomnet import receive, send, write_series
@@ -249,3 +250,16 @@ def test_retry_after_the_purge_is_refused_with_what_to_do(env: Env) -> None:
     with pytest.raises(InvalidTransitionError, match="outputs were deleted"):
         env.joblog.retry(delivery_failed)
     assert env.joblog.job(delivery_failed).summary.state is JobState.FAILED
+
+
+def test_job_log_purge_pages_past_series_it_must_keep(env: Env) -> None:
+    kept, gone = env.finish("A"), env.finish("B")
+    later = datetime.now(UTC) + 400 * DAY
+    Retention(env.joblog, env.settings).sweep(later)  # files first: spool and work folders
+    store = RetentionStore(env.joblog.engine, env.settings.spool_dir)
+    first = store.purge_rows(later, {kept}.__contains__, limit=1)
+    assert first[0] == 0 and first[1] is not None  # A is kept (as if its folder were still there)
+    assert store.purge_rows(later, {kept}.__contains__, limit=1, after=first[1])[0] == 1
+    assert [j.job_id for j in env.joblog.jobs()] == [kept]
+    assert store.purge_rows(later, {kept}.__contains__, limit=1, after=first[1] + 1) == (0, None)
+    assert gone not in {j.job_id for j in env.joblog.jobs()}
