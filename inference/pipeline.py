@@ -90,7 +90,9 @@ def segment_volume(hu: npt.NDArray[np.floating], affine: npt.ArrayLike) -> Segme
     """Bone, vertebra instances and level names (working grid, 1 mm)."""
     work = working_volume(hu, affine)
     bone = bone_mask(work.hu)
-    inst = merge_sacrum(separate_vertebrae(bone, work.affine, CRANIAL_LPS, work.spine_point))
+    inst = merge_sacrum(
+        separate_vertebrae(bone, work.affine, CRANIAL_LPS, work.spine_point, hu=work.hu)
+    )
     names = label_levels(inst, work.affine, CRANIAL_LPS)
     return Segmentation(
         work, inst.labels, names.levels, names.confidence, inst.centroids, names.warnings

@@ -117,6 +117,8 @@ def separate_vertebrae(
     cranial: FloatArray,
     spine: FloatArray,
     core_radii: tuple[float, ...] = (8.0, 7.0, 6.0, 5.0),
+    *,
+    hu: npt.NDArray[np.float32] | None = None,
 ) -> Instances:
     """Split ``bone`` into vertebra instances.
 
@@ -149,7 +151,7 @@ def separate_vertebrae(
     lut = np.zeros(int(cores.max()) + 1, dtype=bool)
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
-    labels = geodesic_labels(bone, markers.astype(np.uint8), spacing)
+    labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
     out = keep_connected(labels.astype(np.uint8), markers, len(chain))
     extents, widths = _shape_stats(
         out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
