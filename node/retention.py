@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from node.settings import Settings
-from storage.errors import StorageError
 from storage.joblog import JobLog
 from storage.retention import Freed, RetentionStore
 
@@ -176,7 +175,7 @@ class Retention:
         while not stop.is_set():
             try:
                 self.sweep()
-            except (StorageError, OSError):  # the next pass tries again
+            except Exception:  # the loop must survive anything; the next pass tries again
                 logger.exception("retention: sweep failed; trying again in the next pass")
             stop.wait(self.rules.interval_seconds)
 

@@ -47,6 +47,8 @@ from storage.states import FINAL_STATES, DeliveryState
 logger = logging.getLogger(__name__)
 
 _FINAL = sorted(state.value for state in FINAL_STATES)
+#: Ids per ``IN (...)`` list: well below SQLite's limit on bound variables.
+_CHUNK = 500
 #: The prefix of every job event retention writes.
 EVENT_PREFIX = "retention: "
 #: The start of the event that says a job's work folder (its outputs) was deleted.
@@ -174,11 +176,13 @@ class RetentionStore:
     def settled_jobs(self, job_ids: Sequence[int], ended_before: datetime) -> list[int]:
         """Those of ``job_ids`` that are final, unchanged since the cut-off, nothing pending."""
         ended_before = aware(ended_before, "ended_before")
-        if not job_ids:
-            return []
-        statement = select(Job.id).where(Job.id.in_(list(job_ids)), *_job_settled(ended_before))
+        settled: list[int] = []
         with self._transaction(read_only=True) as session:
-            return sorted(int(i) for i in session.scalars(statement))
+            for start in range(0, len(job_ids), _CHUNK):
+                chunk = list(job_ids[start : start + _CHUNK])
+                statement = select(Job.id).where(Job.id.in_(chunk), *_job_settled(ended_before))
+                settled.extend(int(i) for i in session.scalars(statement))
+        return sorted(settled)
 
     def purge_work(
         self, job_id: int, ended_before: datetime, remove: Callable[[], Freed], what: str
@@ -240,8 +244,8 @@ def _delete_series_rows(session: Session, series_id: int, job_ids: Sequence[int]
 
 
 def _forget_instances(session: Session, instance_ids: Sequence[int]) -> None:
-    for start in range(0, len(instance_ids), 500):  # stay below SQLite's variable limit
-        chunk = list(instance_ids[start : start + 500])
+    for start in range(0, len(instance_ids), _CHUNK):
+        chunk = list(instance_ids[start : start + _CHUNK])
         session.execute(delete(InstanceEvent).where(InstanceEvent.instance_id.in_(chunk)))
         session.execute(delete(Instance).where(Instance.id.in_(chunk)))
 
