@@ -124,7 +124,7 @@ class Retention:
                 freed = self.store.purge_spool(candidate.series_id, ended_before, policy)
                 if freed is None:
                     continue
-                series += 1
+                series += 1 if freed.files else 0
                 files, size, refused = files + freed.files, size + freed.size, refused + freed.kept
         return {"series": series, "instances": files, "spool_bytes": size, "refused": refused}
 

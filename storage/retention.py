@@ -166,8 +166,9 @@ class RetentionStore:
             note += f" ({result.size / 1e6:.1f} MB) from the spool ({policy})"
             if kept:
                 note += f"; {kept} files kept (outside the spool, or not removable)"
-            jobs = session.scalars(select(Job).where(Job.series_id == series_id)).all()
-            _note_jobs(session, jobs, note)
+            if gone:  # a series whose files are all refused is not noted again at every pass
+                jobs = session.scalars(select(Job).where(Job.series_id == series_id)).all()
+                _note_jobs(session, jobs, note)
         _remove_empty_folders({Path(row.path).parent for row in instances}, self.spool_root)
         return result
 

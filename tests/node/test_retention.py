@@ -156,6 +156,10 @@ def test_sweep_never_follows_links_out_of_the_data_folder(env: Env, tmp_path: Pa
     assert not (env.settings.work_dir / f"job-{job_id}").exists()  # the link in it went alone
     assert env.spooled("B") == [] and env.joblog.job_instances(linked_job) == []
     assert linked.is_symlink() and outside.is_dir()
+    events = len(env.joblog.job(job_id).events)
+    again = Retention(env.joblog, env.settings).sweep(datetime.now(UTC) + 32 * DAY)
+    assert (again.series, again.refused) == (0, 5)  # still refused, and not noted again
+    assert len(env.joblog.job(job_id).events) == events
 
 
 def test_job_log_rows_go_only_when_asked_and_after_the_files(env: Env) -> None:
