@@ -26,9 +26,13 @@ def test_installed_pynetdicom_is_the_reviewed_one() -> None:
 
 
 class _Node:
-    def __init__(self, tmp_path: Path, port: int) -> None:
+    def __init__(self, tmp_path: Path, port: int, network_timeout_s: float = 60.0) -> None:
         self.settings = Settings(
-            data_dir=tmp_path / "var", port=port, bind_address="127.0.0.1", min_free_mb=0
+            data_dir=tmp_path / "var",
+            port=port,
+            bind_address="127.0.0.1",
+            min_free_mb=0,
+            network_timeout_s=network_timeout_s,
         )
         self.joblog = JobLog.open(self.settings.database_url)
         self.scp = StorageSCP(self.settings, self.joblog)
@@ -120,5 +124,20 @@ def test_falls_back_to_pynetdicom_loops_when_its_source_changed(
         assoc.release()
         paths = write_series(tmp_path / "in", slices=2)
         assert send(free_port, paths) == [0, 0]
+    finally:
+        running.stop()
+
+
+def test_an_idle_association_is_closed_after_the_network_timeout(
+    tmp_path: Path, free_port: int
+) -> None:
+    # The event-driven reactor still checks the idle timer while it waits.
+    running = _Node(tmp_path, free_port, network_timeout_s=0.5)
+    try:
+        assoc = _associate(free_port)
+        acceptor = running.acceptors()[0]
+        acceptor.join(10)
+        assert not acceptor.is_alive()
+        assoc.abort()
     finally:
         running.stop()
