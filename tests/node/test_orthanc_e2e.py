@@ -86,8 +86,10 @@ def test_results_arrive_in_the_same_study_in_orthanc(
         assert wait_for(lambda: len(orthanc.series_modalities(study)) == 2, timeout=45)
         assert orthanc.series_modalities(study) == ["CT", "OT"]
         joblog = JobLog.open(settings.database_url)
+        # the delivery row is settled just after Orthanc has the result: wait for it
+        assert wait_for(lambda: [j.state for j in joblog.jobs()] == [JobState.DONE], timeout=30)
         (job,) = joblog.jobs()
-        assert job.state is JobState.DONE and job.calling_ae == "ORTHANC"
+        assert job.calling_ae == "ORTHANC"
         joblog.close()
     finally:
         orthanc.stop()
