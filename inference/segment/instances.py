@@ -25,6 +25,7 @@ from inference.geometry import (
     voxel_spacing,
 )
 from inference.segment.assign import OTHER, geodesic_labels, keep_connected
+from inference.segment.column import body_mask, split_at_endplates
 
 logger = logging.getLogger(__name__)
 
@@ -124,13 +125,21 @@ def separate_vertebrae(
 
     ``cranial`` is the patient-frame cranial direction, ``spine`` a point near the spinal axis;
     body cores are tried at each inscribed radius of ``core_radii`` and the longest chain wins.
+    With ``hu`` (same grid), cores come from :func:`body_mask` (marrow filled inside axial
+    cortical rings) and that mask is what gets labelled.
     """
     aff = np.asarray(affine, dtype=np.float64)
     spacing = voxel_spacing(aff)
+    smooth = None
+    if hu is not None:
+        bone = body_mask(hu, bone, float(spacing.mean()))
+        smooth = ndimage.gaussian_filter(hu, sigma=1.0 / spacing).astype(np.float32)
     dt = ndimage.distance_transform_edt(bone, sampling=spacing).astype(np.float32)
     best: tuple[int, float, npt.NDArray[np.int32], FloatArray, list[int]] | None = None
     for radius in core_radii:
         cores, n = ndimage.label(dt >= radius)
+        if smooth is not None:
+            cores, n = split_at_endplates(cores, smooth, float(np.prod(spacing)))
         if n == 0:
             continue
         vols, cents = _core_stats(cores, int(n), aff)

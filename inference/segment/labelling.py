@@ -43,11 +43,15 @@ def is_sacrum(inst: Instances) -> bool:
 
 def merge_sacrum(inst: Instances) -> Instances:
     """Fold sacral segments below S1 into it: while the second most caudal instance already looks
-    like the sacrum (wide alae), the instance below it is a lower sacral segment."""
+    like the sacrum (wide alae) and the instance below it is narrower (the sacrum tapers), the
+    latter is a lower sacral segment. A wide L5 (long transverse processes) above a still wider
+    S1 is not merged."""
     while len(inst.centroids) >= 4:
         n = len(inst.centroids)
         above = inst.width_mm[: n - 2]
         if inst.width_mm[n - 2] <= 1.3 * float(np.median(above)):
+            break
+        if inst.width_mm[n - 1] >= inst.width_mm[n - 2]:
             break
         labels = inst.labels.copy()
         labels[labels == n] = n - 1

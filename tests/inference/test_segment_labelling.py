@@ -84,3 +84,14 @@ def test_lower_sacral_segment_is_merged_into_s1() -> None:
     merged = merge_sacrum(split)
     assert len(merged.centroids) == n
     assert (merged.labels == n + 1).sum() == 0
+
+
+def test_a_wide_l5_above_a_wider_sacrum_is_not_merged_into_it() -> None:
+    inst = _column(5, ribs=False)
+    widths = inst.width_mm.copy()
+    widths[-2] = 1.4 * 40.0  # L5 with long transverse processes
+    wide_l5 = Instances(inst.labels, inst.centroids, inst.core_extent_mm, widths)
+    merged = merge_sacrum(wide_l5)
+    assert len(merged.centroids) == len(inst.centroids)
+    names = label_levels(merged, AFFINE, CRANIAL)
+    assert names.levels == ("L1", "L2", "L3", "L4", "L5", "S1")

@@ -1,0 +1,114 @@
+"""Vertebral body cores: bodies whose shell does not enclose the marrow in the bone mask are
+filled from their axial cortical rings, and a core that runs through a disc fused in the mask
+is split at the endplates."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from inference.errors import NotApplicableError
+from inference.segment.bone import bone_mask
+from inference.segment.column import body_mask, split_at_endplates
+from inference.segment.instances import separate_vertebrae
+
+# index (slice, row, col) -> LPS (x = col, y = row, z = slice), 1 mm voxels
+AFFINE = np.array(
+    [[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+CRANIAL = np.array([0.0, 0.0, 1.0])
+SIZE = 64
+CENTRE = SIZE / 2
+
+
+def _column(
+    n: int,
+    *,
+    marrow_hu: float,
+    endplate_hu: float,
+    disc_mm: float = 10.0,
+) -> tuple[npt.NDArray[np.float32], list[float]]:
+    """``n`` cylindrical bodies (radius 17 mm, 24 mm tall, 1 mm cortical wall at 1000 HU,
+    1 mm endplates at ``endplate_hu``) in muscle, discs of ``disc_mm`` at 85 HU; returns the
+    HU volume [slice, row, col] and the body centres' z (mm)."""
+    height, pitch = 24.0, 24.0 + disc_mm
+    n_slices = int(n * pitch + 20)
+    z = np.arange(n_slices, dtype=np.float32)[:, None, None]
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    r = np.hypot(yy - CENTRE, xx - CENTRE)[None]
+    hu = np.full((n_slices, SIZE, SIZE), 40.0, dtype=np.float32)
+    disc = (r <= 17.0) & (z >= 10.0) & (z < 10.0 + n * pitch - disc_mm)
+    hu[np.broadcast_to(disc, hu.shape)] = 85.0
+    centres = []
+    for k in range(n):
+        z0 = 10.0 + k * pitch
+        inside = (z >= z0) & (z < z0 + height)
+        body = inside & (r <= 17.0)
+        hu[body] = marrow_hu
+        hu[body & ((z < z0 + 1.0) | (z >= z0 + height - 1.0))] = endplate_hu
+        hu[inside & (r > 16.0) & (r <= 17.0)] = 1000.0
+        centres.append(z0 + height / 2)
+    return hu, centres[::-1]  # cranial first, like the instances
+
+
+def test_low_density_bodies_with_faint_endplates_are_found() -> None:
+    # thick slices: endplates partial-volumed to 100 HU, so no shell encloses the marrow in
+    # sagittal or coronal planes; the axial rings still do
+    hu, centres = _column(5, marrow_hu=80.0, endplate_hu=100.0)
+    bone = bone_mask(hu)
+    spine = np.array([CENTRE, CENTRE, float(np.mean(centres))])
+    with pytest.raises(NotApplicableError):
+        separate_vertebrae(bone, AFFINE, CRANIAL, spine)
+    assert body_mask(hu, bone)[int(centres[0]), int(CENTRE), int(CENTRE)]
+    inst = separate_vertebrae(bone, AFFINE, CRANIAL, spine, hu=hu)
+    assert len(inst.centroids) == 5
+    np.testing.assert_allclose(inst.centroids[:, 2], centres, atol=2.0)
+
+
+def test_a_disc_fused_in_the_mask_is_split_at_its_endplates() -> None:
+    hu, centres = _column(4, marrow_hu=230.0, endplate_hu=1000.0, disc_mm=5.0)
+    bone = hu > 60.0  # the discs are bone in this mask: every body fused with its neighbours
+    spine = np.array([CENTRE, CENTRE, float(np.mean(centres))])
+    fused = separate_vertebrae(bone, AFFINE, CRANIAL, spine)
+    assert len(fused.centroids) < 4
+    inst = separate_vertebrae(bone, AFFINE, CRANIAL, spine, hu=hu)
+    assert len(inst.centroids) == 4
+    np.testing.assert_allclose(inst.centroids[:, 2], centres, atol=3.0)
+
+
+def test_split_at_endplates_needs_a_plate_across_the_core() -> None:
+    hu = np.full((40, 20, 20), 200.0, dtype=np.float32)
+    cores = np.zeros(hu.shape, dtype=np.int32)
+    cores[2:38, 2:18, 2:18] = 1
+    same, n = split_at_endplates(cores, hu, 1.0, min_piece_mm3=500.0)
+    assert n == 1 and (same == 1).sum() == (cores == 1).sum()
+    spotty = hu.copy()
+    spotty[20, 5:9, 5:9] = 900.0  # a bright spot that does not span the core
+    _, n = split_at_endplates(cores, spotty, 1.0, min_piece_mm3=500.0)
+    assert n == 1
+    plate = hu.copy()
+    plate[19:21] = 900.0  # an endplate across the core
+    halves, n = split_at_endplates(cores, plate, 1.0, min_piece_mm3=500.0)
+    assert n == 2
+    assert set(np.unique(halves[5])) == {0, 1} and set(np.unique(halves[34])) == {0, 2}
+    dark = hu.copy()
+    dark[18:22] = 85.0  # a disc band in normal marrow
+    _, n = split_at_endplates(cores, dark, 1.0, min_piece_mm3=500.0)
+    assert n == 2
+
+
+def test_the_spinal_canal_is_not_filled_even_where_the_body_ring_opens_into_it() -> None:
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    body = np.hypot(yy - 24.0, xx - CENTRE) <= 15.0  # rows grow posterior
+    canal = np.hypot(yy - 46.0, xx - CENTRE) <= 7.0
+    ring = (np.hypot(yy - 24.0, xx - CENTRE) > 14.0) & body
+    ring |= (np.hypot(yy - 46.0, xx - CENTRE) > 6.0) & canal
+    hu = np.full((12, SIZE, SIZE), 40.0, dtype=np.float32)
+    hu[:, body] = 120.0
+    hu[:, canal] = 12.0
+    hu[:, ring] = 1000.0
+    hu[6:, 38:41, int(CENTRE) - 3 : int(CENTRE) + 4] = 120.0  # body wall open towards the canal
+    filled = body_mask(hu, np.zeros(hu.shape, dtype=bool))
+    assert filled[3, 24, int(CENTRE)] and not filled[3, 46, int(CENTRE)]
+    assert not filled[9, 46, int(CENTRE)]
