@@ -139,7 +139,10 @@ def label_levels(inst: Instances, affine: npt.ArrayLike, cranial: FloatArray) ->
                 )
                 conf = 0.6
         else:
-            warnings.append("no ribs in view: levels counted from the sacrum only")
+            warnings.append(
+                "no ribs in view: levels counted from the sacrum only (a sixth lumbar vertebra "
+                "or a sacralised L5 cannot be ruled out; verify the level names)"
+            )
     elif ribs:
         names = _count_up(n, max(ribs), "T12")
         conf = 0.75
