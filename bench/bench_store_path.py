@@ -1,6 +1,7 @@
 """Per-instance cost of the SCP's durable path, step by step, without the network.
 
-Run: ``.venv/bin/python bench/bench_store_path.py [--instances 100] [--size 512]``
+Run: ``.venv/bin/python bench/bench_store_path.py [--instances 100] [--size 512]
+[--spool-files 20000]``
 
 For ``--instances`` synthetic CT slices (``--size`` × ``--size``, Explicit VR LE) it times, per
 instance (median and mean, ms), each step the C-STORE handler runs between the last PDU and the
@@ -10,6 +11,9 @@ folder fsync; the folder fsync also on its own), and the receipt transaction, co
 SCP does (``synchronous = NORMAL``, :data:`storage.database.DEFERRED_DURABILITY`) and, for
 comparison, with ``synchronous = FULL``. The spool and the job log are in a temporary folder
 on the same file system as ``--tmp`` (default: the system's temporary folder).
+
+Then the start-up reconciliation's scan (:func:`storage.reconcile.unrecorded_files`) over a spool of
+``--spool-files`` small files, every one recorded in the job log: the time it adds to every start.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from node.spoolfile import Provenance, content_sha256, encode_file_meta  # noqa:
 from storage import receipts  # noqa: E402
 from storage.database import create_database_engine  # noqa: E402
 from storage.joblog import JobLog  # noqa: E402
+from storage.reconcile import unrecorded_files  # noqa: E402
 from storage.records import InstanceReceipt  # noqa: E402
 from storage.spool import Spool  # noqa: E402
 
@@ -137,16 +142,44 @@ def run(work: Path, streams: list[bytes]) -> None:
     print(f"  {'sum of the steps used':<44} median {total:6.3f} ms")
 
 
+def startup_scan(work: Path, count: int) -> None:
+    """Seconds :func:`unrecorded_files` takes over ``count`` recorded spool files."""
+    spool = Spool(work / "scan-spool")
+    study = "1.2.826.0.1.3680043.8.498.77"
+    joblog = JobLog.open(f"sqlite:///{work / 'scan.db'}")
+    for index in range(count):
+        series = f"{study}.{index // 300 + 1}"
+        sop = f"{series}.{index % 300 + 1}"
+        path = spool.instance_path(study, series, sop)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")  # no fsync: only the names matter here
+        digest = content_sha256(SYNTAX, b"x")
+        joblog.record_instance(
+            InstanceReceipt(study, series, sop, "1.2.840.10008.5.1.4.1.1.2", "CT", "BENCH",
+                            "127.0.0.1", str(path), digest, 1, datetime.now(UTC))
+        )  # fmt: skip
+    started = time.perf_counter()
+    missing = unrecorded_files(joblog, spool)
+    seconds = time.perf_counter() - started
+    joblog.close()
+    print(
+        f"start-up scan of {count} recorded spool files: {seconds:.2f} s ({len(missing)} missing)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--tmp", type=Path, default=None)
+    parser.add_argument("--spool-files", type=int, default=20000)
     args = parser.parse_args()
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.tmp) as tmp:
         work = Path(tmp)
         run(work, data_sets(work / "series", args.instances, args.size))
+        if args.spool_files:
+            startup_scan(work, args.spool_files)
     print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
