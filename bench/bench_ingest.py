@@ -7,9 +7,10 @@ Run: ``.venv/bin/python bench/bench_ingest.py [--slices 300] [--size 512] [--rep
 2. Sends it with DCMTK ``storescu`` (a C++ sender, so the sender is not the bottleneck) to each
    receiver on 127.0.0.1, all with ``TCP_NODELAY=1``: ``spinenode serve`` (spool with fsync +
    job log row per instance), Orthanc (its own storage and index), ``storescp`` (writes files, no
-   fsync). Prints images/s per receiver (best of ``--repeat``), the receiver process's CPU time
-   per image in that run, and the ratios node/peer, for one association and for several at once
-   (the series shared out among them), with the load average (the machine may be shared).
+   fsync). Prints images/s per receiver (best of ``--repeat`` runs, taken in turns with the other
+   receivers), the receiver process's CPU time per image in that run, and the ratios node/peer,
+   for one association and for several at once (the series shared out among them), with the load
+   average (the machine may be shared).
 3. When the default analyzer loads, a lumbar phantom of the same size (1.0 × 0.8 × 0.8 mm) goes
    Orthanc → node → Orthanc; prints the time from the last C-STORE received by the node to the
    job being DONE (every result acknowledged by Orthanc), by phase and by analysis stage.
@@ -306,13 +307,20 @@ def main() -> None:
         for parallel in args.associations:
             folders = split(files, parallel, work)
             print(f"{parallel} association(s) at once:")
-            rates: dict[str, float] = {}
-            for name, ingest in (
+            receivers = (
                 ("spinenode", ingest_node),
                 ("orthanc", ingest_orthanc),
                 ("storescp", ingest_storescp),
-            ):
-                seconds, cpu = min(ingest(work, folders, run) for run in range(args.repeat))
+            )
+            # Round robin (node, Orthanc, storescp, node, ...): on a shared machine every receiver
+            # meets the same moments of load, which keeps the ratios fair.
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in receivers}
+            for run in range(args.repeat):
+                for name, ingest in receivers:
+                    runs[name].append(ingest(work, folders, run))
+            rates: dict[str, float] = {}
+            for name, _ in receivers:
+                seconds, cpu = min(runs[name])
                 rates[name] = len(files) / seconds
                 print(
                     f"  {name:<10} {rates[name]:8.1f} images/s"
