@@ -45,6 +45,22 @@ def test_cortex_weighting_keeps_a_touching_process_with_its_own_vertebra() -> No
     assert np.all(weighted[~bone] == 0)
 
 
+def test_a_thin_dark_gap_the_mask_bridges_is_a_barrier() -> None:
+    """Walls too dim to count as cortex (400 HU): the 1-voxel gap between them (150 HU) is what
+    keeps the arm's tip with its own vertebra; without the gap the tip goes to the one it
+    touches. The gap overhangs the arm by a voxel: at a gap's rim the closing sees soft tissue
+    and the gap is not weighted, so the rim must not touch the arm."""
+    bone, markers, hu = _touching_process()
+    hu[3:9, 54, 4:10] = 400.0  # the arm's end wall
+    bone[2:10, 55, 3:11] = True
+    hu[2:10, 55, 3:11] = 150.0  # the gap, inside the bone mask
+    hu[2:10, 56, 3:11] = 400.0  # B's wall
+    tip = (slice(4, 8), slice(47, 54), slice(5, 9))
+    assert np.all(geodesic_labels(bone, markers, SPACING, hu)[tip] == 1)
+    hu[2:10, 55, 3:11] = 400.0  # no gap
+    assert np.all(geodesic_labels(bone, markers, SPACING, hu)[tip] == 2)
+
+
 def test_every_connected_bone_voxel_is_labelled_and_detached_bone_is_left() -> None:
     bone, markers, hu = _touching_process()
     connected = bone.copy()
