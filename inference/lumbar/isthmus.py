@@ -31,6 +31,10 @@ MAX_OFFSET_MM = 2.5
 MIN_SECTION_MM2 = 12.0  # smaller than any pedicle a 4.5 mm screw could enter
 S1_PTA_DEG = 35.0  # S1 pedicle axis ≈ 35–40° convergent, PSA ≈ 0 (Zindrick; ALGORITHMS.md)
 S1_SEARCH_DEG = 5.0  # the corridor search around that prior (the sacrum is roomy everywhere)
+NARROW = 1.5  # sections up to this × the isthmus area belong to the pedicle's narrow part
+SUBVOXEL_ORDER = 1  # centroid sections: the mask interpolated and cut at 0.5 (sub-voxel)
+FIT_HALF_MM = 8.0  # the centroid line is fitted within this distance of the isthmus
+AGREE_DEG = 4.0  # the centroid line is trusted when the widest corridor agrees with it this well
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +54,18 @@ class Channel:
 
 
 def _section(
-    inside: VolumeSampler, centre: FloatArray, u: FloatArray, v: FloatArray, half: float
+    inside: VolumeSampler,
+    centre: FloatArray,
+    u: FloatArray,
+    v: FloatArray,
+    half: float,
+    *,
+    order: int = 0,
 ) -> np.ndarray:
     """0/1 image of the mask on the plane centre + i·u + j·v, |i|,|j| ≤ half (GRID_MM pixels)."""
     g = np.arange(-half, half + 1e-9, GRID_MM)
     pts = centre + g[:, None, None] * v + g[None, :, None] * u
-    return (inside(pts.reshape(-1, 3), order=0) > 0.5).reshape(g.size, g.size)
+    return (inside(pts.reshape(-1, 3), order=order) > 0.5).reshape(g.size, g.size)
 
 
 def _component_at(image: np.ndarray, reach_px: int = 6) -> tuple[np.ndarray, bool]:
@@ -165,9 +175,14 @@ def _run_from(ok: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
 
 
 def _profile(
-    inside: VolumeSampler, point: FloatArray, direction: FloatArray, max_offset: float = 2.5
+    inside: VolumeSampler,
+    point: FloatArray,
+    direction: FloatArray,
+    max_offset: float = 2.5,
+    order: int = 0,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Areas and centroids of the axis-connected sections ⊥ ``direction`` around ``point``."""
+    """Areas and centroids of the axis-connected sections ⊥ ``direction`` around ``point``
+    (``order`` 1: the mask interpolated and cut at 0.5, a sub-voxel outline)."""
     u, v = perpendicular_basis(direction)
     ts = np.arange(-12.0, 12.0 + 1e-9, GRID_MM)
     areas = np.full(ts.size, np.inf)
@@ -176,7 +191,7 @@ def _profile(
     g = np.arange(-half, half + 1e-9, GRID_MM)
     for i, t in enumerate(ts):
         centre = point + t * direction
-        comp, found = _component_at(_section(inside, centre, u, v, half))
+        comp, found = _component_at(_section(inside, centre, u, v, half, order=order))
         if not found:
             continue
         rows, cols = np.nonzero(comp)
@@ -254,6 +269,32 @@ def corridor_axis(
     return best
 
 
+def centroid_line(
+    inside: VolumeSampler, point: FloatArray, direction: FloatArray
+) -> tuple[FloatArray, FloatArray, float, float]:
+    """(isthmus centroid, unit axis, isthmus area mm²): sections ⊥ ``direction`` around
+    ``point``; the isthmus is the smallest of the contiguous pedicle run and the axis the line
+    fitted through the centroids of the narrow part around it (area < ``NARROW`` × the isthmus,
+    within ±``FIT_HALF_MM``), where the pedicle is a tube of its own, clear of the body and the
+    processes. The centroids follow the medial and lateral walls (and the upper and lower), so
+    the axis is the pedicle's, not merely one that clears its narrowest wall."""
+    ts, areas, cents = _profile(inside, point, direction, order=SUBVOXEL_ORDER)
+    areas = _run_around_seed(areas)
+    if not np.isfinite(areas).any():
+        raise InferenceError("pedicle lost while searching the isthmus")
+    k = int(np.argmin(areas))
+    narrow = _run_from(areas < NARROW * areas[k], k) & (np.abs(ts - ts[k]) <= FIT_HALF_MM)
+    span = float(np.ptp(ts[narrow]))
+    if narrow.sum() < 5:
+        return cents[k], direction, float(areas[k]), span
+    pts = cents[narrow]
+    centre = pts.mean(axis=0)
+    axis = unit(np.linalg.svd(pts - centre, full_matrices=False)[2][0])
+    axis = axis if axis @ direction > 0 else -axis
+    foot = centre + ((cents[k] - centre) @ axis) * axis
+    return foot, axis, float(areas[k]), span
+
+
 def pedicle_axis(
     inside: VolumeSampler,
     phi: SignedDistance,
@@ -263,29 +304,67 @@ def pedicle_axis(
 ) -> tuple[FloatArray, FloatArray, float]:
     """(isthmus centroid, unit axis pointing anterior, isthmus area mm²) of the pedicle.
 
-    Start from the coronal track (``sacral``: the S1 track and prior); then alternate: isthmus =
-    smallest section ⊥ the axis (within the contiguous pedicle run), axis = widest corridor
-    through the isthmus centroid (S1: within ``S1_SEARCH_DEG`` of the prior).
+    Start from the coronal track (``sacral``: the S1 track and prior). Two estimates, each
+    alternating with the isthmus (smallest section ⊥ the axis in the contiguous pedicle run):
+    the line through the section centroids of the pedicle's narrow part (:func:`centroid_line`)
+    and the widest corridor through the isthmus centroid (:func:`corridor_axis`). The centroid
+    line follows the pedicle's walls, while the corridor is blind to tilts along the pedicle's
+    long section axis (a tall pedicle leaves room above and below), so the centroid line wins
+    when the two agree within ``AGREE_DEG``; where they disagree the narrow part was too short
+    for a stable fit (wide L5 pedicles) and the corridor is kept. S1: the corridor within
+    ``S1_SEARCH_DEG`` of the prior.
     """
     if sacral:
         point, direction = sacral_track(inside, anatomy, side)
-        half = S1_SEARCH_DEG
-    else:
-        point, direction = coronal_track(inside, anatomy, side)
-        half = 20.0
+        return _corridor_loop(inside, phi, anatomy, (point, direction), sacral=True)
+    start = coronal_track(inside, anatomy, side)
+    corridor = _corridor_loop(inside, phi, anatomy, start, sacral=False)
+    try:
+        fitted, _ = _centroid_loop(inside, anatomy, start)
+    except InferenceError:
+        return corridor
+    agree = float(np.degrees(np.arccos(np.clip(fitted[1] @ corridor[1], -1.0, 1.0))))
+    return fitted if agree <= AGREE_DEG else corridor
+
+
+def _centroid_loop(
+    inside: VolumeSampler, anatomy: VertebraAnatomy, start: tuple[FloatArray, FloatArray]
+) -> tuple[tuple[FloatArray, FloatArray, float], float]:
+    """Alternate isthmus and centroid-line fit (see :func:`centroid_line`) from ``start``;
+    returns the axis and the length (mm) of the narrow part it was fitted on."""
+    point, direction = start
+    area, span = float("nan"), 0.0
+    for _ in range(4):
+        point, direction, area, span = centroid_line(inside, point, direction)
+        if direction @ anatomy.frame.a < 0:
+            direction = -direction
+    return (point, direction, area), span
+
+
+def _corridor_loop(
+    inside: VolumeSampler,
+    phi: SignedDistance,
+    anatomy: VertebraAnatomy,
+    start: tuple[FloatArray, FloatArray],
+    *,
+    sacral: bool,
+) -> tuple[FloatArray, FloatArray, float]:
+    """Alternate isthmus (smallest section ⊥ the axis) and widest corridor through it
+    (within ±20°; S1: within ``S1_SEARCH_DEG`` of the prior, ``start``'s direction)."""
+    point, direction = start
     prior = direction
+    half = S1_SEARCH_DEG if sacral else 20.0
     area = float("nan")
     for _ in range(3):
         _, areas, cents = _profile(inside, point, direction)
         areas = _run_around_seed(areas)
         if not np.isfinite(areas).any():
-            raise InferenceError(f"{side} pedicle lost while searching the isthmus", str(side))
+            raise InferenceError("pedicle lost while searching the isthmus")
         k = int(np.argmin(areas))
         area = float(areas[k])
         point = cents[k]
         # S1: always around the prior (repeated small steps would add up)
-        if half > 0:
-            direction = corridor_axis(phi, point, prior if sacral else direction, half)
+        direction = corridor_axis(phi, point, prior if sacral else direction, half)
         if direction @ anatomy.frame.a < 0:
             direction = -direction
     return point, direction, area
@@ -301,6 +380,13 @@ def channel(
     """The pedicle axis and its bone channel: entry = first bone crossing from posterior, exit =
     where the axis leaves the anterior body cortex (``sacral``: S1, see :func:`pedicle_axis`)."""
     point, direction, area = pedicle_axis(inside, phi, anatomy, side, sacral)
+    return channel_along(inside, point, direction, area)
+
+
+def channel_along(
+    inside: VolumeSampler, point: FloatArray, direction: FloatArray, area: float
+) -> Channel:
+    """The bone channel of the axis through the isthmus ``point`` along ``direction``."""
     back = ray_exit(inside, point, -direction, 80.0, 0.25)
     front = ray_exit(inside, point, direction, 120.0, 0.25)
     return Channel(

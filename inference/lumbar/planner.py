@@ -18,12 +18,14 @@ from inference.geometry import (
 )
 from inference.grading import FacetJoint, Screw, babu_grade, gertzbein_robbins
 from inference.lumbar.catalogue import fit_diameter, next_smaller, snap_length
-from inference.lumbar.frames import VertebraAnatomy, screw_angles
-from inference.lumbar.isthmus import Channel, channel
+from inference.lumbar.frames import VertebraAnatomy, direction_from_angles, screw_angles
+from inference.lumbar.isthmus import Channel, channel, channel_along
 from inference.results import ScrewPlan, Side
 from inference.settings import PlanningSettings
 
 logger = logging.getLogger(__name__)
+
+SYMMETRY_SLACK_MM = 0.5  # a side keeps its own axis if the mean one loses more room than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,12 @@ class Draft:
 def initial_draft(model: VertebraModel, side: Side, settings: PlanningSettings) -> Draft:
     """Channel, length (insertion ratio × channel, snapped down) and fitting diameter."""
     ch = channel(model.inside, model.phi, model.anatomy, side, sacral=model.level == "S1")
+    return sized(model, side, ch, settings)
+
+
+def sized(model: VertebraModel, side: Side, ch: Channel, settings: PlanningSettings) -> Draft:
+    """The draft screw in channel ``ch``: length = insertion ratio × channel snapped down, the
+    largest diameter that fits the pedicle's room with the cortical margin."""
     length = snap_length(ch.length, settings.insertion_ratio, settings.lengths_mm)
     if length is None:
         if ch.length - 2.0 < settings.lengths_mm[0]:
@@ -157,6 +165,36 @@ def _pt(p: FloatArray) -> tuple[float, float, float]:
     return (float(p[0]), float(p[1]), float(p[2]))
 
 
+def symmetric(
+    model: VertebraModel, drafts: dict[Side, Draft], settings: PlanningSettings
+) -> dict[Side, Draft]:
+    """Both axes turned to the mean of their (PTA, PSA) in the vertebra frame.
+
+    Left and right pedicles mirror each other about the midsagittal plane, so averaging halves
+    each side's own error. A side keeps its own axis where the mean one has clearly less room.
+    """
+    frame = model.anatomy.frame
+    angles = {
+        side: screw_angles(frame, d.channel.entry, d.channel.exit, side)
+        for side, d in drafts.items()
+    }
+    pta = float(np.mean([a[0] for a in angles.values()]))
+    psa = float(np.mean([a[1] for a in angles.values()]))
+    out: dict[Side, Draft] = {}
+    for side, draft in drafts.items():
+        ch = draft.channel
+        d = direction_from_angles(frame, pta, psa, side)
+        new = channel_along(model.inside, ch.isthmus, d, ch.isthmus_area_mm2)
+        if new.radius_mm < ch.radius_mm - SYMMETRY_SLACK_MM:
+            out[side] = draft
+            continue
+        try:
+            out[side] = sized(model, side, new, settings)
+        except InferenceError:
+            out[side] = draft
+    return out
+
+
 def plan_vertebra(
     model: VertebraModel, settings: PlanningSettings, joints: dict[Side, FacetJoint | None]
 ) -> tuple[list[ScrewPlan], list[str]]:
@@ -168,6 +206,8 @@ def plan_vertebra(
             drafts[side] = initial_draft(model, side, settings)
         except InferenceError as exc:
             warnings.append(f"{model.level} {side}: not planned ({exc})")
+    if len(drafts) == 2:
+        drafts = symmetric(model, drafts, settings)
     drafts = correct(model, drafts, settings)
     plans = [finish(model, d, joints.get(side)) for side, d in drafts.items()]
     return plans, warnings

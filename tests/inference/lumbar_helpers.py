@@ -27,13 +27,27 @@ def _to_local(frame: Frame, pts: npt.NDArray[np.float64]) -> npt.NDArray[np.floa
 
 
 def _tube(
-    local: npt.NDArray[np.float64], p0: np.ndarray, d: np.ndarray, r: float, *, t0: float, t1: float
+    local: npt.NDArray[np.float64],
+    p0: np.ndarray,
+    d: np.ndarray,
+    r: float,
+    *,
+    t0: float,
+    t1: float,
+    tall: float = 1.0,
+    flare: float = 0.3,
 ) -> np.ndarray:
+    """An hourglass tube along ``d`` through ``p0``; ``tall`` stretches its section along the
+    local cranial axis (a pedicle taller than wide)."""
     rel = local - p0
     t = rel @ d
-    radial = np.linalg.norm(rel - t[:, None] * d, axis=1)
-    flare = 0.3 * np.maximum(np.abs(t) - 2.0, 0.0)  # an hourglass: the isthmus is at p0
-    return (radial <= r + flare) & (t >= t0) & (t <= t1)
+    radial = rel - t[:, None] * d
+    up = np.array([0.0, 0.0, 1.0]) - d[2] * d
+    up /= np.linalg.norm(up)
+    h = radial @ up
+    w = np.linalg.norm(radial - h[:, None] * up, axis=1)
+    widen = flare * np.maximum(np.abs(t) - 2.0, 0.0)  # an hourglass: the isthmus is at p0
+    return (np.hypot(w, h / tall) <= r + widen) & (t >= t0) & (t <= t1)
 
 
 def make_vertebra(
@@ -42,6 +56,9 @@ def make_vertebra(
     psa_deg: float = 0.0,
     pedicle_radius: float = 4.5,
     spacing: float = 1.0,
+    *,
+    pedicle_tall: float = 1.0,
+    pedicle_flare: float = 0.3,
 ) -> AnalyticVertebra:
     """A vertebra whose frame is LPS rotated by ``rotation_deg`` (xyz Euler), on a grid (LPS)."""
     rot = Rotation.from_euler("xyz", rotation_deg, degrees=True).as_matrix()
@@ -73,7 +90,9 @@ def make_vertebra(
             + np.tan(np.radians(psa_deg)) * np.array([0.0, 0.0, 1.0])
         )
         p0 = np.array([sign * 16.0, -23.0, 0.0])
-        mask |= _tube(loc, p0, d, pedicle_radius, t0=-14.0, t1=12.0)
+        mask |= _tube(
+            loc, p0, d, pedicle_radius, t0=-14.0, t1=12.0, tall=pedicle_tall, flare=pedicle_flare
+        )
         isthmus[name] = frame.to_patient(p0)[0]
     return AnalyticVertebra(
         mask.reshape(n, n, n), affine, frame, pta_deg, psa_deg, pedicle_radius, isthmus

@@ -9,6 +9,7 @@ from scipy.spatial.transform import Rotation
 from inference.geometry import Frame, segment_distance
 from inference.lumbar.catalogue import fit_diameter, next_smaller, snap_length
 from inference.lumbar.frames import direction_from_angles, screw_angles, vertebra_anatomy
+from inference.lumbar.isthmus import centroid_line, coronal_track
 from inference.lumbar.planner import VertebraModel, plan_vertebra
 from inference.results import Side
 from inference.settings import PlanningSettings
@@ -107,3 +108,42 @@ def test_correction_loop_steps_the_diameter_down_in_a_thin_pedicle() -> None:
     for p in plans:
         assert p.diameter_mm <= 5.5
         assert p.gr_grade in {"A", "B"}
+
+
+def test_centroid_line_follows_a_tall_pedicle_the_corridor_is_blind_to() -> None:
+    # a straight pedicle 1.8x taller than wide, tilted 8° cranially: the widest corridor can tilt
+    # up and down inside it without losing room, the section centroids cannot
+    v = make_vertebra(
+        (20.0, -10.0, 15.0),
+        pta_deg=15.0,
+        psa_deg=8.0,
+        pedicle_radius=4.0,
+        pedicle_tall=1.8,
+        pedicle_flare=0.0,
+    )
+    anatomy = vertebra_anatomy(v.mask, v.affine, v.frame.s, v.frame.a)
+    model = VertebraModel.build("L3", v.mask, v.affine, anatomy)
+    start = coronal_track(model.inside, anatomy, Side.LEFT)
+    truth = direction_from_angles(v.frame, 15.0, 8.0, Side.LEFT)
+    point, axis = start
+    for _ in range(4):
+        point, axis, _, span = centroid_line(model.inside, point, axis)
+    assert span >= 6.0
+    assert _angle(axis, truth) < 1.5
+    pta, psa = screw_angles(v.frame, point, point + axis, Side.LEFT)
+    assert pta == pytest.approx(15.0, abs=1.5)
+    assert psa == pytest.approx(8.0, abs=1.5)
+
+
+@pytest.mark.parametrize("psa", [8.0, -6.0])
+def test_both_screws_of_a_symmetric_vertebra_get_mirror_image_angles(psa: float) -> None:
+    v = make_vertebra((20.0, -10.0, 15.0), pta_deg=15.0, psa_deg=psa, pedicle_radius=4.0)
+    anatomy = vertebra_anatomy(v.mask, v.affine, v.frame.s, v.frame.a)
+    model = VertebraModel.build("L3", v.mask, v.affine, anatomy)
+    plans, warnings = plan_vertebra(model, PlanningSettings(), {})
+    assert not warnings
+    left, right = sorted(plans, key=lambda p: str(p.side))
+    assert left.pta_deg == pytest.approx(right.pta_deg, abs=0.2)
+    assert left.psa_deg == pytest.approx(right.psa_deg, abs=0.2)
+    assert left.pta_deg == pytest.approx(15.0, abs=3.0)
+    assert left.psa_deg == pytest.approx(psa, abs=3.0)
