@@ -6,7 +6,6 @@ receives in a folder.
 
 from __future__ import annotations
 
-import hashlib
 import ssl
 import subprocess
 import threading
@@ -24,6 +23,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_io.ct_writer import CTSeriesSpec, write_ct_series
+from node.spoolfile import file_content_sha256
 from storage.joblog import JobLog
 from storage.records import InstanceReceipt
 from storage.spool import Spool
@@ -220,7 +220,7 @@ def receive(joblog: JobLog, spool: Spool, paths: Sequence[Path], calling_ae: str
             calling_ae=calling_ae,
             peer_host="127.0.0.1",
             path=str(target),
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=file_content_sha256(target),  # what the SCP records: transfer syntax + data set
             size=len(data),
             received_at=datetime.now(UTC),
         )
