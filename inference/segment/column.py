@@ -57,7 +57,8 @@ def body_mask(
     ok = (area <= MAX_RING_AREA_MM2) & (mean > MARROW_HU) & (dark <= DARK_FRACTION * area)
     keep = np.concatenate([[False], ok])
     # a ring open in one slice (a partial-volumed wall) leaves a gap across the body: close it
-    marrow = ndimage.binary_closing(keep[lab], structure=np.ones((3, 1, 1), dtype=bool))
+    filled = keep[lab]
+    marrow = filled | ndimage.binary_closing(filled, structure=np.ones((3, 1, 1), dtype=bool))
     out: BoolArray = bone | marrow
     return out
 
