@@ -30,6 +30,7 @@ from inference.results import Side
 
 BREACH_TOLERANCE_MM = 0.25
 ENTRY_SKIP_MM = 2.0  # the thread is graded from 2 mm past the entry (ALGORITHMS.md)
+SANDWICH_DEG = 135.0  # joint space: nearest bone of the two vertebrae at least this far apart
 RING = 72  # thread points per turn (every 5°, Screw.surface_points' default)
 GR_LIMITS_MM: tuple[tuple[float, str], ...] = ((2.0, "B"), (4.0, "C"), (6.0, "D"))
 
@@ -158,8 +159,8 @@ def _not_yet_entered(phi: SignedDistance, screw: Screw, values: FloatArray) -> B
 class FacetJoint:
     """The facet joint at risk for one side of one vertebra, on a small grid (patient mm).
 
-    ``joint`` = joint space J (non-bone within ``gap`` of both vertebrae, posterior to the body, on
-    the side); ``facet`` = the lower vertebra's articular bone next to J; ``upper`` = the upper
+    ``joint`` = joint space J (non-bone within ``gap`` of both vertebrae whose nearest bones of the
+    two lie on opposite sides, posterior to the body, on the side); ``facet`` = the lower vertebra's articular bone next to J; ``upper`` = the upper
     vertebra's bone next to J (its inferior articular process).
     """
 
@@ -189,14 +190,12 @@ def facet_joint(
     box = bounding_box((near & upper) | (lower & ndimage.binary_dilation(upper, iterations=2)), 6)
     lo, up = lower[box], upper[box]
     aff = crop_affine(affine, box)
-    d_lo = ndimage.distance_transform_edt(~lo, sampling=spacing)
-    d_up = ndimage.distance_transform_edt(~up, sampling=spacing)
     local = frame.to_local(index_to_mm(aff, np.argwhere(np.ones(lo.shape, dtype=bool)))).reshape(
         *lo.shape, 3
     )
     lateral = local[..., 0] * (-1.0 if side is Side.LEFT else 1.0)
     region = (local[..., 1] < body_back_mm) & (lateral > 2.0)
-    joint = ~lo & ~up & (d_lo <= gap) & (d_up <= gap) & region
+    joint = _sandwiched(lo, up, spacing, gap) & region
     d_joint = ndimage.distance_transform_edt(~joint, sampling=spacing)
     facet = lo & (d_joint <= 1.5) & region  # the articular surface next to the joint
     upper_near = up & (d_joint <= 3.0) & region
@@ -206,6 +205,25 @@ def facet_joint(
         upper=VolumeSampler(upper_near.astype(np.float32), aff, 0.0),
         empty=not bool(joint.any()),
     )
+
+
+def _sandwiched(lo: BoolArray, up: BoolArray, spacing: FloatArray, gap: float) -> BoolArray:
+    """Non-bone voxels within ``gap`` mm of both masks whose nearest ``lo`` and nearest ``up``
+    bone lie on opposite sides (angle > ``SANDWICH_DEG``): the thin gap between two facing
+    articular surfaces, not any place where the two vertebrae merely come close (a lamina edge
+    near the process below, the entry region of a pedicle screw)."""
+    d_lo, i_lo = ndimage.distance_transform_edt(~lo, sampling=spacing, return_indices=True)
+    d_up, i_up = ndimage.distance_transform_edt(~up, sampling=spacing, return_indices=True)
+    cand = ~lo & ~up & (d_lo <= gap) & (d_up <= gap)
+    idx = np.nonzero(cand)
+    here = np.stack(idx).astype(np.float64)
+    to_lo = (i_lo[(slice(None), *idx)] - here) * spacing[:, None]
+    to_up = (i_up[(slice(None), *idx)] - here) * spacing[:, None]
+    norm = np.linalg.norm(to_lo, axis=0) * np.linalg.norm(to_up, axis=0)
+    cos = (to_lo * to_up).sum(axis=0) / np.maximum(norm, 1e-9)
+    out: BoolArray = np.zeros_like(cand)
+    out[idx] = cos < np.cos(np.radians(SANDWICH_DEG))
+    return out
 
 
 def babu_grade(joint: FacetJoint, screw: Screw) -> int:

@@ -129,3 +129,28 @@ def test_a_screw_beside_the_bone_still_breaches_near_its_entry() -> None:
     gr = gertzbein_robbins(phi, screw, FRAME, Side.LEFT)
     assert gr.grade == "E"
     assert gr.direction == "lateral"
+
+
+def test_joint_space_is_the_gap_between_facing_surfaces_not_any_near_miss() -> None:
+    # lower: the body and a facet block (top face z = 5); upper: a 2 mm plate standing on it
+    # 1 mm above (a T-junction). Under the plate the gap is sandwiched between the two bones;
+    # beside the plate's edge the nearest bones lie at right angles: close, but no joint.
+    n = 101
+    affine = _grid(n)
+    pts = _points(affine, (n, n, n))
+    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+    body = (np.abs(x) <= 20) & (y >= -20) & (y <= 0) & (np.abs(z) <= 10)
+    facet = (x >= 8) & (x <= 20) & (y > 0) & (y <= 15) & (z >= -5) & (z <= 5)
+    plate = (x >= 13) & (x <= 15) & (y > 0) & (y <= 15) & (z >= 6) & (z <= 15)
+    shape = (n, n, n)
+    joint = facet_joint(
+        (body | facet).reshape(shape),
+        plate.reshape(shape),
+        affine,
+        frame=FRAME,
+        side=Side.LEFT,
+        body_back_mm=0.0,
+        gap=1.5,
+    )
+    assert joint.joint(np.array([[14.0, 7.0, 5.5]]), order=0)[0] == 1.0  # under the plate
+    assert joint.joint(np.array([[16.0, 7.0, 5.5]]), order=0)[0] == 0.0  # beside its edge
