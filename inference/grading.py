@@ -160,8 +160,9 @@ class FacetJoint:
     """The facet joint at risk for one side of one vertebra, on a small grid (patient mm).
 
     ``joint`` = joint space J (non-bone within ``gap`` of both vertebrae whose nearest bones of the
-    two lie on opposite sides, posterior to the body, on the side); ``facet`` = the lower vertebra's articular bone next to J; ``upper`` = the upper
-    vertebra's bone next to J (its inferior articular process).
+    two lie on opposite sides, posterior to the body, on the side); ``facet`` = the lower
+    vertebra's articular bone next to J; ``upper`` = the upper vertebra's bone next to J (its
+    inferior articular process).
     """
 
     joint: VolumeSampler
