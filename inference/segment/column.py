@@ -18,6 +18,7 @@ from scipy import ndimage
 from inference.geometry import BoolArray
 
 RING_HU = 200.0
+FAINT_RING_HU = 150.0
 MARROW_HU = 40.0
 CSF_HU = 30.0
 DARK_FRACTION = 0.05
@@ -41,25 +42,35 @@ def body_mask(
     (marrow, even osteoporotic, against CSF and fat), at most 5 % of it is below 30 HU (a body
     ring broken towards the canal joins the canal's hole) and its area is at most 3000 mm²
     (not the pelvic inlet); the filled marrow is closed across single-slice gaps along axis 0.
+    Rings are looked for at 150 HU as well, for thin walls blurred across thick slices.
     """
-    dense = ndimage.gaussian_filter(hu, sigma=0.7 / spacing_mm) > RING_HU
+    smooth = ndimage.gaussian_filter(hu, 1.0 / spacing_mm)
+    sharp = ndimage.gaussian_filter(hu, sigma=0.7 / spacing_mm)
+    filled = _marrow_in_rings(sharp > RING_HU, smooth, spacing_mm)
+    # a 0.5 mm wall blurred across a thick slice can dip below 200 HU: rings at 150 HU too
+    filled |= _marrow_in_rings(sharp > FAINT_RING_HU, smooth, spacing_mm)
+    # a ring open in one slice (a partial-volumed wall) leaves a gap across the body: close it
+    marrow = filled | ndimage.binary_closing(filled, structure=np.ones((3, 1, 1), dtype=bool))
+    out: BoolArray = bone | marrow
+    return out
+
+
+def _marrow_in_rings(
+    dense: BoolArray, smooth: npt.NDArray[np.float32], spacing_mm: float
+) -> BoolArray:
+    """Holes of ``dense`` within axial planes that hold marrow (see :func:`body_mask`)."""
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = ndimage.generate_binary_structure(2, 1)
     holes = ndimage.binary_fill_holes(dense, structure=in_plane) & ~dense
     lab, n = ndimage.label(holes, structure=in_plane)
     if n == 0:
-        return bone
+        return np.zeros(dense.shape, dtype=bool)
     ids = np.arange(1, n + 1)
     area = np.asarray(ndimage.sum(holes, lab, ids)) * spacing_mm**2
-    smooth = ndimage.gaussian_filter(hu, 1.0 / spacing_mm)
     mean = np.asarray(ndimage.mean(smooth, lab, ids))
     dark = np.asarray(ndimage.sum(smooth < CSF_HU, lab, ids)) * spacing_mm**2
     ok = (area <= MAX_RING_AREA_MM2) & (mean > MARROW_HU) & (dark <= DARK_FRACTION * area)
-    keep = np.concatenate([[False], ok])
-    # a ring open in one slice (a partial-volumed wall) leaves a gap across the body: close it
-    filled = keep[lab]
-    marrow = filled | ndimage.binary_closing(filled, structure=np.ones((3, 1, 1), dtype=bool))
-    out: BoolArray = bone | marrow
+    out: BoolArray = np.concatenate([[False], ok])[lab]
     return out
 
 

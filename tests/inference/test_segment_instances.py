@@ -112,3 +112,11 @@ def test_the_spinal_canal_is_not_filled_even_where_the_body_ring_opens_into_it()
     filled = body_mask(hu, np.zeros(hu.shape, dtype=bool))
     assert filled[3, 24, int(CENTRE)] and not filled[3, 46, int(CENTRE)]
     assert not filled[9, 46, int(CENTRE)]
+
+
+def test_a_faint_wall_still_closes_the_ring() -> None:
+    hu, centres = _column(2, marrow_hu=80.0, endplate_hu=100.0)
+    hu[hu == 1000.0] = 360.0  # a thin wall: about 170 HU after the 0.7 mm smoothing
+    filled = body_mask(hu, np.zeros(hu.shape, dtype=bool))
+    assert filled[int(centres[0]), int(CENTRE), int(CENTRE)]
+    assert not filled[2, int(CENTRE), int(CENTRE)]  # below the column: muscle, no ring
