@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from storage.errors import StorageError
@@ -148,3 +150,16 @@ def _redacted(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<invalid URL>"
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session], read_only: bool = False) -> Iterator[Session]:
+    """One job-log transaction (``read_only``: no write lock is taken); a database error becomes
+    :class:`StorageError`."""
+    try:
+        with sessions.begin() as session:
+            if read_only:
+                session.connection(execution_options={READ_ONLY: True})
+            yield session
+    except SQLAlchemyError as exc:
+        raise StorageError(f"job log error: {exc}", type(exc).__name__) from exc

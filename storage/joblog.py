@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import outbox, queries, receipts
 from storage.common import apply_transition, aware, get_job, utcnow
-from storage.database import READ_ONLY, create_database_engine
+from storage.database import create_database_engine, transaction
 from storage.errors import InvalidTransitionError, LeaseLostError, StorageError
 from storage.models import Delivery, Instance, Job, JobEvent, StageTiming
 from storage.models import Worker as WorkerRow
@@ -79,15 +79,8 @@ class JobLog:
     def engine(self) -> Engine:
         return self._engine
 
-    @contextmanager
-    def _transaction(self, read_only: bool = False) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                if read_only:
-                    session.connection(execution_options={READ_ONLY: True})
-                yield session
-        except SQLAlchemyError as exc:
-            raise StorageError(f"job log error: {exc}", type(exc).__name__) from exc
+    def _transaction(self, read_only: bool = False) -> AbstractContextManager[Session]:
+        return transaction(self._sessions, read_only)
 
     # -- receiving -------------------------------------------------------------------------
 

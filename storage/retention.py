@@ -18,19 +18,17 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, Engine, delete, exists, func, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.common import aware, utcnow
-from storage.database import READ_ONLY
-from storage.errors import StorageError
+from storage.database import transaction
 from storage.models import (
     Delivery,
     Instance,
@@ -103,15 +101,8 @@ class RetentionStore:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.spool_root = Path(spool_root).absolute()
 
-    @contextmanager
-    def _transaction(self, read_only: bool = False) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                if read_only:
-                    session.connection(execution_options={READ_ONLY: True})
-                yield session
-        except SQLAlchemyError as exc:
-            raise StorageError(f"job log error: {exc}", type(exc).__name__) from exc
+    def _transaction(self, read_only: bool = False) -> AbstractContextManager[Session]:
+        return transaction(self._sessions, read_only)
 
     # -- the spool -------------------------------------------------------------------------
 
