@@ -79,27 +79,54 @@ def extract_body(mask: BoolArray, spacing: FloatArray) -> BoolArray:
     return body
 
 
-def _endplate_normal(points: FloatArray, s0: FloatArray, superior: bool) -> FloatArray:
-    """Normal (≈ s0) of a plane fitted to the top (or bottom) surface of the body points."""
-    u1 = unit(np.cross(s0, [1.0, 0.0, 0.0] if abs(s0[0]) < 0.9 else [0.0, 1.0, 0.0]))
-    u2 = np.cross(s0, u1)
-    c = points.mean(axis=0)
-    u, v, h = (points - c) @ u1, (points - c) @ u2, (points - c) @ s0
-    radius = np.hypot(u, v)
-    keep = radius < 0.6 * np.percentile(radius, 95)
-    cell = np.floor(u[keep] / 2.0).astype(np.int64) * 100003 + np.floor(v[keep] / 2.0).astype(
-        np.int64
-    )
-    hk = h[keep] if superior else -h[keep]
-    order = np.lexsort((-hk, cell))
+def _cell_ids(u: FloatArray, v: FloatArray) -> npt.NDArray[np.int64]:
+    """2 mm × 2 mm cell id of in-plane coordinates (mm)."""
+    return np.floor(u / 2.0).astype(np.int64) * 100003 + np.floor(v / 2.0).astype(np.int64)
+
+
+def _column_tops(cell: npt.NDArray[np.int64], h: FloatArray) -> npt.NDArray[np.intp]:
+    """Index of the highest ``h`` in each cell."""
+    order = np.lexsort((-h, cell))
     first = np.ones(order.size, dtype=bool)
     first[1:] = cell[order][1:] != cell[order][:-1]
-    pick = np.nonzero(keep)[0][order[first]]
-    if pick.size < 6:
+    return order[first]
+
+
+def _endplate_normal(
+    points: FloatArray, s0: FloatArray, superior: bool, surface: FloatArray | None = None
+) -> FloatArray:
+    """Normal (≈ s0) of a plane fitted to the top (or bottom) surface of the body.
+
+    ``points`` (the opened body) choose the central columns; the surface height in each column
+    is taken from ``surface`` (the whole vertebra mask's points), up to 3 mm above the body's
+    top there: the opening rounds the body's corners by its radius, unevenly front to back,
+    which would tilt the plane.
+    """
+    u1 = unit(np.cross(s0, [1.0, 0.0, 0.0] if abs(s0[0]) < 0.9 else [0.0, 1.0, 0.0]))
+    u2 = np.cross(s0, u1)
+    sign = 1.0 if superior else -1.0
+    c = points.mean(axis=0)
+    u, v, h = (points - c) @ u1, (points - c) @ u2, sign * ((points - c) @ s0)
+    radius = np.hypot(u, v)
+    keep = radius < 0.6 * np.percentile(radius, 95)
+    cell = _cell_ids(u[keep], v[keep])
+    top = _column_tops(cell, h[keep])
+    cells, heights = cell[top], h[keep][top]
+    if surface is not None and surface.shape[0] > 0:
+        su, sv, sh = (surface - c) @ u1, (surface - c) @ u2, sign * ((surface - c) @ s0)
+        scell = _cell_ids(su, sv)
+        at = np.clip(np.searchsorted(cells, scell), 0, cells.size - 1)
+        ok = (cells[at] == scell) & (sh >= heights[at]) & (sh <= heights[at] + 3.0)
+        stop = _column_tops(scell[ok], sh[ok])
+        picked = surface[ok][stop]
+    else:
+        picked = points[keep][top]
+    if picked.shape[0] < 6:
         return s0
-    design = np.column_stack([u[pick], v[pick], np.ones(pick.size)])
-    target = h[pick]
-    good = np.ones(pick.size, dtype=bool)
+    q = picked - c
+    design = np.column_stack([q @ u1, q @ u2, np.ones(q.shape[0])])
+    target = q @ s0
+    good = np.ones(q.shape[0], dtype=bool)
     for _ in range(3):  # trim cells whose top point is not on the endplate (rim, cut cells)
         coef, *_ = np.linalg.lstsq(design[good], target[good], rcond=None)
         residual = np.abs(design @ coef - target)
@@ -126,14 +153,15 @@ def vertebra_anatomy(
     body = extract_body(mask, spacing)
     pts = index_to_mm(aff, np.argwhere(body))
     rest = index_to_mm(aff, np.argwhere(mask & ~body))
+    surface = np.concatenate([pts, rest])
     centroid = pts.mean(axis=0)
     s = unit(cranial_hint)
     for _ in range(3):
-        n_sup = _endplate_normal(pts, s, superior=True)
+        n_sup = _endplate_normal(pts, s, superior=True, surface=surface)
         if superior_only:
             s = n_sup
             continue
-        n_inf = _endplate_normal(pts, s, superior=False)
+        n_inf = _endplate_normal(pts, s, superior=False, surface=surface)
         s = unit(n_sup + n_inf)
     if rest.shape[0] > 0:
         anterior = centroid - rest.mean(axis=0)
