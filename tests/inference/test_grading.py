@@ -69,15 +69,22 @@ def test_gr_thresholds() -> None:
 def _joint_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lower vertebra: a body block in front and a facet block behind on the left; the upper
     vertebra's articular block sits 2 mm cranial to the facet block (the joint space)."""
-    n = 101
+    lower, (x, y, z), affine = _lower_vertebra()
+    upper = (x >= 8) & (x <= 20) & (y > 0) & (y <= 15) & (z >= 7) & (z <= 15)
+    return lower, upper.reshape(lower.shape), affine
+
+
+def _lower_vertebra(
+    n: int = 101,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """A body block in front (LPS y ≤ 0) and a left facet block behind it (top face z = 5) on an
+    n³ grid; also the LPS x, y, z of every voxel (flat) and the affine."""
     affine = _grid(n)
     pts = _points(affine, (n, n, n))
     x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
     body = (np.abs(x) <= 20) & (y >= -20) & (y <= 0) & (np.abs(z) <= 10)
     facet = (x >= 8) & (x <= 20) & (y > 0) & (y <= 15) & (z >= -5) & (z <= 5)
-    upper = (x >= 8) & (x <= 20) & (y > 0) & (y <= 15) & (z >= 7) & (z <= 15)
-    shape = (n, n, n)
-    return (body | facet).reshape(shape), upper.reshape(shape), affine
+    return (body | facet).reshape((n, n, n)), (x, y, z), affine
 
 
 @pytest.mark.parametrize(
@@ -135,17 +142,11 @@ def test_joint_space_is_the_gap_between_facing_surfaces_not_any_near_miss() -> N
     # lower: the body and a facet block (top face z = 5); upper: a 2 mm plate standing on it
     # 1 mm above (a T-junction). Under the plate the gap is sandwiched between the two bones;
     # beside the plate's edge the nearest bones lie at right angles: close, but no joint.
-    n = 101
-    affine = _grid(n)
-    pts = _points(affine, (n, n, n))
-    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
-    body = (np.abs(x) <= 20) & (y >= -20) & (y <= 0) & (np.abs(z) <= 10)
-    facet = (x >= 8) & (x <= 20) & (y > 0) & (y <= 15) & (z >= -5) & (z <= 5)
+    lower, (x, y, z), affine = _lower_vertebra()
     plate = (x >= 13) & (x <= 15) & (y > 0) & (y <= 15) & (z >= 6) & (z <= 15)
-    shape = (n, n, n)
     joint = facet_joint(
-        (body | facet).reshape(shape),
-        plate.reshape(shape),
+        lower,
+        plate.reshape(lower.shape),
         affine,
         frame=FRAME,
         side=Side.LEFT,
