@@ -7,13 +7,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
-from storage.models import Base
-
-#: A scratch PostgreSQL database (its tables are dropped!), e.g.
+#: A scratch PostgreSQL database (everything in its ``public`` schema is dropped!), e.g.
 #: postgresql+psycopg://postgres@127.0.0.1:5432/spinenode_test; unset: those cases are skipped.
+#: scripts/test.sh starts a throwaway cluster and sets it (scripts/pg_scratch.sh).
 POSTGRES_ENV = "SPINENODE_TEST_POSTGRES_URL"
+
+
+def postgres_url() -> str:
+    """The scratch PostgreSQL database, emptied; skips the test when none is configured."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"set {POSTGRES_ENV} to a scratch PostgreSQL database to run this case")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -22,10 +34,4 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'jobs.db'}"
         return
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"set {POSTGRES_ENV} to a scratch PostgreSQL database to run this case")
-    engine = create_engine(url)
-    Base.metadata.drop_all(engine)
-    engine.dispose()
-    yield url
+    yield postgres_url()
