@@ -11,12 +11,12 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from storage.errors import StorageError
-from storage.models import SCHEMA_VERSION, Base, SchemaInfo
+from storage.migrations import prepare_schema
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +111,7 @@ def create_database_engine(url: str, create: bool = True) -> Engine:
             event.listen(engine, "begin", _sqlite_on_begin)
         else:
             engine = create_engine(url, pool_pre_ping=True)
-        Base.metadata.create_all(engine)
-        try:
-            _check_schema_version(engine)
-        except IntegrityError:  # another process recorded the version at the same moment
-            _check_schema_version(engine)
+        prepare_schema(engine)
     except (SQLAlchemyError, ImportError, OSError) as exc:
         raise StorageError(f"cannot open the job log at {_redacted(url)}: {exc}", url) from exc
     logger.debug("job log open at %s", _redacted(url))
@@ -129,19 +125,6 @@ def _sqlite_engine(url: str) -> Engine:
         connect_args["check_same_thread"] = False
         return create_engine(url, connect_args=connect_args, poolclass=StaticPool)
     return create_engine(url, connect_args=connect_args)
-
-
-def _check_schema_version(engine: Engine) -> None:
-    with Session(engine) as session, session.begin():
-        row = session.get(SchemaInfo, "schema_version")
-        if row is None:
-            session.add(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
-        elif row.value != str(SCHEMA_VERSION):
-            raise StorageError(
-                f"the job log has schema version {row.value}, this spinenode uses "
-                f"{SCHEMA_VERSION}: point it at a new database or migrate the old one",
-                row.value,
-            )
 
 
 def _redacted(url: str) -> str:

@@ -25,8 +25,9 @@ from sqlalchemy.types import TypeDecorator
 
 UID_LENGTH = 64
 AE_LENGTH = 16
-#: Bumped whenever a table changes; a job log written by another version is refused on open.
-SCHEMA_VERSION = 1
+#: Bumped whenever a table changes, with an upgrade step in :mod:`storage.migrations` (which
+#: brings an older job log up to date on open and refuses a newer one).
+SCHEMA_VERSION = 2
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -74,6 +75,9 @@ class Series(Base):
     modality: Mapped[str] = mapped_column(String(16))
     calling_ae: Mapped[str] = mapped_column(String(AE_LENGTH))  # the first sender
     first_received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The last receipt of any of its instances, re-sent duplicates included (schema 2; NULL in
+    # series received before): retention keeps a series that is being sent again.
+    last_received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     study: Mapped[Study] = relationship()
 
@@ -123,6 +127,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_instance_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How many received instances of its series retention deleted (schema 2; NULL: none).
+    instances_purged: Mapped[int | None] = mapped_column(Integer)
 
     series: Mapped[Series] = relationship()
 

@@ -36,6 +36,13 @@ def receive_series(url: str, first: int, count: int, start: Barrier, out: Queue[
     out.put((first, new))
 
 
+def open_job_log(url: str, n: int, start: Barrier, out: Queue[Any]) -> None:
+    """Open the job log (upgrading it if needed); puts (n, its job ids)."""
+    start.wait()
+    with JobLog.open(url) as log:
+        out.put((n, [job.job_id for job in log.jobs()]))
+
+
 def run_together(target: Callable[..., None], arg_lists: list[tuple[Any, ...]]) -> list[Any]:
     """Start one spawned process per argument tuple, release them at once, collect results."""
     ctx = multiprocessing.get_context("spawn")
