@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, case, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.common import utcnow
@@ -41,6 +41,23 @@ _FIND_OPEN_JOB = (
     .order_by(Job.id.desc())
     .limit(1)
     .with_for_update()
+)
+_RECEIVED_AT = bindparam("at", type_=UTCDateTime())
+# Every receipt first marks its series as just received (re-sends included: retention keeps such
+# a series). On PostgreSQL this also locks the series row, so the receipts of one series (the
+# open-job check) and a retention purge of it take turns; SQLite holds the write lock already.
+_TOUCH_SERIES = (
+    update(Series)
+    .where(Series.series_uid == bindparam("uid"))
+    .values(
+        last_received_at=case(
+            (
+                or_(Series.last_received_at.is_(None), Series.last_received_at < _RECEIVED_AT),
+                _RECEIVED_AT,
+            ),
+            else_=Series.last_received_at,
+        )
+    )
 )
 _INSERT_STUDY = insert(Study).returning(Study.id)
 _INSERT_SERIES = insert(Series).returning(Series.id)
@@ -87,6 +104,7 @@ def record_recovered(session: Session, r: InstanceReceipt) -> ReceiptOutcome:
 
 
 def _record(conn: Connection, r: InstanceReceipt) -> tuple[ReceiptOutcome, int]:
+    conn.execute(_TOUCH_SERIES, {"uid": r.series_uid, "at": r.received_at})
     existing = conn.execute(_FIND_INSTANCE, {"uid": r.sop_instance_uid}).first()
     if existing is not None:
         if existing.sha256 == r.sha256:
@@ -149,6 +167,7 @@ def _series_for(conn: Connection, r: InstanceReceipt) -> int:
         "modality": r.modality,
         "calling_ae": r.calling_ae,
         "first_received_at": r.received_at,
+        "last_received_at": r.received_at,
     }
     new_id: int = conn.execute(_INSERT_SERIES, values).scalar_one()
     return new_id

@@ -15,7 +15,7 @@ from typing import Any
 from storage.joblog import JobLog
 from storage.states import JobState
 from tests.storage import procs
-from tests.storage.factory import db_url, queued_jobs, receipt
+from tests.storage.factory import T0, db_url, queued_jobs, receipt
 
 WORKERS = 4
 JOBS = 40
@@ -48,6 +48,24 @@ def test_concurrent_receipts_of_one_series_make_one_job(any_db_url: str) -> None
         (job,) = log.jobs()
         assert job.instances == 3 * per_process
         assert len(log.job_instances(job.job_id)) == 3 * per_process
+
+
+def test_concurrent_resend_of_a_finished_series_opens_one_new_job(any_db_url: str) -> None:
+    # The series' job ran; three associations send more of it at once: one new job, not three
+    # (on PostgreSQL the receipts of one series take turns on the series row).
+    url = any_db_url
+    with JobLog.open(url) as log:
+        (done,) = queued_jobs(log, 1, instances=1)
+        assert log.claim("w1", 60.0, T0 + timedelta(hours=1)) is not None
+        log.transition(done, JobState.DONE, "analysed", worker="w1")
+    per_process = 5
+    results = procs.run_together(
+        procs.receive_series, [(url, 1 + n * per_process, per_process) for n in range(3)]
+    )
+    assert [new for _, new in results] == [per_process] * 3
+    with JobLog.open(url) as log:
+        jobs = log.jobs()
+    assert sorted(j.state for j in jobs) == [JobState.DONE, JobState.RECEIVING]
 
 
 def test_threads_share_one_job_log(tmp_path: Path) -> None:
