@@ -1,6 +1,8 @@
 """``spinenode serve``: the SCP, the scheduler and the outbox in one process, N worker processes.
 
-The SCP answers associations on its own threads; the scheduler, the outbox sender and the
+The SCP listens in this process and hands each connection to one of ``scp.processes`` receiving
+processes (:mod:`node.receivers`; with 0 it answers associations on threads of this process); the
+scheduler, the outbox sender and the
 retention sweep (:mod:`node.retention`) each run on a thread; workers are separate processes
 (multiprocessing *spawn*, so they share nothing but the job log and the spool; each runs its
 analyses in child processes, :mod:`node.isolation`). A worker that dies is started again; its job
@@ -20,7 +22,9 @@ import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Protocol
 
+from node.receivers import ReceiverPool
 from node.retention import Retention
 from node.scheduler import Scheduler
 from node.scp import StorageSCP
@@ -38,6 +42,14 @@ QUICK_EXIT_S = 10.0
 MAX_RESTART_DELAY_S = 60.0
 
 
+class Listener(Protocol):
+    """The SCP as ``serve`` runs it: in this process, or in receiving processes."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Service:
     """Everything ``spinenode serve`` runs: :meth:`start`, :meth:`supervise`, :meth:`stop`."""
 
@@ -51,7 +63,7 @@ class Service:
         self._quick_exits = [0] * settings.worker_count
         self._threads: list[threading.Thread] = []
         self.joblog: JobLog | None = None
-        self.scp: StorageSCP | None = None
+        self.scp: Listener | None = None
 
     def start(self) -> None:
         """Open the job log, listen, start the threads and the worker processes."""
@@ -64,7 +76,10 @@ class Service:
         outbox = Outbox(self.joblog, self.settings)
         for name, loop in (("scheduler", scheduler.run), ("outbox", outbox.run)):
             self._start_thread(name, loop)
-        self.scp = StorageSCP(self.settings, self.joblog)
+        if self.settings.scp_processes:
+            self.scp = ReceiverPool(self.settings, self.joblog, self.verbosity)
+        else:
+            self.scp = StorageSCP(self.settings, self.joblog)
         self.scp.start()
         # After the SCP's start-up (spool reconciliation), never concurrently with it.
         self._start_thread("retention", Retention(self.joblog, self.settings).run)

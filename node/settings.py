@@ -7,6 +7,7 @@ The TOML layout (see ``deploy/spinenode.toml`` for a commented example)::
 
     [node]          ae_title, bind_address, port, data_dir, database_url, max_associations,
                     check_called_ae, min_free_mb, acse_timeout_s, dimse_timeout_s, network_timeout_s
+    [scp]           processes (receiving processes; 0: the SCP runs in the serving process)
     [tls]           enabled, cert, key, ca, require_client_cert
     [[allow]]       ae_title, host (optional)         -- empty list: any calling AE is accepted
     [scheduler]     quiet_seconds, poll_seconds
@@ -43,6 +44,13 @@ from node.settings_file import (
     section_table,
 )
 from node.settings_retention import RetentionSettings, validate_retention
+from node.settings_values import (
+    AllowedPeer,
+    Destination,
+    RoutingRule,
+    SelectionRules,
+    TLSSettings,
+)
 
 __all__ = [
     "AllowedPeer",
@@ -58,53 +66,6 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class Destination:
-    """A DICOM peer that results are sent to."""
-
-    name: str
-    ae_title: str
-    host: str
-    port: int
-    tls: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class AllowedPeer:
-    """A calling AE title that may store to the node, optionally only from one host."""
-
-    ae_title: str
-    host: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingRule:
-    """Results of series sent by ``calling_ae`` go to the named destinations."""
-
-    calling_ae: str
-    destinations: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TLSSettings:
-    """Optional TLS on the SCP (and on SCU connections to destinations marked ``tls``)."""
-
-    enabled: bool = False
-    cert: Path | None = None
-    key: Path | None = None
-    ca: Path | None = None
-    require_client_cert: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class SelectionRules:
-    """Which complete series are analysed; the others are SKIPPED with the failed rule as reason."""
-
-    modalities: tuple[str, ...] = ("CT",)
-    min_slices: int = 20
-    max_slice_spacing_mm: float = 3.0
-
-
-@dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the node, validated (see the module docstring for the file layout).
 
@@ -113,6 +74,11 @@ class Settings:
     they are reconstructed, leaves gaps well under a few seconds; 10 s comfortably covers these
     while keeping results inside the one-minute promise. Raise it for senders known to pause longer
     (a series that arrives after its job started gets a new job, never a lost image).
+
+    ``scp_processes`` defaults to 2 receiving processes (:mod:`node.receivers`): one Python process
+    receives at about one core (the GIL), so a PACS sending on several associations needs two to
+    use a 2-core machine; the worker is idle while a series arrives (it starts after the quiet
+    period), so the two do not compete with it. More than the machine's cores gains nothing.
     """
 
     ae_title: str = "SPINENODE"
@@ -126,6 +92,7 @@ class Settings:
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
+    scp_processes: int = 2
     tls: TLSSettings = field(default_factory=TLSSettings)
     allow: tuple[AllowedPeer, ...] = ()
     quiet_seconds: float = 10.0
@@ -223,6 +190,10 @@ class Settings:
         return replace(self, **changes)
 
 
+#: More receiving processes than this only add memory: each takes a core under load.
+MAX_SCP_PROCESSES = 32
+
+
 def is_printable_ascii(text: str) -> bool:
     return all(32 <= ord(ch) < 127 for ch in text)
 
@@ -256,6 +227,12 @@ def _validate(s: Settings) -> None:
         value = getattr(s, f.name)
         if f.name.endswith(("_s", "_seconds")) and not (math.isfinite(value) and value > 0):
             raise SettingsError(f"{f.name} = {value} must be a positive number of seconds", value)
+    if not 0 <= s.scp_processes <= MAX_SCP_PROCESSES:
+        raise SettingsError(
+            f"scp.processes = {s.scp_processes} must be 0 (the SCP in the serving process) to "
+            f"{MAX_SCP_PROCESSES} receiving processes",
+            s.scp_processes,
+        )
     if s.heartbeat_seconds * 2 > s.lease_seconds:
         raise SettingsError(
             f"worker.heartbeat_seconds ({s.heartbeat_seconds}) must be at most half of "
@@ -324,6 +301,7 @@ _FIELD_OF: dict[tuple[str, str], str] = {
     ("node", "database_url"): "database",
     **{("worker", k): k for k in ("lease_seconds", "heartbeat_seconds", "max_job_seconds")},
     **{("delivery", k): k for k in ("max_attempts", "backoff_seconds", "backoff_max_seconds")},
+    ("scp", "processes"): "scp_processes",
     ("scheduler", "quiet_seconds"): "quiet_seconds",
     ("scheduler", "poll_seconds"): "scheduler_poll_seconds",
     ("worker", "count"): "worker_count",
@@ -342,7 +320,7 @@ def _parse_document(doc: Mapping[str, Any]) -> dict[str, Any]:
             sorted(unknown),
         )
     out: dict[str, Any] = {}
-    for section in ("node", "scheduler", "worker", "delivery"):
+    for section in ("node", "scp", "scheduler", "worker", "delivery"):
         for key, value in section_table(doc, section).items():
             kind = KEY_TYPES[(section, key)]
             out[_FIELD_OF[(section, key)]] = convert(value, kind, f"{section}.{key}")

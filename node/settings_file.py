@@ -43,6 +43,7 @@ KEY_TYPES: dict[tuple[str, str], type] = {
     ("tls", "key"): Path,
     ("tls", "ca"): Path,
     ("tls", "require_client_cert"): bool,
+    ("scp", "processes"): int,
     ("scheduler", "quiet_seconds"): float,
     ("scheduler", "poll_seconds"): float,
     ("selection", "modalities"): tuple,

@@ -71,7 +71,7 @@ def encode_file_meta(
     return _PREAMBLE + _element(0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
-def content_sha256(transfer_syntax: str, dataset: bytes) -> str:
+def content_sha256(transfer_syntax: str, dataset: bytes | memoryview) -> str:
     """The instance's checksum as the job log records it: sha256 of the transfer syntax UID, a
     NUL byte and the encoded data set."""
     digest = hashlib.sha256(transfer_syntax.encode("ascii"))

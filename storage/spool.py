@@ -1,17 +1,23 @@
 """The spool: received instances as files under one root, named only by validated UIDs.
 
 Layout: ``ROOT/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. Files are written
-atomically (temporary file in the same folder, fsync, rename, fsync of the folder), so a crash or
-a full disk never leaves a partial instance under its final name.
+atomically (temporary file in the same folder, fdatasync, rename, fsync of the folder), so a crash
+or a full disk never leaves a partial instance under its final name. :meth:`Spool.instance_lock`
+makes writers of the same SOP Instance UID take turns, across threads and processes (lock files in
+``ROOT.locks``, a folder beside the spool, so the spool holds nothing but instances).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from storage.errors import InvalidUIDError, SpoolError
@@ -22,6 +28,10 @@ MAX_UID_LENGTH = 64
 _UID_PATTERN = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 #: Prefix of the temporary files; never a valid UID, so never mistaken for an instance.
 TMP_PREFIX = ".partial-"
+#: Suffix of the folder of the instance lock files, beside the spool root.
+LOCK_DIR_SUFFIX = ".locks"
+#: Instance UIDs share this many lock files (by CRC-32): two UIDs rarely wait for each other.
+LOCK_STRIPES = 64
 
 
 def validate_uid(uid: str) -> str:
@@ -58,6 +68,18 @@ class Spool:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
+        self._locks = _StripeLocks(self.root.with_name(self.root.name + LOCK_DIR_SUFFIX))
+
+    def close(self) -> None:
+        """Close the lock files this object opened (it can still be used; they open again)."""
+        self._locks.close()
+
+    @contextmanager
+    def instance_lock(self, sop_instance_uid: str) -> Iterator[None]:
+        """Hold the lock of ``sop_instance_uid``: every thread of every process using this spool
+        that holds it for the same UID waits (``flock`` on a lock file, after a thread lock)."""
+        with self._locks.hold(sop_instance_uid):
+            yield
 
     def instance_path(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
         """Where the instance is kept; raises :class:`InvalidUIDError` for any invalid UID."""
@@ -68,8 +90,9 @@ class Spool:
             / f"{validate_uid(sop_instance_uid)}.dcm"
         )
 
-    def write_atomic(self, path: Path, data: bytes) -> None:
-        """Write ``data`` to ``path`` (inside the spool) so that it is either whole or absent.
+    def write_atomic(self, path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
+        """Write ``data`` (bytes, or buffers written one after the other) to ``path`` (inside the
+        spool) so that it is either whole or absent.
 
         Raises
         ------
@@ -85,8 +108,10 @@ class Spool:
             raise SpoolError(f"cannot create a file in {path.parent}: {exc}", str(path)) from exc
         try:
             try:
-                _write_all(fd, data)
-                os.fsync(fd)
+                for part in [data] if isinstance(data, bytes) else data:
+                    _write_all(fd, part)
+                # The data and the size (what reading it back needs), not the times: fdatasync.
+                os.fdatasync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp_name, path)
@@ -150,7 +175,45 @@ class Spool:
             _fsync_dir(new.parent)  # the new folder's entry survives a crash
 
 
-def _write_all(fd: int, data: bytes) -> None:
+class _StripeLocks:
+    """:data:`LOCK_STRIPES` locks, each a thread lock plus ``flock`` on a file (opened lazily,
+    once per process): the thread lock first, because ``flock`` does not exclude the threads
+    sharing one open file."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._threads = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._fds: dict[int, int] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        stripe = zlib.crc32(key.encode("utf-8", "replace")) % LOCK_STRIPES
+        with self._threads[stripe]:
+            fd = self._fds.get(stripe)
+            if fd is None:
+                fd = self._open(stripe)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _open(self, stripe: int) -> int:
+        try:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._folder / f"{stripe:02d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"cannot open the lock files in {self._folder}: {exc}") from exc
+        self._fds[stripe] = fd  # under the stripe's thread lock: opened once
+        return fd
+
+    def close(self) -> None:
+        for stripe in list(self._fds):
+            with self._threads[stripe]:
+                os.close(self._fds.pop(stripe))
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

@@ -1,0 +1,260 @@
+"""One receiving process of the SCP: associations on connections the acceptor hands over.
+
+:mod:`node.receivers` (in the serving process) accepts each TCP connection and passes its file
+descriptor to one receiving process over a Unix ``SOCK_SEQPACKET`` socket pair (``SCM_RIGHTS``).
+Messages on that channel, one per datagram:
+
+- acceptor → receiver: ``A`` + the peer address as JSON, with the descriptor: serve an association;
+  ``B`` + address, with the descriptor: the node is at ``max_associations``, reject the association
+  (transient, local limit exceeded) as pynetdicom would; ``S``: stop.
+- receiver → acceptor: ``R`` once it is ready; ``D`` + ``A``/``B`` when a connection handed over is
+  closed (the acceptor counts associations across all receivers with these).
+
+A receiver runs pynetdicom's association on the socket (event-driven when the installed pynetdicom
+is the reviewed one, :func:`node.scp.request_handler_class`), with TLS, the allowlist and the
+called-AE check as the in-process SCP, and its own job-log connection and spool handle. It stops on
+``S``, on SIGTERM, and when the channel closes (the serving process is gone): it aborts its
+associations (an instance stored but not yet answered is sent again by its sender: a duplicate) and
+exits. It logs how long its receipts waited for the job log's write lock (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from sqlalchemy import event as sa_event
+
+from node.scp import (
+    build_ae,
+    check_requestor,
+    log_association,
+    request_handler_class,
+    server_ssl_context,
+)
+from node.settings import Settings
+from node.store import StoreHandler
+from storage.joblog import JobLog
+from storage.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+SERVE, BUSY, STOP, READY, DONE = b"A", b"B", b"S", b"R", b"D"
+#: Largest message on the channel (a kind byte and an IPv6 address as JSON fit easily).
+MESSAGE_BYTES = 512
+#: How long a stopping receiver waits for its aborted associations' threads.
+STOP_JOIN_S = 10.0
+#: Associations a receiver may hold beyond ``max_associations`` (the acceptor enforces the limit
+#: across receivers; rejections in progress count in pynetdicom's own check).
+REJECTING_HEADROOM = 64
+
+
+class _HandOverServer(ThreadedAssociationServer):
+    """pynetdicom's server without a listening socket: connections come from the acceptor."""
+
+    def server_bind(self) -> None:
+        if self.socket is not None:
+            self.socket.close()  # never bound nor listened on
+
+    def server_activate(self) -> None:
+        return
+
+
+def _reject_busy(event: Event) -> None:
+    """EVT_REQUESTED of a connection over ``max_associations``: reject it (transient, service
+    provider, local limit exceeded), as pynetdicom does in one process."""
+    logger.warning(
+        "rejected association from %s: max_associations reached", event.assoc.requestor.address
+    )
+    event.assoc.acse.send_reject(0x02, 0x03, 0x02)
+
+
+class LockWaits:
+    """How long this process's job-log transactions waited for SQLite's write lock: the time
+    ``BEGIN IMMEDIATE`` took (it blocks while another connection writes)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total_s = 0.0
+        self.max_s = 0.0
+        self.over_10ms = 0
+
+    def attach(self, joblog: JobLog) -> None:
+        sa_event.listen(joblog.engine, "before_cursor_execute", self._before)
+        sa_event.listen(joblog.engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("BEGIN IMMEDIATE"):
+            conn.info["spinenode_begin_at"] = time.perf_counter()
+
+    def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        started = conn.info.pop("spinenode_begin_at", None)
+        if started is None:
+            return
+        waited = time.perf_counter() - started
+        self.count += 1
+        self.total_s += waited
+        self.max_s = max(self.max_s, waited)
+        self.over_10ms += waited > 0.01
+
+    def summary(self) -> str:
+        mean_ms = 1000 * self.total_s / self.count if self.count else 0.0
+        return (
+            f"{self.count} write transactions waited {mean_ms:.2f} ms on average for the job "
+            f"log's write lock, {1000 * self.max_s:.1f} ms at most, {self.over_10ms} over 10 ms"
+        )
+
+
+class Receiver:
+    """Serves the connections handed over on ``channel`` until told to stop."""
+
+    def __init__(
+        self, settings: Settings, joblog: JobLog, index: int, address: tuple[Any, ...]
+    ) -> None:
+        self.index = index
+        self.spool = Spool(settings.spool_dir)
+        self.handler = StoreHandler(self.spool, joblog, settings.min_free_bytes)
+        self.ssl_context = server_ssl_context(settings)
+        self.ae = build_ae(settings)
+        self.ae.maximum_associations = settings.max_associations + REJECTING_HEADROOM
+        handler_class = _tracked(request_handler_class())
+        serving = [
+            (evt.EVT_C_STORE, self.handler),
+            (evt.EVT_REQUESTED, check_requestor, [settings.allow]),
+            (evt.EVT_ACCEPTED, log_association),
+        ]
+        self._servers = {
+            SERVE: self._server(address, serving, handler_class),
+            BUSY: self._server(address, [(evt.EVT_REQUESTED, _reject_busy)], handler_class),
+        }
+        self._threads: set[threading.Thread] = set()
+        self._send_lock = threading.Lock()
+
+    def _server(
+        self, address: tuple[Any, ...], handlers: list[Any], handler: type[RequestHandler]
+    ) -> ThreadedAssociationServer:
+        return self.ae.make_server(
+            address, evt_handlers=handlers, server_class=_HandOverServer, request_handler=handler
+        )
+
+    def run(self, channel: socket.socket, stop: threading.Event) -> None:
+        """Serve what arrives on ``channel`` until ``S``, its closing, or ``stop``."""
+        channel.settimeout(0.5)  # to notice `stop` (SIGTERM)
+        self._send(channel, READY)
+        while not stop.is_set():
+            try:
+                message, fds, _, _ = socket.recv_fds(channel, MESSAGE_BYTES, 1)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                logger.error("receiver %d: channel to the acceptor failed: %s", self.index, exc)
+                return
+            if not message or message[:1] == STOP:
+                return
+            if not fds:
+                continue
+            kind, address = message[:1], tuple(json.loads(message[1:]))
+            thread = threading.Thread(
+                target=self._serve,
+                args=(channel, socket.socket(fileno=fds[0]), address, kind),
+                name=f"receiver-{self.index}-connection",
+                daemon=True,
+            )
+            self._threads.add(thread)
+            thread.start()
+
+    def _serve(
+        self, channel: socket.socket, conn: socket.socket, address: tuple[Any, ...], kind: bytes
+    ) -> None:
+        """One connection: TLS handshake, the association, then ``D`` to the acceptor."""
+        server = self._servers.get(kind, self._servers[BUSY])
+        try:
+            if self.ssl_context is not None:
+                conn.settimeout(self.ae.acse_timeout)  # a peer that never completes the handshake
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+                conn.settimeout(None)
+            handler = server.RequestHandlerClass(conn, address, server)
+            association = getattr(handler, "association", None)
+            if isinstance(association, Association):
+                association.join()
+        except OSError as exc:  # ssl.SSLError included: a failed handshake, a reset peer
+            logger.warning("connection from %s closed: %s", address[0], exc)
+        except Exception:  # the network boundary: log it, keep serving the others
+            logger.exception("receiver %d: error serving %s", self.index, address[0])
+        finally:
+            conn.close()
+            self._send(channel, DONE + kind)
+            self._threads.discard(threading.current_thread())
+
+    def _send(self, channel: socket.socket, message: bytes) -> None:
+        with self._send_lock:
+            try:
+                channel.send(message)
+            except OSError:  # the acceptor is gone or stopping: nobody counts any more
+                return
+
+    def close(self) -> None:
+        """Abort running associations, wait for their threads (bounded), close the spool."""
+        for association in self.ae.active_associations:
+            association.abort()
+        deadline = time.monotonic() + STOP_JOIN_S
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.spool.close()
+
+
+def _tracked(handler: type[RequestHandler]) -> type[RequestHandler]:
+    """``handler`` remembering the association it creates (``.association``), to wait for it."""
+
+    class Tracked(handler):  # type: ignore[valid-type,misc]
+        association: Association | None = None
+
+        def _create_association(self) -> Association:
+            created: Association = super()._create_association()
+            self.association = created
+            return created
+
+    return Tracked
+
+
+def receiver_main(
+    settings: Settings,
+    index: int,
+    verbosity: int,
+    channel: socket.socket,
+    address: tuple[Any, ...],
+) -> None:
+    """Entry point of a receiving process (multiprocessing *spawn*); ``address`` is the listening
+    address (host, port) the acceptor is bound to."""
+    from node.cli import configure_logging
+
+    configure_logging(verbosity)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the serving process stops us
+    joblog = JobLog.open(settings.database_url)
+    waits = LockWaits()
+    waits.attach(joblog)
+    receiver = Receiver(settings, joblog, index, address)
+    logger.info("receiver %d started", index)
+    try:
+        receiver.run(channel, stop)
+    finally:
+        receiver.close()
+        joblog.close()
+        channel.close()
+        logger.info("receiver %d stopped: %s", index, waits.summary())
