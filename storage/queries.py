@@ -65,6 +65,7 @@ def _summary_select() -> Select[Job, str, str, str, str, Any]:
 
 def _summary(row: Sequence[Any]) -> JobSummary:
     job, study_uid, series_uid, modality, calling_ae, instances = row
+    purged = job.instances_purged is not None  # retention deleted them: say how many there were
     return JobSummary(
         job_id=job.id,
         state=JobState(job.state),
@@ -73,11 +74,12 @@ def _summary(row: Sequence[Any]) -> JobSummary:
         series_uid=series_uid,
         modality=modality,
         calling_ae=calling_ae,
-        instances=int(instances),
+        instances=int(job.instances_purged if purged else instances),
         attempts=job.attempts,
         worker=job.worker,
         created_at=job.created_at,
         updated_at=job.updated_at,
+        spool_purged=purged,
     )
 
 
@@ -151,6 +153,8 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         .distinct()
         .order_by(Instance.peer_host)
     ).all()
+    if first is None:  # none in the spool (retention deleted them): when the series came
+        first, last = job.series.first_received_at, job.series.last_received_at
     return JobDetail(
         summary=summary,
         lease_until=job.lease_until,

@@ -116,7 +116,8 @@ class DeliveryRef(_JSONMixin):
 
 @dataclass(frozen=True, slots=True)
 class JobSummary(_JSONMixin):
-    """One line of ``spinenode jobs``."""
+    """One line of ``spinenode jobs``. ``instances``: the series' received instances in the spool;
+    with ``spool_purged``, how many retention deleted (the job's files are gone)."""
 
     job_id: int
     state: JobState
@@ -130,6 +131,7 @@ class JobSummary(_JSONMixin):
     worker: str | None
     created_at: datetime
     updated_at: datetime
+    spool_purged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

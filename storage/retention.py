@@ -73,7 +73,8 @@ class Freed:
 
 
 def _series_settled(ended_before: datetime) -> list[ColumnElement[bool]]:
-    """Conditions on ``Series``: every job final, none changed since, no delivery pending."""
+    """Conditions on ``Series``: every job final, none changed since, no delivery pending, and
+    nothing of it received since (a re-sent duplicate counts: its sender was told it is kept)."""
     active = exists().where(
         Job.series_id == Series.id, or_(Job.state.not_in(_FINAL), Job.updated_at >= ended_before)
     )
@@ -83,7 +84,8 @@ def _series_settled(ended_before: datetime) -> list[ColumnElement[bool]]:
         .where(Delivery.state == DeliveryState.PENDING.value)
     )
     has_job = exists().where(Job.series_id == Series.id)
-    return [has_job, ~active, ~pending]
+    quiet = or_(Series.last_received_at.is_(None), Series.last_received_at < ended_before)
+    return [has_job, ~active, ~pending, quiet]
 
 
 def _job_settled(ended_before: datetime) -> list[ColumnElement[bool]]:
@@ -131,7 +133,9 @@ class RetentionStore:
         ended_before = aware(ended_before, "ended_before")
         with self._transaction() as session:
             # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE). Elsewhere,
-            # lock the series' jobs, as a receipt opening a job for the series does.
+            # lock the series row, which every receipt of the series updates first, then its
+            # jobs: a receipt either committed before (and the check below sees it) or waits.
+            session.execute(select(Series.id).where(Series.id == series_id).with_for_update())
             session.execute(select(Job.id).where(Job.series_id == series_id).with_for_update())
             settled = session.execute(
                 select(Series.id).where(Series.id == series_id, *_series_settled(ended_before))
@@ -159,6 +163,9 @@ class RetentionStore:
                 note += f"; {kept} files kept (outside the spool, or not removable)"
             if gone:  # a series whose files are all refused is not noted again at every pass
                 jobs = session.scalars(select(Job).where(Job.series_id == series_id)).all()
+                for job in jobs:  # what each job had, for `spinenode job(s)` (first purge only)
+                    if job.instances_purged is None:
+                        job.instances_purged = len(gone)
                 _note_jobs(session, jobs, note)
         _remove_empty_folders({Path(row.path).parent for row in instances}, self.spool_root)
         return result

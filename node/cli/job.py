@@ -44,7 +44,8 @@ def render(detail: JobDetail) -> str:
         f"  study UID   {s.study_uid}",
         f"  series UID  {s.series_uid}",
         f"  modality    {s.modality}, {s.instances} instances from {s.calling_ae} "
-        f"({', '.join(detail.peer_hosts) or '-'})",
+        f"({', '.join(detail.peer_hosts) or '-'})"
+        + ("; their files were deleted by retention" if s.spool_purged else ""),
         f"  received    {when_text(detail.first_instance_at)} … "
         f"{when_text(detail.last_instance_at)} UTC",
         f"  attempts    {s.attempts}; worker {s.worker or '-'}; lease until "

@@ -100,7 +100,7 @@ def summary_rows(jobs: Sequence[JobSummary]) -> list[list[object]]:
             j.job_id,
             j.state.value,
             j.attempts,
-            j.instances,
+            f"{j.instances} (deleted)" if j.spool_purged else j.instances,
             j.calling_ae,
             j.modality,
             when_text(j.created_at),

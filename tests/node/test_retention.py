@@ -267,3 +267,22 @@ def test_job_log_purge_pages_past_series_it_must_keep(env: Env) -> None:
     assert [j.job_id for j in env.joblog.jobs()] == [kept]
     assert store.purge_rows(later, {kept}.__contains__, limit=1, after=first[1] + 1) == (0, None)
     assert gone not in {j.job_id for j in env.joblog.jobs()}
+
+
+def test_jobs_and_job_show_how_many_instances_a_purged_job_had(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "spinenode.toml"
+    config.write_text(f'[node]\ndata_dir = "{env.settings.data_dir}"\n', encoding="utf-8")
+    job_id = env.finish("A")
+    Retention(env.joblog, env.settings).sweep(datetime.now(UTC) + 8 * DAY)
+    assert main(["jobs", "--config", str(config)]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if SERIES["A"] in line]
+    assert "5 (deleted)" in row
+    assert main(["job", str(job_id), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "5 instances from PACS" in out and "files were deleted by retention" in out
+    assert " - … - UTC" not in out, out  # when the series arrived is still known
+    assert main(["jobs", "--config", str(config), "--json"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
+    assert (doc["instances"], doc["spool_purged"]) == (5, True)
