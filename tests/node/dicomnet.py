@@ -220,7 +220,8 @@ def receive(joblog: JobLog, spool: Spool, paths: Sequence[Path], calling_ae: str
             calling_ae=calling_ae,
             peer_host="127.0.0.1",
             path=str(target),
-            sha256=file_content_sha256(target),  # what the SCP records: transfer syntax + data set
+            # what the SCP records: transfer syntax + data set
+            sha256=file_content_sha256(target) or "",
             size=len(data),
             received_at=datetime.now(UTC),
         )

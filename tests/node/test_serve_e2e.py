@@ -144,7 +144,9 @@ def test_node_killed_mid_series_loses_nothing(
     hold = {"SPINENODE_SCHEDULER_QUIET_SECONDS": "3600"}  # the series stays open across restarts
     first = Serve(config, port, tmp_path / "serve.log", **hold)
     assert send(port, paths[:3]) == [0] * 3
+    children = descendants(first.process.pid)
     first.stop(signal.SIGKILL)  # a crash, not a clean stop
+    assert wait_for(lambda: not any(map(alive, children)), timeout=30)  # no orphans keep running
     second = Serve(config, port, tmp_path / "serve.log", **hold)
     assert send(port, paths[3:]) == [0] * 3
     assert second.stop() == 0
@@ -157,6 +159,48 @@ def test_node_killed_mid_series_loses_nothing(
     (job,) = joblog.jobs()
     joblog.close()
     assert job.instances == 6
+
+
+def test_sigterm_stops_the_receiving_processes_and_leaves_no_child(
+    setup: tuple[Path, int, PacsSCP], tmp_path: Path
+) -> None:
+    config, port, _ = setup
+    node = Serve(config, port, tmp_path / "serve.log", SPINENODE_SCP_PROCESSES="3")
+    children = descendants(node.process.pid)
+    assert len(children) >= 4  # three receivers and a worker
+    assert send(port, write_series(tmp_path / "in", slices=4)) == [0] * 4
+    assert node.stop() == 0
+    assert not any(map(alive, children))
+    log = (tmp_path / "serve.log").read_text()
+    assert "with 3 receiving processes" in log
+    assert log.count("write transactions waited") == 3  # each receiver stopped cleanly
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids of every descendant of ``pid`` (Linux /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(parents.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo.extend(parents.get(found[-1], []))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def test_worker_killed_mid_job_is_replaced_and_the_job_completes(

@@ -67,6 +67,13 @@ def test_defaults() -> None:
     assert s.database_url == f"sqlite:///{Path('var').absolute() / 'spinenode.db'}"
     assert s.spool_dir == s.data_dir / "spool"
     assert s.quiet_seconds == 10.0
+    assert s.scp_processes == 2
+
+
+def test_scp_processes_from_file_and_environment(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[scp]\nprocesses = 4\n")
+    assert Settings.load(path, {}).scp_processes == 4
+    assert Settings.load(path, {"SPINENODE_SCP_PROCESSES": "0"}).scp_processes == 0
 
 
 def test_file_and_environment(tmp_path: Path) -> None:
@@ -106,6 +113,9 @@ def test_backoff_is_exponential_and_capped() -> None:
         ("", {"SPINENODE_PORT": "eleven"}, "not a valid int"),
         ("[node]\nprot = 1\n", {}, "unknown key(s) in [node]: prot"),
         ("[nodes]\n", {}, "unknown section"),
+        ("[scp]\nprocesses = -1\n", {}, "scp.processes = -1 must be 0"),
+        ("", {"SPINENODE_SCP_PROCESSES": "33"}, "to 32 receiving processes"),
+        ("[scp]\nthreads = 2\n", {}, "unknown key(s) in [scp]: threads"),
         ("[worker]\nlease_seconds = 10\nheartbeat_seconds = 8\n", {}, "at most half"),
         ("[scheduler]\nquiet_seconds = -1\n", {}, "positive number of seconds"),
         ("[tls]\nenabled = true\n", {}, "tls.cert is not set"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,53 @@ def test_remove_partials_deletes_leftover_temporaries_only(tmp_path: Path) -> No
 
 def test_free_bytes_works_before_the_spool_exists(tmp_path: Path) -> None:
     assert Spool(tmp_path / "not" / "yet").free_bytes() > 0
+
+
+def test_write_atomic_writes_buffers_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    path = spool.instance_path(STUDY, SERIES, SOP)
+    spool.write_atomic(path, (b"meta-", memoryview(b"data set")))
+    assert path.read_bytes() == b"meta-data set"
+
+
+def test_instance_lock_excludes_another_process(tmp_path: Path) -> None:
+    # A child process holds the lock of SOP until told to let go; this process's attempt to take
+    # it returns only after the child wrote "released" (ordering, not timing).
+    held, go, released = (tmp_path / n for n in ("held", "go", "released"))
+    code = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from storage.spool import Spool
+        spool = Spool(Path({str(tmp_path / "spool")!r}))
+        with spool.instance_lock({SOP!r}):
+            Path({str(held)!r}).touch()
+            while not Path({str(go)!r}).exists():
+                time.sleep(0.01)
+            Path({str(released)!r}).touch()
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    try:
+        while not held.exists():
+            assert child.poll() is None, "the child process ended without taking the lock"
+            time.sleep(0.01)
+        spool = Spool(tmp_path / "spool")
+        seen: list[bool] = []
+
+        def take() -> None:
+            with spool.instance_lock(SOP):
+                seen.append(released.exists())
+
+        taker = threading.Thread(target=take)
+        taker.start()
+        taker.join(0.5)
+        assert taker.is_alive()  # waiting for the child's lock
+        go.touch()
+        taker.join(30)
+        assert seen == [True]
+        assert child.wait(30) == 0
+        spool.close()
+    finally:
+        child.kill()
+        child.wait()

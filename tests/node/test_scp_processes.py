@@ -1,0 +1,186 @@
+"""The SCP in several receiving processes (node.receivers) over real associations on 127.0.0.1."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset, dcmread
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from node.receivers import ReceiverPool
+from node.settings import AllowedPeer, Settings, TLSSettings
+from node.spoolfile import file_content_sha256
+from node.store import StoreStatus
+from storage.joblog import JobLog
+from storage.states import JobState
+from tests.node.dicomnet import VERIFICATION, echo, make_tls_chain, send, wait_for, write_series
+
+
+class Pool:
+    """A :class:`ReceiverPool` and its job log on a tmp data dir."""
+
+    def __init__(self, tmp_path: Path, port: int, **changes: object) -> None:
+        base = Settings(
+            data_dir=tmp_path / "var", port=port, bind_address="127.0.0.1", min_free_mb=0
+        )
+        self.settings = base.with_changes(scp_processes=2, **changes)
+        self.joblog = JobLog.open(self.settings.database_url)
+        self.pool = ReceiverPool(self.settings, self.joblog)
+        self.pool.start()
+
+    def stop(self) -> None:
+        self.pool.stop()
+        self.joblog.close()
+
+
+@pytest.fixture
+def pool(tmp_path: Path, free_port: int) -> Iterator[Pool]:
+    allow = (AllowedPeer("PACS", "127.0.0.1"), AllowedPeer("WS1", "10.9.9.9"))
+    running = Pool(tmp_path, free_port, max_associations=4, allow=allow)
+    yield running
+    running.stop()
+
+
+def _associate(port: int, paths: list[Path]) -> Association:
+    ae = AE(ae_title="PACS")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+    ae.add_requested_context(str(dcmread(paths[0]).SOPClassUID))
+    ae.add_requested_context(VERIFICATION)
+    return ae.associate("127.0.0.1", port, ae_title="SPINENODE")
+
+
+def test_concurrent_associations_land_in_several_processes_and_are_recorded_once(
+    pool: Pool, tmp_path: Path
+) -> None:
+    paths = write_series(tmp_path / "in", slices=8)
+    datasets = [dcmread(p) for p in paths]
+    associations = [_associate(pool.settings.port, paths) for _ in range(4)]
+    assert all(a.is_established for a in associations)
+    assert pool.pool.handed_over == [2, 2]  # the least loaded receiver gets the next one
+    statuses: list[list[int]] = [[] for _ in associations]
+
+    def store(index: int) -> None:  # every association sends the whole series, all at once
+        order = datasets[index:] + datasets[:index]
+        statuses[index] = [int(associations[index].send_c_store(d).Status) for d in order]
+        associations[index].release()
+
+    threads = [threading.Thread(target=store, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [[0] * 8] * 4
+    (job,) = pool.joblog.jobs(state=JobState.RECEIVING)
+    assert job.instances == 8  # one row per instance, 24 duplicates
+    detail = pool.joblog.job(job.job_id)
+    assert detail.instance_events == ()  # same bytes: duplicates, never a conflict
+    files = sorted(pool.settings.spool_dir.rglob("*.dcm"))
+    assert len(files) == 8 and not list(pool.settings.spool_dir.rglob(".partial-*"))
+    sent = {
+        str(d.SOPInstanceUID): file_content_sha256(p) for d, p in zip(datasets, paths, strict=True)
+    }
+    assert {f.stem: file_content_sha256(f) for f in files} == sent  # whole files, right bytes
+
+
+def test_conflicting_instances_at_once_in_two_processes_keep_file_and_row_alike(
+    pool: Pool, tmp_path: Path
+) -> None:
+    # Two senders, in two receiving processes, send different instances under the same SOP
+    # Instance UIDs at the same moment: one of each pair is kept (success), the other is refused
+    # as a conflict (an event), and the file kept is the one whose checksum is recorded.
+    paths = write_series(tmp_path / "in", slices=8)
+    variants: list[list[Dataset]] = [[], []]
+    for path in paths:
+        for index, variant in enumerate(variants):
+            ds = dcmread(path)
+            ds.SeriesDescription = f"variant {index}"
+            variant.append(ds)
+    associations = [_associate(pool.settings.port, paths) for _ in range(2)]
+    assert pool.pool.handed_over == [1, 1]
+    statuses: list[list[int]] = [[], []]
+
+    def store(index: int) -> None:
+        statuses[index] = [int(associations[index].send_c_store(d).Status) for d in variants[index]]
+        associations[index].release()
+
+    threads = [threading.Thread(target=store, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(sorted(pair) == [0, StoreStatus.CONFLICT] for pair in zip(*statuses, strict=True))
+    (job,) = pool.joblog.jobs(state=JobState.RECEIVING)
+    assert job.instances == 8
+    assert len(pool.joblog.job(job.job_id).instance_events) == 8  # one conflict each
+    for sent in variants[0]:
+        uid = str(sent.SOPInstanceUID)
+        (kept,) = pool.settings.spool_dir.rglob(f"{uid}.dcm")
+        assert file_content_sha256(kept) == pool.joblog.recorded_sha256(uid)
+
+
+def test_max_associations_are_counted_across_processes(tmp_path: Path, free_port: int) -> None:
+    running = Pool(tmp_path, free_port, max_associations=2)
+    paths = write_series(tmp_path / "in", slices=1)
+    try:
+        first, second = _associate(free_port, paths), _associate(free_port, paths)
+        assert first.is_established and second.is_established
+        assert running.pool.handed_over == [1, 1]  # one in each process
+        assert echo(free_port) is None  # the third is refused although each process has one
+        first.release()
+        assert wait_for(lambda: echo(free_port) == 0, timeout=20)  # a free place again
+        assert send(free_port, paths) == [0]
+        second.release()
+    finally:
+        running.stop()
+
+
+def test_allowlist_and_called_ae_are_checked_in_the_receivers(pool: Pool) -> None:
+    port = pool.settings.port
+    assert echo(port, calling_ae="PACS") == 0
+    assert echo(port, calling_ae="INTRUDER") is None
+    assert echo(port, calling_ae="WS1") is None  # right AE, wrong host
+    assert echo(port, calling_ae="PACS", called_ae="SOMEONE") is None
+    assert sum(pool.pool.handed_over) == 4
+
+
+def test_tls_association_through_a_receiver(tmp_path: Path, free_port: int) -> None:
+    chain = make_tls_chain(tmp_path / "tls")
+    tls = TLSSettings(enabled=True, cert=chain["server"], key=chain["server_key"], ca=chain["ca"])
+    running = Pool(tmp_path, free_port, tls=tls)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=chain["ca"])
+    client.load_cert_chain(chain["client"], chain["client_key"])
+    try:
+        paths = write_series(tmp_path / "in", slices=2)
+        assert send(free_port, paths, ssl_context=client) == [0, 0]
+        assert len(list(running.settings.spool_dir.rglob("*.dcm"))) == 2
+        no_cert = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=chain["ca"])
+        assert send(free_port, paths, ssl_context=no_cert) is None  # client cert required
+        assert send(free_port, paths) is None  # plain TCP to a TLS port
+        assert send(free_port, paths, ssl_context=client) == [0, 0]  # receivers still serve
+    finally:
+        running.stop()
+
+
+def test_stop_ends_every_receiver(tmp_path: Path, free_port: int) -> None:
+    running = Pool(tmp_path, free_port)
+    pids = running.pool.pids
+    assert len(pids) == 2
+    held = _associate(free_port, write_series(tmp_path / "in", slices=1))
+    assert held.is_established
+    running.stop()  # aborts the open association
+    assert held.is_aborted or wait_for(lambda: held.is_aborted, timeout=10)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
