@@ -17,9 +17,10 @@ Each deletion is a job event (``spinenode job ID`` shows it); each pass logs its
 writes them to ``data_dir/retention.json``, which ``spinenode status`` shows. A days setting of 0
 keeps that kind of data forever.
 
-Known window: a store of an instance of that very series that races the deletion (the SCP checked
-the old file before it was deleted, and records after) can be acknowledged without a file; the
-SCP's per-instance lock is not shared with the sweep yet.
+A series being sent again is safe: the purge holds the SCP's instance locks of the series (a store
+that has looked at an old file records its receipt before the file can go), and any receipt of the
+series after the cut-off, a re-sent duplicate included, keeps the series
+(:meth:`storage.retention.RetentionStore.purge_spool`).
 """
 
 from __future__ import annotations
@@ -172,12 +173,15 @@ class Retention:
         is set."""
         if stop.wait(min(first_after_s, self.rules.interval_seconds)):
             return
-        while not stop.is_set():
-            try:
-                self.sweep()
-            except Exception:  # the loop must survive anything; the next pass tries again
-                logger.exception("retention: sweep failed; trying again in the next pass")
-            stop.wait(self.rules.interval_seconds)
+        try:
+            while not stop.is_set():
+                try:
+                    self.sweep()
+                except Exception:  # the loop must survive anything; the next pass tries again
+                    logger.exception("retention: sweep failed; trying again in the next pass")
+                stop.wait(self.rules.interval_seconds)
+        finally:
+            self.store.close()
 
 
 def job_folders(work_dir: Path) -> dict[int, Path]:

@@ -40,6 +40,7 @@ from storage.models import (
     StageTiming,
     Study,
 )
+from storage.spool import Spool
 from storage.states import FINAL_STATES, DeliveryState
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,11 @@ class RetentionStore:
     def __init__(self, engine: Engine, spool_root: Path) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.spool_root = Path(spool_root).absolute()
+        self._spool = Spool(self.spool_root)  # for its instance locks, shared with the SCP
+
+    def close(self) -> None:
+        """Close the spool's lock files (the store can still be used; they open again)."""
+        self._spool.close()
 
     def _transaction(self, read_only: bool = False) -> AbstractContextManager[Session]:
         return transaction(self._sessions, read_only)
@@ -129,8 +135,23 @@ class RetentionStore:
         """Delete the series' spool files and instance rows if the rule still holds (else None).
 
         ``policy`` names the setting in the job event (e.g. ``retention.spool_days = 7``).
+        The SCP's locks of the series' instances are held throughout (:meth:`Spool.instance_locks`):
+        a store that has looked at one of these files (found it there, and recorded) records its
+        receipt before the file can go, and that receipt keeps the series (received again).
         """
         ended_before = aware(ended_before, "ended_before")
+        with self._transaction(read_only=True) as session:
+            uids = set(
+                session.scalars(
+                    select(Instance.sop_instance_uid).where(Instance.series_id == series_id)
+                )
+            )
+        with self._spool.instance_locks(uids):
+            return self._purge_locked(series_id, ended_before, policy, uids)
+
+    def _purge_locked(
+        self, series_id: int, ended_before: datetime, policy: str, locked: set[str]
+    ) -> Freed | None:
         with self._transaction() as session:
             # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE). Elsewhere,
             # lock the series row, which every receipt of the series updates first, then its
@@ -145,6 +166,8 @@ class RetentionStore:
             instances = session.scalars(
                 select(Instance).where(Instance.series_id == series_id).order_by(Instance.id)
             ).all()
+            if any(row.sop_instance_uid not in locked for row in instances):
+                return None  # recorded since the locks were taken: the next pass looks again
             gone: list[int] = []
             freed, kept = 0, 0
             for row in instances:

@@ -16,8 +16,8 @@ import re
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from storage.errors import InvalidUIDError, SpoolError
@@ -79,6 +79,14 @@ class Spool:
         """Hold the lock of ``sop_instance_uid``: every thread of every process using this spool
         that holds it for the same UID waits (``flock`` on a lock file, after a thread lock)."""
         with self._locks.hold(sop_instance_uid):
+            yield
+
+    @contextmanager
+    def instance_locks(self, sop_instance_uids: Iterable[str]) -> Iterator[None]:
+        """Hold the locks of all these UIDs at once (retention, while it deletes a series' files:
+        a writer that has looked at a file finishes before it goes). Taken in a fixed order, and
+        writers hold one at a time, so nobody waits in a circle."""
+        with self._locks.hold_all(sop_instance_uids):
             yield
 
     def instance_path(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Path:
@@ -187,7 +195,18 @@ class _StripeLocks:
 
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
-        stripe = zlib.crc32(key.encode("utf-8", "replace")) % LOCK_STRIPES
+        with self._hold_stripe(_stripe(key)):
+            yield
+
+    @contextmanager
+    def hold_all(self, keys: Iterable[str]) -> Iterator[None]:
+        with ExitStack() as stack:
+            for stripe in sorted({_stripe(key) for key in keys}):  # ascending: no lock cycles
+                stack.enter_context(self._hold_stripe(stripe))
+            yield
+
+    @contextmanager
+    def _hold_stripe(self, stripe: int) -> Iterator[None]:
         with self._threads[stripe]:
             fd = self._fds.get(stripe)
             if fd is None:
@@ -211,6 +230,10 @@ class _StripeLocks:
         for stripe in list(self._fds):
             with self._threads[stripe]:
                 os.close(self._fds.pop(stripe))
+
+
+def _stripe(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8", "replace")) % LOCK_STRIPES
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -5,7 +5,8 @@ after its purge is a new arrival."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,10 +21,10 @@ from node.settings import RetentionSettings, SelectionRules, Settings
 from node.worker import Worker, load_analyzer
 from storage.errors import InvalidTransitionError
 from storage.joblog import JobLog
-from storage.records import DeliveryRequest
+from storage.records import DeliveryRequest, InstanceReceipt
 from storage.retention import RetentionStore
 from storage.spool import Spool
-from storage.states import JobState
+from storage.states import JobState, ReceiptOutcome
 from tests.node.dicomnet import receive, send, write_series
 
 SERIES = {name: f"1.2.826.0.1.3680043.8.498.77.{i}" for i, name in enumerate("ABCDEF", 1)}
@@ -286,3 +287,61 @@ def test_jobs_and_job_show_how_many_instances_a_purged_job_had(
     assert main(["jobs", "--config", str(config), "--json"]) == 0
     (doc,) = json.loads(capsys.readouterr().out)
     assert (doc["instances"], doc["spool_purged"]) == (5, True)
+
+
+class _SweepDuringReceipt(JobLog):
+    """A job log on which a retention sweep starts (on its own thread, as in ``serve``) while the
+    SCP stores the next instance: after the SCP has looked at the spool file, before its receipt.
+    The receipt waits up to a second for the sweep, then goes on."""
+
+    sweep: Callable[[], object] | None = None
+    sweeper: threading.Thread | None = None
+
+    def record_instance(self, r: InstanceReceipt) -> ReceiptOutcome:
+        sweep, self.sweep = self.sweep, None
+        if sweep is not None:
+            self.sweeper = threading.Thread(target=sweep)
+            self.sweeper.start()
+            self.sweeper.join(timeout=1.0)
+        return super().record_instance(r)
+
+
+def test_sweep_during_a_resend_never_loses_an_acknowledged_instance(
+    tmp_path: Path, free_port: int
+) -> None:
+    # A settled series old enough to purge is sent again, and the sweep reaches it while the SCP
+    # stores the first instance: that instance's file is there, and recorded, so the SCP keeps
+    # it as a duplicate. Every instance the node acknowledged must be on disk with its row.
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        port=free_port,
+        bind_address="127.0.0.1",
+        min_free_mb=0,
+        selection=SelectionRules(min_slices=4, max_slice_spacing_mm=2.5),
+    )
+    joblog = _SweepDuringReceipt.open(settings.database_url)
+    scp = StorageSCP(settings, joblog)
+    scp.start()
+    try:
+        paths = write_series(tmp_path / "a", slices=5, series_uid=SERIES["A"])
+        assert send(free_port, paths) == [0] * 5
+        ((first, _),) = Scheduler(joblog, settings).tick(datetime.now(UTC) + timedelta(hours=1))
+        assert joblog.claim("w", 60.0, datetime.now(UTC)) is not None
+        joblog.transition(first, JobState.DONE, worker="w")
+        ended = datetime.now(UTC)  # the sweep's cut-off: the job ended before it
+        reports = []
+        retention = Retention(joblog, settings)
+        joblog.sweep = lambda: reports.append(retention.sweep(ended + 7 * DAY))
+        assert send(free_port, paths) == [0] * 5  # every one acknowledged
+        assert joblog.sweeper is not None
+        joblog.sweeper.join(timeout=60)
+        recorded = {Path(p) for job in joblog.jobs() for p in joblog.job_instances(job.job_id)}
+        assert len(recorded) == 5
+        assert all(path.is_file() for path in recorded), "acknowledged, recorded, but deleted"
+        # The SCP held the first instance's lock: the sweep waited, then found the series
+        # received again (after the cut-off) and left it alone.
+        assert [report.series for report in reports] == [0]
+        assert [j.job_id for j in joblog.jobs()] == [first]
+    finally:
+        scp.stop()
+        joblog.close()
