@@ -1,16 +1,18 @@
 """Ingest rate of the node's SCP vs Orthanc and DCMTK storescp, and end-to-end latency.
 
 Run: ``.venv/bin/python bench/bench_ingest.py [--slices 300] [--size 512] [--repeat 2]
-[--associations 1 4] [--quiet 2] [--skip-e2e]``
+[--associations 1 4] [--scp-processes N] [--quiet 2] [--skip-e2e]``
 
 1. Writes one synthetic CT series (``--slices`` × ``--size`` × ``--size``, Explicit VR LE) to tmp.
 2. Sends it with DCMTK ``storescu`` (a C++ sender, so the sender is not the bottleneck) to each
    receiver on 127.0.0.1, all with ``TCP_NODELAY=1``: ``spinenode serve`` (spool with fsync +
    job log row per instance), Orthanc (its own storage and index), ``storescp`` (writes files, no
    fsync). Prints images/s per receiver (best of ``--repeat`` runs, taken in turns with the other
-   receivers), the receiver process's CPU time per image in that run, and the ratios node/peer,
-   for one association and for several at once (the series shared out among them), with the load
-   average (the machine may be shared).
+   receivers), the receiver's CPU time per image in that run (every process of it: the node's
+   serving process, its receiving processes and its worker), how many processes that was, and the
+   ratios node/peer, for one association and for several at once (the series shared out among
+   them), with the load average (the machine may be shared), and how long the node's receipts
+   waited for the job log's write lock in that run (from its receivers' logs).
 3. When the default analyzer loads, a lumbar phantom of the same size (1.0 × 0.8 × 0.8 mm) goes
    Orthanc → node → Orthanc; prints the time from the last C-STORE received by the node to the
    job being DONE (every result acknowledged by Orthanc), by phase and by analysis stage.
@@ -84,17 +86,49 @@ def make_series(folder: Path, slices: int, size: int) -> list[Path]:
     return write_ct_series(hu, affine, folder, spec)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every descendant of it (Linux /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    tree, todo = [pid], list(parents.get(pid, []))
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(parents.get(tree[-1], []))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU time each process has used so far (Linux /proc; gone ones left out)."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+#: Processes of the last receiver measured (the receiver's process and its descendants).
+LAST_PROCESSES = [0]
 
 
 def timed_storescu(port: int, called: str, folders: list[Path], pid: int) -> tuple[float, float]:
-    """(seconds, receiver CPU seconds) to send ``folders`` with :func:`storescu`."""
-    cpu = cpu_seconds(pid)
+    """(seconds, CPU seconds of the receiver and all its child processes) to send ``folders``
+    with :func:`storescu`."""
+    pids = process_tree(pid)
+    before = cpu_seconds(pids)
     seconds = storescu(port, called, folders)
-    return seconds, cpu_seconds(pid) - cpu
+    after = cpu_seconds(pids)
+    LAST_PROCESSES[0] = len(pids)
+    return seconds, sum(after[p] - before[p] for p in after if p in before)
 
 
 def storescu(port: int, called: str, folders: list[Path]) -> float:
@@ -128,6 +162,10 @@ def split(files: list[Path], parts: int, work: Path) -> list[Path]:
     return folders
 
 
+#: ``scp.processes`` of the node under test (None: the node's default).
+SCP_PROCESSES: list[int | None] = [None]
+
+
 def node_config(
     folder: Path, port: int, quiet: float, dest_port: int | None, analyzer: str
 ) -> Path:
@@ -142,6 +180,8 @@ def node_config(
         f"[delivery]\npoll_seconds = 0.2\n[worker]\nlease_seconds = 300\n"
         f'analyzer = "{analyzer}"\n{dest}'
     )
+    if SCP_PROCESSES[0] is not None:
+        text += f"[scp]\nprocesses = {SCP_PROCESSES[0]}\n"
     path = folder.parent / f"{folder.name}.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -168,6 +208,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+#: The receivers' write-lock lines ("receiver N stopped: ...") of each node run, by run name.
+LOCK_WAITS: dict[str, list[str]] = {}
+
+
 def ingest_node(work: Path, folders: list[Path], run: int) -> tuple[float, float]:
     port = free_port()
     # The worker stays idle during ingest (quiet period of an hour); any importable analyzer does.
@@ -181,6 +225,8 @@ def ingest_node(work: Path, folders: list[Path], run: int) -> tuple[float, float
         return timed_storescu(port, "SPINENODE", folders, process.pid)
     finally:
         stop(process)
+        lines = (work / f"{name}.log").read_text(errors="replace").splitlines()
+        LOCK_WAITS[name] = [ln.split(": ", 1)[1] for ln in lines if "write transactions" in ln]
 
 
 def ingest_storescp(work: Path, folders: list[Path], run: int) -> tuple[float, float]:
@@ -290,11 +336,18 @@ def main() -> None:
         default=[1, 4],
         help="concurrent associations to measure, the series shared out among them",
     )
+    parser.add_argument(
+        "--scp-processes",
+        type=int,
+        default=None,
+        help="the node's scp.processes (default: its default)",
+    )
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument(
         "--quiet", type=float, default=2.0, help="quiet period (s) for the end-to-end run"
     )
     args = parser.parse_args()
+    SCP_PROCESSES[0] = args.scp_processes
     if not (shutil.which("storescu") and shutil.which("storescp") and orthanc_available()):
         sys.exit("needs DCMTK (storescu, storescp) and Orthanc installed")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -314,19 +367,25 @@ def main() -> None:
             )
             # Round robin (node, Orthanc, storescp, node, ...): on a shared machine every receiver
             # meets the same moments of load, which keeps the ratios fair.
-            runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in receivers}
+            runs: dict[str, list[tuple[float, float, int, int]]] = {n: [] for n, _ in receivers}
             for run in range(args.repeat):
                 for name, ingest in receivers:
-                    runs[name].append(ingest(work, folders, run))
+                    seconds, cpu = ingest(work, folders, run)
+                    runs[name].append((seconds, cpu, LAST_PROCESSES[0], run))
             rates: dict[str, float] = {}
             for name, _ in receivers:
-                seconds, cpu = min(runs[name])
+                seconds, cpu, processes, best = min(runs[name])
                 rates[name] = len(files) / seconds
                 print(
                     f"  {name:<10} {rates[name]:8.1f} images/s"
                     f"  ({seconds:.2f} s, best of {args.repeat};"
-                    f" receiver CPU {1000 * cpu / len(files):.2f} ms/image)"
+                    f" receiver CPU {1000 * cpu / len(files):.2f} ms/image"
+                    f" in {processes} process{'es' if processes > 1 else ''})"
                 )
+                for line in (
+                    LOCK_WAITS.get(f"node{best}-{parallel}", []) if name == "spinenode" else []
+                ):
+                    print(f"    {line}")
             print(f"  ratio spinenode/orthanc:  {rates['spinenode'] / rates['orthanc']:.2f}")
             print(f"  ratio spinenode/storescp: {rates['spinenode'] / rates['storescp']:.2f}")
             print(f"  load average after: {_load()}")

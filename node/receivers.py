@@ -99,7 +99,7 @@ class ReceiverPool:
         removed = spool.remove_partials()
         recovered = recover_spool(spool, self.joblog)
         spool.close()
-        self._listener = _listen(self.settings)
+        self._listener = _bind(self.settings)
         for index in range(len(self._children)):
             self._spawn(index)
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -111,6 +111,9 @@ class ReceiverPool:
             except TimeoutError:
                 logger.error("receiver %d did not start in time", child.index)
             child.channel.settimeout(None)
+        self._listener.listen(
+            LISTEN_BACKLOG
+        )  # only now: a peer never waits for a starting receiver
         self._selector.register(self._listener, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._loop, name="SCP-acceptor", daemon=True)
@@ -265,10 +268,15 @@ class ReceiverPool:
         self._wake_write.close()
 
 
-def _listen(settings: Settings) -> socket.socket:
-    """The listening socket on ``bind_address:port`` (IPv6 when the address has a colon)."""
+def _bind(settings: Settings) -> socket.socket:
+    """The socket bound to ``bind_address:port`` (IPv6 when the address has a colon), not yet
+    listening."""
     family = socket.AF_INET6 if ":" in settings.bind_address else socket.AF_INET
-    listener = socket.create_server(
-        (settings.bind_address, settings.port), family=family, backlog=LISTEN_BACKLOG
-    )
-    return listener
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.bind_address, settings.port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
