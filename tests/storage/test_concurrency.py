@@ -9,13 +9,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from multiprocessing.queues import Queue
-from pathlib import Path
 from typing import Any
 
 from storage.joblog import JobLog
 from storage.states import JobState
 from tests.storage import procs
-from tests.storage.factory import T0, db_url, queued_jobs, receipt
+from tests.storage.factory import T0, queued_jobs, receipt
 
 WORKERS = 4
 JOBS = 40
@@ -68,9 +67,9 @@ def test_concurrent_resend_of_a_finished_series_opens_one_new_job(any_db_url: st
     assert sorted(j.state for j in jobs) == [JobState.DONE, JobState.RECEIVING]
 
 
-def test_threads_share_one_job_log(tmp_path: Path) -> None:
+def test_threads_share_one_job_log(any_db_url: str) -> None:
     # The SCP records instances from one thread per association.
-    with JobLog.open(db_url(tmp_path)) as log:
+    with JobLog.open(any_db_url) as log:
 
         def receive(series: int) -> list[str]:
             return [log.record_instance(receipt(series, i)).value for i in range(10)]
@@ -82,8 +81,8 @@ def test_threads_share_one_job_log(tmp_path: Path) -> None:
         assert sorted(j.instances for j in log.jobs()) == [10, 10, 10]
 
 
-def test_job_of_a_killed_worker_is_reclaimed_after_its_lease(tmp_path: Path) -> None:
-    url = db_url(tmp_path)
+def test_job_of_a_killed_worker_is_reclaimed_after_its_lease(any_db_url: str) -> None:
+    url = any_db_url
     with JobLog.open(url) as log:
         (job_id,) = queued_jobs(log, 1)
     ctx = multiprocessing.get_context("spawn")

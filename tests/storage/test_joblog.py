@@ -92,8 +92,8 @@ def test_one_open_job_per_series_and_a_new_one_after_it_ran(any_db_url: str) -> 
         assert len(log.job_instances(first.job_id)) == 4
 
 
-def test_quiet_jobs_waits_for_the_quiet_period(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_quiet_jobs_waits_for_the_quiet_period(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         for index in range(5):
             log.record_instance(receipt(0, index))  # last one at T0 + 4 s
         assert log.quiet_jobs(10.0, T0 + timedelta(seconds=13)) == []
@@ -160,8 +160,8 @@ def test_claim_takes_oldest_first_and_expired_leases_are_reclaimed(any_db_url: s
         assert (last.source, last.target) == (JobState.RUNNING, JobState.RUNNING)
 
 
-def test_release_puts_the_job_back_in_the_queue(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_release_puts_the_job_back_in_the_queue(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         (job_id,) = queued_jobs(log, 1)
         assert log.claim("w1", 60.0, LATER) is not None
         log.release(job_id, "w1", "worker stopping (SIGTERM)")
@@ -170,8 +170,8 @@ def test_release_puts_the_job_back_in_the_queue(tmp_path: Path) -> None:
         assert again is not None and again.job_id == job_id and again.reclaimed_from is None
 
 
-def test_stage_timings_are_recorded_per_attempt(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_stage_timings_are_recorded_per_attempt(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         (job_id,) = queued_jobs(log, 1)
         log.claim("w1", 60.0, LATER)
         log.record_stage(job_id, "load", 1.5)
@@ -215,8 +215,8 @@ def test_status_counts_workers_and_failures(any_db_url: str) -> None:
         json.dumps(status.to_json())
 
 
-def test_json_of_every_record_is_plain_json(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_json_of_every_record_is_plain_json(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         (job_id,) = queued_jobs(log, 1)
         claimed = log.claim("w1", 60.0, LATER)
         assert claimed is not None
@@ -279,8 +279,8 @@ def test_log_lines_carry_job_id_and_series_uid(
     assert line == f"job {job_id} series {series_uid(0)}: queued → failed (no lumbar spine)"
 
 
-def test_stage_durations_must_be_finite_and_non_negative(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_stage_durations_must_be_finite_and_non_negative(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         (job_id,) = queued_jobs(log, 1)
         for bad in (-1.0, float("nan"), float("inf")):
             with pytest.raises(StorageError):

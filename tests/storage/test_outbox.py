@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from storage.errors import (
 from storage.joblog import JobLog
 from storage.records import DeliveryRequest, OutputRecord
 from storage.states import DeliveryState, JobState
-from tests.storage.factory import T0, db_url, queued_jobs
+from tests.storage.factory import T0, queued_jobs
 
 NOW = T0 + timedelta(hours=1)
 OUTPUTS = [DeliveryRequest("pacs", f"2.25.{n}", f"/work/1/out/{n}.dcm") for n in range(1, 4)]
@@ -102,8 +101,8 @@ def test_giving_up_fails_the_job_and_retry_rearms_the_deliveries(any_db_url: str
         assert targets[-3:] == [JobState.FAILED, JobState.DELIVERING, JobState.DONE]
 
 
-def test_retry_of_a_failed_analysis_requeues_with_attempts_reset(tmp_path: Path) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+def test_retry_of_a_failed_analysis_requeues_with_attempts_reset(any_db_url: str) -> None:
+    with JobLog.open(any_db_url) as log:
         (job_id,) = queued_jobs(log, 1)
         log.claim("w1", 60.0, NOW)
         log.transition(job_id, JobState.FAILED, "segmentation crashed", worker="w1")
@@ -117,19 +116,19 @@ def test_retry_of_a_failed_analysis_requeues_with_attempts_reset(tmp_path: Path)
 
 
 def test_job_without_deliveries_finishes_done_and_unknown_delivery_is_an_error(
-    tmp_path: Path,
+    any_db_url: str,
 ) -> None:
-    with JobLog.open(db_url(tmp_path)) as log:
+    with JobLog.open(any_db_url) as log:
         job_id = _delivering(log, [])
         assert log.finish_if_delivered(job_id) is JobState.DONE
         with pytest.raises(DeliveryNotFoundError):
             log.delivery_attempted(999, True, None, None)
 
 
-def test_outputs_are_recorded_once_per_uid_in_order(tmp_path: Path) -> None:
+def test_outputs_are_recorded_once_per_uid_in_order(any_db_url: str) -> None:
     seg = OutputRecord("2.25.7", "1.2.840.10008.5.1.4.1.1.66.4", "/work/1/seg.dcm")
     sr = OutputRecord("2.25.8", "1.2.840.10008.5.1.4.1.1.88.33", "/work/1/sr.dcm")
-    with JobLog.open(db_url(tmp_path)) as log:
+    with JobLog.open(any_db_url) as log:
         (job_id,) = queued_jobs(log, 1)
         log.record_outputs(job_id, [seg, sr])
         log.record_outputs(job_id, [sr])
