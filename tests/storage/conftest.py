@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 POSTGRES_ENV = "SPINENODE_TEST_POSTGRES_URL"
 
 
-def postgres_url() -> str:
+def postgres_url() -> str:  # also used by tests/node/test_retention_postgres.py
     """The scratch PostgreSQL database, emptied; skips the test when none is configured."""
     url = os.environ.get(POSTGRES_ENV)
     if not url:
