@@ -12,7 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from storage import receipts
 from storage.joblog import JobLog
 from storage.records import InstanceReceipt
-from storage.retention import RetentionStore
+from storage.retention import Freed, RetentionStore
 from storage.states import JobState, ReceiptOutcome
 from tests.storage.factory import receipt
 
@@ -93,3 +93,25 @@ def test_a_resent_duplicate_being_recorded_keeps_its_series_from_the_purge(
         assert outcomes == [ReceiptOutcome.DUPLICATE, None]
         assert all(Path(r.path).is_file() for r in got)
         assert len(log.job_instances(job_id)) == 3
+
+
+def test_work_folder_and_job_log_rows_go_after_the_files(any_db_url: str, tmp_path: Path) -> None:
+    with JobLog.open(any_db_url) as log:
+        job_id, _ = _finished_series(log, tmp_path)
+        later = datetime.now(UTC) + timedelta(days=1)
+        store = RetentionStore(log.engine, tmp_path / "spool")
+        assert store.purge_rows(later, lambda _: False, limit=10) == (0, None)  # files first
+        assert store.purge_spool(1, later, "t") is not None
+        removed: list[int] = []
+
+        def remove() -> Freed:
+            removed.append(job_id)
+            return Freed(2, 2000)
+
+        assert store.settled_jobs([job_id], later) == [job_id]
+        assert store.purge_work(job_id, later, remove, "outputs") == Freed(2, 2000)
+        assert removed == [job_id]
+        assert "work folder" in (log.job(job_id).events[-1].reason or "")
+        assert store.purge_rows(later, {job_id}.__contains__, limit=10) == (0, 1)  # kept
+        assert store.purge_rows(later, lambda _: False, limit=10) == (1, 1)
+        assert log.jobs() == []
