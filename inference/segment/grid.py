@@ -13,7 +13,8 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from inference.errors import NotApplicableError
-from inference.geometry import FloatArray, index_to_mm, voxel_spacing
+from inference.geometry import FloatArray, bounding_box, index_to_mm, voxel_spacing
+from inference.segment.bone import refine_border
 
 BONE_HU = 250.0
 
@@ -23,7 +24,9 @@ class WorkingVolume:
     """A resampled crop: ``hu`` on a grid of ``spacing`` mm; ``affine`` index → patient mm.
 
     ``box`` is the crop in native indices and ``native_shape`` the full input shape;
-    ``spine_point`` a patient-mm point on the spinal column's axis (mid-volume).
+    ``spine_point`` a patient-mm point on the spinal column's axis (mid-volume);
+    ``native_hu`` the input inside ``box`` (a view where the input is float32), which
+    :func:`to_native` uses to put the labels' border on the native grid.
     """
 
     hu: npt.NDArray[np.float32]
@@ -32,6 +35,7 @@ class WorkingVolume:
     native_affine: FloatArray
     native_shape: tuple[int, int, int]
     spine_point: FloatArray
+    native_hu: npt.NDArray[np.float32] | None = None
 
 
 def spine_box(
@@ -81,11 +85,19 @@ def working_volume(
     start = np.array([s.start for s in box], dtype=np.float64)
     w_aff[:3, 3] = aff[:3, :3] @ start + aff[:3, 3]
     shape_in = (int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2]))
-    return WorkingVolume(out, w_aff, box, aff, shape_in, centre)
+    return WorkingVolume(out, w_aff, box, aff, shape_in, centre, sub)
 
 
-def to_native(labels: npt.NDArray[np.integer], work: WorkingVolume) -> npt.NDArray[np.uint8]:
-    """Nearest-neighbour map of a working-grid label map back onto the full native grid."""
+def to_native(
+    labels: npt.NDArray[np.integer], work: WorkingVolume, *, refine: bool = True
+) -> npt.NDArray[np.uint8]:
+    """Map a working-grid label map back onto the full native grid.
+
+    Nearest neighbour, then (``refine`` and the native HU at hand) the outer border of the
+    labels is re-decided on the native grid by the bone border rule
+    (:func:`inference.segment.bone.refine_border`): the nearest-neighbour border is off by up
+    to half a working voxel, which cost the phantoms about 0.015 Dice per level.
+    """
     native = voxel_spacing(work.native_affine)
     step = voxel_spacing(work.affine)
     box = work.box
@@ -93,6 +105,9 @@ def to_native(labels: npt.NDArray[np.integer], work: WorkingVolume) -> npt.NDArr
     sub = ndimage.affine_transform(
         labels.astype(np.uint8), native / step, output_shape=shape, order=0, mode="constant", cval=0
     )
+    if refine and work.native_hu is not None and sub.any():
+        near = bounding_box(sub > 0, 2)
+        sub[near] = refine_border(sub[near], work.native_hu[near], native)
     out = np.zeros(work.native_shape, dtype=np.uint8)
     out[box] = sub
     return out

@@ -1,0 +1,207 @@
+"""Where the segmenter's per-level Dice goes: border, missing/extra parts, wrong vertebra.
+
+Run: ``.venv/bin/python bench/segment_errors.py [--seeds 1,2,3] [--structures]``
+
+For each phantom (same seeds → same specs as ``bench_lumbar.py``) the pipeline's segmentation
+(``inference.pipeline.segment_volume``) is mapped to the native grid as the pipeline does, and
+every level's Dice loss is split into additive terms (1 − Dice = Σ terms; each term = its voxel
+count / (|ours| + |truth|)):
+
+- ``fn_border`` / ``fn_deep``: true bone of the level that we left unlabelled and outside our
+  bone mask, ≤ 1 mm / > 1 mm from the true bone surface (distance = EDT, native mm);
+- ``fn_bone``: true bone of the level inside our bone mask but labelled no vertebra (bone that
+  reached no body core, or "other");
+- ``fn_wrong``: true bone of the level that we gave to another vertebra;
+- ``fp_border`` / ``fp_deep``: our voxels of the level outside all true bone, ≤ 1 mm / > 1 mm
+  from it;
+- ``fp_wrong``: our voxels of the level that truly belong to another bone (a neighbour, ilium).
+
+``grid`` is the Dice of the TRUE labels taken to the 1 mm working grid and back by nearest
+neighbour without the native border refinement (the floor set by the working grid alone).
+``--structures`` names the phantom part (body, pedicle, lamina, SAP/IAP, spinous, transverse,
+…) under every voxel given to the wrong vertebra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from inference.geometry import index_to_mm, voxel_spacing  # noqa: E402
+from inference.phantom import Phantom, PhantomSpec, generate  # noqa: E402
+from inference.pipeline import segment_volume  # noqa: E402
+from inference.segment.bone import bone_mask  # noqa: E402
+from inference.segment.grid import to_native  # noqa: E402
+from inference.verse import LEVEL_TO_LABEL  # noqa: E402
+
+LEVELS = ["L1", "L2", "L3", "L4", "L5", "S1"]
+TERMS = ["fn_border", "fn_deep", "fn_bone", "fn_wrong", "fp_border", "fp_deep", "fp_wrong"]
+SPACINGS = [
+    (1.0, 0.8, 0.8),
+    (3.0, 0.78, 0.78),
+    (2.0, 0.7, 0.7),
+    (0.625, 0.9, 0.9),
+    (1.25, 0.75, 0.75),
+]
+UNASSIGNED = 254  # our bone that reached no named vertebra
+
+
+def spec_for(seed: int) -> PhantomSpec:
+    """The same spec as bench_lumbar.py for ``seed``."""
+    return PhantomSpec.from_seed(seed, "lumbar", spacing_mm=SPACINGS[seed % len(SPACINGS)])
+
+
+def our_labels(ph: Phantom) -> tuple[np.ndarray, np.ndarray, float]:
+    """Native-grid VerSe labels (``UNASSIGNED`` for our other bone) and our bone mask."""
+    t0 = time.perf_counter()
+    seg = segment_volume(ph.hu, ph.affine)
+    elapsed = time.perf_counter() - t0
+    verse = seg.verse_labels()
+    verse[(verse == 0) & (seg.instances > 0)] = UNASSIGNED
+    bone = bone_mask(seg.work.hu)
+    verse[(verse == 0) & bone] = UNASSIGNED
+    labels = to_native(verse, seg.work)
+    bone_native = to_native(bone.astype(np.uint8), seg.work) > 0
+    return labels, bone_native, elapsed
+
+
+def grid_floor(ph: Phantom) -> np.ndarray:
+    """The TRUE labels resampled to the working grid (as bench_lumbar --true-masks) and back."""
+    from lumbar_metrics import true_segmentation
+
+    seg = true_segmentation(ph.hu, ph.affine, ph.labels)
+    return to_native(seg.verse_labels(), seg.work, refine=False)
+
+
+def decompose(
+    ours: np.ndarray, bone: np.ndarray, truth: np.ndarray, spacing: np.ndarray, label: int
+) -> dict[str, float]:
+    """Additive Dice-loss terms of one level (see the module docstring)."""
+    t, o = truth == label, ours == label
+    denom = float(t.sum() + o.sum())
+    if denom == 0:
+        return {}
+    true_bone = truth > 0
+    fn = t & ~o
+    fp = o & ~t
+    # distances only where needed: crop to the level's box
+    box = tuple(slice(max(0, int(a.min()) - 4), int(a.max()) + 5) for a in np.nonzero(t | o))
+    inside = ndimage.distance_transform_edt(true_bone[box], sampling=spacing)
+    outside = ndimage.distance_transform_edt(~true_bone[box], sampling=spacing)
+    fn_b, fp_b = fn[box], fp[box]
+    missed = fn_b & (ours[box] == 0) & ~bone[box]
+    extra = fp_b & ~true_bone[box]
+    return {
+        "dice": 2.0 * float((t & o).sum()) / denom,
+        "fn_border": float((missed & (inside <= 1.0)).sum()) / denom,
+        "fn_deep": float((missed & (inside > 1.0)).sum()) / denom,
+        "fn_bone": float((fn_b & ~missed & np.isin(ours[box], (0, UNASSIGNED))).sum()) / denom,
+        "fn_wrong": float((fn_b & ~np.isin(ours[box], (0, UNASSIGNED))).sum()) / denom,
+        "fp_border": float((extra & (outside <= 1.0)).sum()) / denom,
+        "fp_deep": float((extra & (outside > 1.0)).sum()) / denom,
+        "fp_wrong": float((fp_b & true_bone[box]).sum()) / denom,
+    }
+
+
+def structures(ph: Phantom, ours: np.ndarray, counts: Counter[str]) -> None:
+    """Count wrongly assigned true-vertebra voxels by the phantom part nearest to them."""
+    wrong = (ph.labels > 0) & (ours != ph.labels) & ~np.isin(ours, (0, UNASSIGNED))
+    for v in ph.anatomy.vertebrae:
+        if v.level not in LEVELS:
+            continue
+        idx = np.argwhere(wrong & (ph.labels == v.label))
+        if idx.size == 0:
+            continue
+        pts = index_to_mm(ph.affine, idx)
+        names = [p.name.removesuffix("_left").removesuffix("_right") for p in v.parts]
+        d = np.stack([p.shape.sdf(pts) for p in v.parts], axis=1)
+        nearest = np.argmin(d, axis=1)
+        for k, n in zip(*np.unique(nearest, return_counts=True), strict=True):
+            counts[f"{v.level} {names[k]}"] += int(n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1,2,3,4,5,7,8,10", help="comma-separated seeds")
+    parser.add_argument("--structures", action="store_true", help="name the misassigned parts")
+    parser.add_argument("--no-grid", action="store_true", help="skip the working-grid floor")
+    args = parser.parse_args()
+    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
+    rows: dict[str, list[dict[str, float]]] = {lv: [] for lv in LEVELS}
+    floor: dict[str, list[float]] = {lv: [] for lv in LEVELS}
+    parts: Counter[str] = Counter()
+    times = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        spec = spec_for(seed)
+        ph = generate(spec)
+        ours, bone, elapsed = our_labels(ph)
+        times.append(elapsed)
+        spacing = voxel_spacing(ph.affine)
+        back = None if args.no_grid else grid_floor(ph)
+        line = []
+        for level in LEVELS:
+            if level not in spec.level_names:
+                continue
+            lab = LEVEL_TO_LABEL[level]
+            terms = decompose(ours, bone, ph.labels, spacing, lab)
+            if not terms:
+                continue
+            rows[level].append(terms)
+            line.append(f"{level} {terms['dice']:.3f}")
+            if back is not None:
+                t, g = ph.labels == lab, back == lab
+                floor[level].append(2.0 * float((t & g).sum()) / float(t.sum() + g.sum()))
+        if args.structures:
+            structures(ph, ours, parts)
+        print(
+            f"seed {seed:>2} sp {spec.spacing_mm[0]:.3g} mm segment {elapsed:.1f} s: "
+            + ", ".join(line)
+        )
+    _print_table(rows, floor)
+    print(f"segment stage: mean {np.mean(times):.2f} s, max {np.max(times):.2f} s")
+    if args.structures:
+        total = max(sum(parts.values()), 1)
+        print("\nwrong-vertebra voxels by true part (share of all such voxels):")
+        by_part: Counter[str] = Counter()
+        for key, n in parts.items():
+            by_part[key.split(" ", 1)[1]] += n
+        for name, n in by_part.most_common():
+            print(f"  {name:<14}{n:>8} {n / total:6.1%}")
+        print("  per level and part (top 15):")
+        for key, n in parts.most_common(15):
+            print(f"    {key:<18}{n:>8} {n / total:6.1%}")
+
+
+def _print_table(rows: dict[str, list[dict[str, float]]], floor: dict[str, list[float]]) -> None:
+    """Mean Dice and mean loss terms per level (terms in Dice points, sum = 1 − Dice)."""
+    head = f"{'level':<6}{'Dice':>7}{'grid':>7}" + "".join(f"{t:>10}" for t in TERMS)
+    print("\nDice loss per level (mean over phantoms; terms sum to 1 - Dice)")
+    print(head)
+    everything: list[dict[str, float]] = []
+    all_floor: list[float] = []
+    for level in [*LEVELS, "all"]:
+        r = everything if level == "all" else rows[level]
+        f = all_floor if level == "all" else floor[level]
+        if level != "all":
+            everything += r
+            all_floor += f
+        if not r:
+            continue
+        mean = {k: float(np.mean([x[k] for x in r])) for k in ["dice", *TERMS]}
+        g = f"{np.mean(f):>7.3f}" if f else f"{'-':>7}"
+        print(f"{level:<6}{mean['dice']:>7.3f}{g}" + "".join(f"{mean[t]:>10.4f}" for t in TERMS))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The bone border (inference.segment.bone, inference.segment.grid.to_native) on synthetic blurred
+blocks whose true faces are known, on [slice, row, col] grids with a diagonal affine (LPS mm)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from inference.segment.bone import bone_mask, refine_border
+from inference.segment.grid import to_native, working_volume
+
+SOFT_HU, CORTEX_HU, MARROW_HU = 40.0, 1000.0, 200.0
+# a cortical box (faces at off-grid mm positions) with a 2 mm cortex around marrow
+LO = np.array([10.3, 12.2, 14.6])
+HI = np.array([34.1, 38.4, 41.9])
+CORTEX_MM = 2.0
+
+
+Floats = npt.NDArray[np.float64]
+
+
+def _overlap(centres: Floats, step: float, lo: float, hi: float) -> Floats:
+    """Fraction of each voxel interval [c − step/2, c + step/2] inside [lo, hi]."""
+    a = np.maximum(centres - step / 2, lo)
+    b = np.minimum(centres + step / 2, hi)
+    out: Floats = np.clip(b - a, 0.0, None) / step
+    return out
+
+
+def _occupancy(shape: tuple[int, ...], spacing: Floats, lo: Floats, hi: Floats) -> Floats:
+    axes = [
+        _overlap(np.arange(n) * spacing[k], float(spacing[k]), float(lo[k]), float(hi[k]))
+        for k, n in enumerate(shape)
+    ]
+    out: Floats = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    return out
+
+
+def _block(
+    spacing: tuple[float, float, float], extent_mm: float = 48.0
+) -> tuple[npt.NDArray[np.float32], Floats, npt.NDArray[np.bool_]]:
+    """CT (partial volume + 0.5 mm Gaussian blur), affine (origin 0) and the true mask."""
+    sp = np.asarray(spacing)
+    shape = tuple(int(extent_mm / s) for s in sp)
+    outer = _occupancy(shape, sp, LO, HI)
+    inner = _occupancy(shape, sp, LO + CORTEX_MM, HI - CORTEX_MM)
+    hu = SOFT_HU + (CORTEX_HU - SOFT_HU) * outer + (MARROW_HU - CORTEX_HU) * inner
+    hu = ndimage.gaussian_filter(hu, sigma=0.5 / sp).astype(np.float32)
+    centres = np.stack(
+        np.meshgrid(*[np.arange(n) * sp[k] for k, n in enumerate(shape)], indexing="ij"), axis=-1
+    )
+    truth = np.all((centres > LO) & (centres < HI), axis=-1)
+    affine = np.diag([*spacing, 1.0])
+    return hu, affine, truth
+
+
+def _dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
+    return float(2.0 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def _faces(mask: npt.NDArray[np.bool_], spacing: Floats) -> Floats:
+    """Mask faces (mm) per axis: outer edge of the first and last voxel along the middle line."""
+    out = np.zeros((3, 2))
+    mid = [n // 2 for n in mask.shape]
+    for k in range(3):
+        line = mask[tuple(slice(None) if j == k else mid[j] for j in range(3))]
+        idx = np.flatnonzero(line)
+        out[k] = (idx[0] - 0.5) * spacing[k], (idx[-1] + 0.5) * spacing[k]
+    return out
+
+
+def test_bone_mask_border_is_the_true_face_within_a_voxel() -> None:
+    hu, _, truth = _block((1.0, 1.0, 1.0))
+    mask = bone_mask(hu)
+    faces = _faces(mask, np.ones(3))
+    assert np.all(np.abs(faces[:, 0] - LO) <= 1.0)
+    assert np.all(np.abs(faces[:, 1] - HI) <= 1.0)
+    assert _dice(mask, truth) > 0.95
+
+
+def test_refine_border_moves_an_offset_border_onto_the_true_face() -> None:
+    sp = np.array([0.7, 0.7, 0.7])
+    hu, _, truth = _block((0.7, 0.7, 0.7))
+    # a border one voxel too wide on the low faces and one too tight on the high faces
+    shifted = np.zeros_like(truth)
+    shifted[:-1, :-1, :-1] = truth[1:, 1:, 1:]
+    labels = shifted.astype(np.uint8) * 3
+    out = refine_border(labels, hu, sp)
+    assert set(np.unique(out)) == {0, 3}
+    faces = _faces(out > 0, sp)
+    assert np.all(np.abs(faces[:, 0] - LO) <= 0.5 * sp)
+    assert np.all(np.abs(faces[:, 1] - HI) <= 0.5 * sp)
+    assert _dice(out > 0, truth) > _dice(shifted, truth) + 0.02
+
+
+def test_refine_border_keeps_the_border_between_two_labels() -> None:
+    sp = np.array([0.7, 0.7, 0.7])
+    hu, _, truth = _block((0.7, 0.7, 0.7))
+    labels = truth.astype(np.uint8)
+    labels[:, :, 40:] *= 2  # the block split in two at column 40
+    out = refine_border(labels, hu, sp)
+    inner = ndimage.binary_erosion(truth, iterations=3)
+    assert np.array_equal(out[inner], labels[inner])
+
+
+def test_refine_border_leaves_thick_slices_alone_across_them() -> None:
+    """3 mm slices: only in-plane neighbours are near enough to move the border, so a slice
+    labelled one too many (36 mm, the true face at 34.1 mm) keeps its interior and the border
+    does not grow into the next slice either."""
+    sp = np.array([3.0, 0.7, 0.7])
+    hu, _, truth = _block((3.0, 0.7, 0.7))
+    top = int(np.flatnonzero(np.any(truth, axis=(1, 2)))[-1])
+    labels = truth.astype(np.uint8)
+    labels[top + 1] = labels[top]
+    out = refine_border(labels, hu, sp)
+    interior = ndimage.binary_erosion(labels[top + 1] > 0, iterations=2)
+    assert np.all(out[top + 1][interior] == 1)
+    assert not out[top + 2].any()
+
+
+def test_to_native_puts_the_working_grid_border_on_the_native_face() -> None:
+    hu, affine, truth = _block((0.8, 0.7, 0.7), extent_mm=46.0)
+    # bone in every slice so that the working volume finds a "column": the block fills the
+    # middle; pad the slices with a thin bright rod along the slice axis
+    hu[:, 60:63, 60:63] = CORTEX_HU
+    work = working_volume(hu, affine)
+    coarse = (ndimage.gaussian_filter(work.hu, 0.7) > 520.0).astype(np.uint8)
+    coarse[:, 55:, 55:] = 0  # not the rod
+    plain = to_native(coarse, work, refine=False) > 0
+    refined = to_native(coarse, work) > 0
+    assert _dice(refined, truth) > _dice(plain, truth) + 0.01
+    faces = _faces(refined, np.array([0.8, 0.7, 0.7]))
+    assert np.all(np.abs(faces[:, 0] - LO) <= 0.5)
+    assert np.all(np.abs(faces[:, 1] - HI) <= 0.5)
+
+
+def _two_blocks(gap_mm: float) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8], Floats]:
+    """Two cortical blocks side by side along the columns, ``gap_mm`` of soft tissue between
+    them (a joint), labelled 1 and 2 with the gap bridged and cut in its middle."""
+    sp = np.array([0.7, 0.7, 0.7])
+    shape = (40, 40, 70)
+    lo_a, hi_a = np.array([6.0, 6.0, 5.0]), np.array([22.0, 22.0, 22.3])
+    lo_b = np.array([6.0, 6.0, 22.3 + gap_mm])
+    hi_b = np.array([22.0, 22.0, 44.0])
+    hu = np.full(shape, SOFT_HU)
+    for lo, hi in ((lo_a, hi_a), (lo_b, hi_b)):
+        outer = _occupancy(shape, sp, lo, hi)
+        inner = _occupancy(shape, sp, lo + 1.5, hi - 1.5)
+        hu += (CORTEX_HU - SOFT_HU) * outer + (MARROW_HU - CORTEX_HU) * inner
+    hu = ndimage.gaussian_filter(hu, sigma=0.5 / sp)
+    cols = np.arange(shape[2]) * sp[2]
+    rows = np.arange(shape[0]) * sp[0]
+    inside = (rows > 6.0) & (rows < 22.0)
+    labels = np.zeros(shape, dtype=np.uint8)
+    box = inside[:, None, None] & inside[None, :, None]
+    cut = 22.3 + gap_mm / 2
+    labels[box & ((cols > 5.0) & (cols <= cut))[None, None, :]] = 1
+    labels[box & ((cols > cut) & (cols < 44.0))[None, None, :]] = 2
+    return hu.astype(np.float32), labels, cols
+
+
+def test_refine_border_opens_the_dark_gap_where_two_labels_meet() -> None:
+    hu, labels, cols = _two_blocks(gap_mm=1.6)
+    out = refine_border(labels, hu, np.array([0.7, 0.7, 0.7]))
+    in_gap = np.abs(cols - 23.1) < 0.4  # the voxel at the gap centre
+    mid = out[20, 20]
+    assert not mid[in_gap].any()  # the joint space is background
+    assert np.all(mid[(cols > 7.0) & (cols < 21.5)] == 1)
+    assert np.all(mid[(cols > 24.7) & (cols < 42.0)] == 2)
+
+
+def test_refine_border_keeps_bright_bone_where_two_labels_touch() -> None:
+    hu, labels, cols = _two_blocks(gap_mm=0.0)
+    out = refine_border(labels, hu, np.array([0.7, 0.7, 0.7]))
+    mid = out[20, 20]
+    assert np.all(mid[(cols > 7.0) & (cols < 42.0)] > 0)
