@@ -1,0 +1,138 @@
+"""Per-level error breakdown of the weights-free segmentation on the real CT (issue 4).
+
+Run: ``SPINENODE_DATA=/work/shared/data .venv/bin/python bench/bench_real_ct.py``
+
+Data: ../shared/data/real-ct/totalseg-abdomen (3 mm, NIfTI RAS → LPS by the reader), with the
+TotalSegmentator v1 and v2 vertebra labels and its body/disc map.
+Prints, on the native 3 mm grid:
+
+1. Dice per level (T12, L1–L5, S1) vs v1 and v2 and v1 vs v2; for S1 also the Dice inside the
+   slab of slices that v2's S1 segment spans (v2's 26 is the S1 segment only, ours and v1's 92
+   the whole sacrum).
+2. Per TS v2 level: which of our labels its voxels got (fractions; "other" = bone in our mask
+   that reached no vertebra, "none" = not in our mask), split into body (TS's
+   body/disc map = 1) and the rest (posterior elements). NB: ``posterior_elements.nii.gz``
+   holds per-level vertebral BODIES (ids 19–24 lie wholly inside the body map), so it is not
+   used.
+3. Misses and excess by distance: TS v2 vertebra voxels outside all of our vertebrae, by
+   distance (voxels) to our mask; our voxels outside all of TS's vertebrae, by distance to TS's.
+4. The segment stage's wall time (working grid, bone, instances, labels).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from inference.nifti import read_nifti  # noqa: E402
+from inference.pipeline import segment_volume  # noqa: E402
+from inference.segment.assign import OTHER  # noqa: E402
+from inference.segment.grid import to_native  # noqa: E402
+from inference.verse import LABEL_TO_LEVEL, LEVEL_TO_LABEL  # noqa: E402
+
+DATA = Path(os.environ.get("SPINENODE_DATA", REPO.parent / "shared" / "data"))
+LEVELS = ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+V1_IDS = {"T12": 23, "L1": 22, "L2": 21, "L3": 20, "L4": 19, "L5": 18, "S1": 92}
+V2_IDS = {"T11": 33, "T12": 32, "L1": 31, "L2": 30, "L3": 29, "L4": 28, "L5": 27, "S1": 26}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return float(2.0 * (a & b).sum() / s) if s else float("nan")
+
+
+def _name(label: int) -> str:
+    if label == OTHER:
+        return "other"
+    return "none" if label == 0 else LABEL_TO_LEVEL.get(label, f"#{label}")
+
+
+def _shares(ours: np.ndarray, where: np.ndarray) -> str:
+    """'L1 0.80, L2 0.15, none 0.05' for the voxels ``where`` (largest first, ≥ 1 %)."""
+    got = ours[where]
+    if got.size == 0:
+        return "-"
+    ids, counts = np.unique(got, return_counts=True)
+    order = np.argsort(-counts)
+    return ", ".join(
+        f"{_name(int(ids[i]))} {counts[i] / got.size:.2f}"
+        for i in order
+        if counts[i] / got.size >= 0.01
+    )
+
+
+def _by_distance(missing: np.ndarray, reference: np.ndarray) -> str:
+    """How many ``missing`` voxels lie 1, 2, 3, > 3 voxels from ``reference`` (26-neighbour)."""
+    dist = ndimage.distance_transform_edt(~reference)
+    d = dist[missing]
+    bins = [(d <= 1.0).sum(), ((d > 1.0) & (d <= 2.0)).sum(), ((d > 2.0) & (d <= 3.0)).sum()]
+    bins.append((d > 3.0).sum())
+    return f"{int(missing.sum())} voxels: ≤1 {bins[0]}, ≤2 {bins[1]}, ≤3 {bins[2]}, >3 {bins[3]}"
+
+
+def main() -> None:
+    folder = DATA / "real-ct" / "totalseg-abdomen"
+    if not (folder / "ct.nii.gz").is_file():
+        print(f"Real CT: skipped (no data at {folder}; set SPINENODE_DATA)")
+        return
+    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
+    hu, affine = read_nifti(folder / "ct.nii.gz")
+    v1 = np.asarray(read_nifti(folder / "labels_totalseg_v1.nii.gz")[0])
+    v2 = np.asarray(read_nifti(folder / "vertebrae_totalseg_v2.nii.gz")[0])
+    body = np.asarray(read_nifti(folder / "vertebral_body_and_discs.nii.gz")[0]) == 1
+    t0 = time.perf_counter()
+    seg = segment_volume(np.asarray(hu, dtype=np.float32), affine)
+    t_seg = time.perf_counter() - t0
+    verse = seg.verse_labels()
+    verse[seg.instances == OTHER] = OTHER  # bone that reached no vertebra: "other"
+    ours = to_native(verse, seg.work)
+    print(f"segment stage {t_seg:.2f} s; levels {list(seg.levels)}")
+    for w in seg.warnings:
+        print(f"  warning: {w}")
+
+    print(
+        f"\n{'level':<6}{'Dice v1':>9}{'Dice v2':>9}{'v1 vs v2':>10}{'ours vox':>10}{'v2 vox':>8}"
+    )
+    for level in LEVELS:
+        mine = ours == LEVEL_TO_LABEL[level]
+        a, b = v1 == V1_IDS[level], v2 == V2_IDS[level]
+        print(
+            f"{level:<6}{dice(mine, a):>9.3f}{dice(mine, b):>9.3f}{dice(a, b):>10.3f}"
+            f"{int(mine.sum()):>10}{int(b.sum()):>8}"
+        )
+    s1 = v2 == V2_IDS["S1"]
+    slab = np.zeros_like(s1)
+    z = np.nonzero(s1.any(axis=(1, 2)))[0]
+    slab[z.min() : z.max() + 1] = True
+    mine_s1 = (ours == LEVEL_TO_LABEL["S1"]) & slab
+    v1_s1 = (v1 == V1_IDS["S1"]) & slab
+    print(
+        f"S1 in v2's S1 slab (slices {z.min()}–{z.max()}): Dice vs v2 {dice(mine_s1, s1):.3f}, "
+        f"vs v1 sacrum in the slab {dice(mine_s1, v1_s1):.3f}, v1 vs v2 {dice(v1_s1, s1):.3f}"
+    )
+
+    print("\nwhich of our labels TS v2's voxels got (all / body / posterior elements):")
+    for level in LEVELS:
+        ts = v2 == V2_IDS[level]
+        print(f"  {level:<4} all:  {_shares(ours, ts)}")
+        print(f"       body: {_shares(ours, ts & body)}")
+        print(f"       post: {_shares(ours, ts & ~body)}")
+
+    ts_any = np.isin(v2, list(V2_IDS.values()))
+    our_any = np.isin(ours, [LEVEL_TO_LABEL[lv] for lv in LEVELS])
+    print("\nTS v2 vertebra voxels outside all our vertebrae, by distance to ours:")
+    print("  " + _by_distance(ts_any & ~our_any, our_any))
+    print("our vertebra voxels outside all TS v2 vertebrae, by distance to TS's:")
+    print("  " + _by_distance(our_any & ~ts_any, ts_any))
+
+
+if __name__ == "__main__":
+    main()
