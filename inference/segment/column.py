@@ -17,8 +17,9 @@ from scipy import ndimage
 
 from inference.geometry import BoolArray
 
-RING_HU = 200.0
-FAINT_RING_HU = 150.0
+# dense-ring levels (HU after 0.7 mm smoothing), highest first; the last bounds the bridging
+RING_LEVELS_HU = (200.0, 150.0, 120.0, 100.0)
+BRIDGE_MM = 2.5
 MARROW_HU = 40.0
 CSF_HU = 30.0
 DARK_FRACTION = 0.05
@@ -46,12 +47,37 @@ def body_mask(
     """
     smooth = ndimage.gaussian_filter(hu, 1.0 / spacing_mm)
     sharp = ndimage.gaussian_filter(hu, sigma=0.7 / spacing_mm)
-    filled = _marrow_in_rings(sharp > RING_HU, smooth, spacing_mm)
-    # a 0.5 mm wall blurred across a thick slice can dip below 200 HU: rings at 150 HU too
-    filled |= _marrow_in_rings(sharp > FAINT_RING_HU, smooth, spacing_mm)
+    filled = np.zeros(hu.shape, dtype=bool)
+    # a 0.5 mm wall blurred across a thick slice can dip below 200 HU, and in low-density bone
+    # on 3 mm slices the wall reads 120-230 HU around 80-180 HU marrow: rings at each level
+    for level in RING_LEVELS_HU:
+        filled |= _marrow_in_rings(sharp > level, smooth, spacing_mm)
+    # at the low levels trabecular spots brighter than the level break the marrow into patches:
+    # close the gaps between patches inside the ring's outline
+    filled |= _bridge_patches(filled, sharp > RING_LEVELS_HU[-1], spacing_mm)
     # a ring open in one slice (a partial-volumed wall) leaves a gap across the body: close it
     marrow = filled | ndimage.binary_closing(filled, structure=np.ones((3, 1, 1), dtype=bool))
     out: BoolArray = bone | marrow
+    return out
+
+
+def _in_plane_disk(radius_mm: float, spacing_mm: float) -> BoolArray:
+    r = radius_mm / spacing_mm
+    n = int(np.ceil(r))
+    yy, xx = np.mgrid[-n : n + 1, -n : n + 1]
+    disk: BoolArray = np.zeros((1, 2 * n + 1, 2 * n + 1), dtype=bool)
+    disk[0] = yy**2 + xx**2 <= r * r
+    return disk
+
+
+def _bridge_patches(marrow: BoolArray, dense: BoolArray, spacing_mm: float) -> BoolArray:
+    """Voxels within ``BRIDGE_MM`` (in-plane) of ``marrow`` and inside the axial outline of
+    ``dense`` (its in-plane filled holes)."""
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    outline = ndimage.binary_fill_holes(dense, structure=in_plane)
+    near = ndimage.binary_dilation(marrow, structure=_in_plane_disk(BRIDGE_MM, spacing_mm))
+    out: BoolArray = near & outline
     return out
 
 

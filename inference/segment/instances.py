@@ -29,6 +29,11 @@ from inference.segment.column import body_mask, split_at_endplates
 
 logger = logging.getLogger(__name__)
 
+# midsagittal slab for the spinous processes (see midline_arch_markers)
+ARCH_HALF_WIDTH_MM = 3.0
+ARCH_BEHIND_MM = 25.0
+ARCH_MAX_PITCH = 0.9
+
 
 @dataclass(frozen=True, slots=True)
 class Instances:
@@ -161,11 +166,63 @@ def separate_vertebrae(
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
     labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
+    arches = midline_arch_markers(labels, aff, cents[chain], cranial)
+    if arches is not None:  # spinous processes split between two vertebrae: grow again
+        markers[arches > 0] = arches[arches > 0]
+        labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
     out = keep_connected(labels.astype(np.uint8), markers, len(chain))
     extents, widths = _shape_stats(
         out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
     )
     return Instances(out, cents[chain], extents, widths)
+
+
+def midline_arch_markers(
+    labels: npt.NDArray[np.uint8], aff: FloatArray, cents: FloatArray, cranial: FloatArray
+) -> npt.NDArray[np.int16] | None:
+    """Whole-arch markers for spinous processes that the growth split between two vertebrae.
+
+    In the midsagittal slab (within ``ARCH_HALF_WIDTH_MM`` of the line through the body
+    centroids ``cents``, cranial first, patient mm) and more than ``ARCH_BEHIND_MM`` behind it,
+    each connected piece of bone is one vertebra's lamina junction and spinous process: the
+    interspinous gap parts it from its neighbours. A spinous process hangs caudally over the
+    vertebra below, whose front reaches its tip first through the facets, so a piece holding
+    two labels belongs to the one at its cranial end (the lamina junction). Returns markers
+    (that label on the whole piece, 0 elsewhere) or ``None`` when no piece is split. Pieces
+    taller than ``ARCH_MAX_PITCH`` vertebra pitches (two processes touching) are left alone.
+    """
+    n = len(cents)
+    if n < 2:
+        return None
+    idx = np.argwhere((labels > 0) & (labels <= n))
+    pts = index_to_mm(aff, idx)
+    h = pts @ cranial
+    order = np.argsort(cents @ cranial)
+    ch = (cents @ cranial)[order]
+    mid = np.stack([np.interp(h, ch, cents[order, a]) for a in range(3)], axis=1)
+    rel = pts - mid
+    lateral = unit(np.cross(cranial, [0.0, 1.0, 0.0]))
+    posterior = unit(np.cross(lateral, cranial))  # LPS +y when cranial is +z
+    near = (np.abs(rel @ lateral) <= ARCH_HALF_WIDTH_MM) & (rel @ posterior > ARCH_BEHIND_MM)
+    slab = np.zeros(labels.shape, dtype=bool)
+    slab[tuple(idx[near].T)] = True
+    pieces, n_pieces = ndimage.label(slab)
+    pitch = float(np.median(np.abs(np.diff(ch))))
+    out = np.zeros(labels.shape, dtype=np.int16)
+    split = False
+    for k, box in enumerate(ndimage.find_objects(pieces), start=1):
+        if box is None:
+            continue
+        mine = pieces[box] == k
+        lab = labels[box][mine]
+        hk = index_to_mm(aff, np.argwhere(mine) + [s.start for s in box]) @ cranial
+        if np.unique(lab).size < 2 or np.ptp(hk) > ARCH_MAX_PITCH * pitch:
+            continue
+        top = lab[hk >= np.percentile(hk, 75)]
+        out[box][mine] = int(np.bincount(top).argmax())
+        split = True
+    logger.debug("midline arch pieces: %d, split: %s", n_pieces, split)
+    return out if split else None
 
 
 def _core_stats(

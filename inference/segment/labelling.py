@@ -111,6 +111,15 @@ def attached_ribs(inst: Instances, affine: npt.ArrayLike, reach_mm: float = 55.0
     return found
 
 
+def touches_border(inst: Instances, k: int) -> bool:
+    """Whether instance ``k`` (0-based) reaches a face of the grid (cut by the field of view)."""
+    mine = inst.labels == k + 1
+    return any(
+        bool(np.take(mine, 0, axis=a).any() or np.take(mine, -1, axis=a).any())
+        for a in range(mine.ndim)
+    )
+
+
 def label_levels(inst: Instances, affine: npt.ArrayLike, cranial: FloatArray) -> LevelAssignment:
     """Name every instance (cranial first) with a level and a confidence."""
     n = len(inst.centroids)
@@ -123,26 +132,7 @@ def label_levels(inst: Instances, affine: npt.ArrayLike, cranial: FloatArray) ->
     ribs = sorted(k for k in candidates if not (sacrum and k == n - 1))
     warnings: list[str] = []
     if sacrum:
-        names = _count_up(n, n - 1, "S1")
-        conf = 0.9
-        if ribs:
-            lumbar = n - 1 - (max(ribs) + 1)
-            if lumbar == 5:
-                conf = 0.98
-            else:
-                kind = "a sixth lumbar vertebra" if lumbar == 6 else "a sacralised L5"
-                if lumbar == 6:
-                    names = _count_up(n, n - 1, "S1", with_l6=True)
-                warnings.append(
-                    f"{lumbar} mobile vertebrae between the last rib-bearing vertebra and the "
-                    f"sacrum: transitional anatomy ({kind}); levels counted from the sacrum, verify"
-                )
-                conf = 0.6
-        else:
-            warnings.append(
-                "no ribs in view: levels counted from the sacrum only (a sixth lumbar vertebra "
-                "or a sacralised L5 cannot be ruled out; verify the level names)"
-            )
+        names, conf, warnings = _from_sacrum(inst, ribs)
     elif ribs:
         names = _count_up(n, max(ribs), "T12")
         conf = 0.75
@@ -152,6 +142,37 @@ def label_levels(inst: Instances, affine: npt.ArrayLike, cranial: FloatArray) ->
             "cannot name the vertebrae: neither the sacrum nor a rib-bearing vertebra is in view"
         )
     return LevelAssignment(tuple(names), tuple([conf] * n), tuple(warnings))
+
+
+def _from_sacrum(inst: Instances, ribs: list[int]) -> tuple[list[str], float, list[str]]:
+    """Names counted up from the sacrum (the last instance), checked against the last
+    rib-bearing vertebra when there is one; the confidence and warnings that go with them."""
+    n = len(inst.centroids)
+    if ribs:
+        lumbar = n - 1 - (max(ribs) + 1)
+        if lumbar == 5:
+            return _count_up(n, n - 1, "S1"), 0.98, []
+        kind = "a sixth lumbar vertebra" if lumbar == 6 else "a sacralised L5"
+        warning = (
+            f"{lumbar} mobile vertebrae between the last rib-bearing vertebra and the "
+            f"sacrum: transitional anatomy ({kind}); levels counted from the sacrum, verify"
+        )
+        return _count_up(n, n - 1, "S1", with_l6=lumbar == 6), 0.6, [warning]
+    names = _count_up(n, n - 1, "S1")
+    if n - 1 >= 6 and not touches_border(inst, n - 7):
+        # a T12 whole in view shows its twelfth ribs; a rib-less one is likely lumbar
+        warning = (
+            f"{n - 1} mobile vertebrae above the sacrum and none bears ribs: the one counted "
+            "as T12 is whole in view but rib-less, so it may be a sixth lumbar vertebra (then "
+            "each name is one level too high: the vertebra named L5 is L6, L4 is L5, ..., "
+            "T12 is L1); levels counted from the sacrum, verify"
+        )
+        return names, 0.6, [warning]
+    warning = (
+        "no ribs in view: levels counted from the sacrum only (a sixth lumbar vertebra "
+        "or a sacralised L5 cannot be ruled out; verify the level names)"
+    )
+    return names, 0.9, [warning]
 
 
 def _count_up(n: int, anchor: int, anchor_level: str, with_l6: bool = False) -> list[str]:

@@ -63,6 +63,26 @@ def test_without_ribs_the_count_is_from_the_sacrum_with_a_warning() -> None:
     assert max(names.confidence) < 0.95
 
 
+def test_six_rib_less_vertebrae_above_the_sacrum_warn_of_a_sixth_lumbar() -> None:
+    # an L6 spine without ribs in view: counted from the sacrum the top lumbar vertebra is named
+    # T12; it is whole in view and bears no ribs, so the warning must say it may be an L6
+    names = label_levels(_column(6, ribs=False), AFFINE, CRANIAL)
+    assert names.levels == ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
+    assert any("rib-less" in w and "sixth lumbar" in w for w in names.warnings)
+    assert max(names.confidence) < 0.7
+
+
+def test_a_top_vertebra_cut_by_the_field_of_view_gives_the_plain_warning() -> None:
+    inst = _column(6, ribs=False)
+    labels = inst.labels.copy()
+    top = labels == 1
+    labels[:, :, -1] = np.where(top.any(axis=2), 1, labels[:, :, -1])  # reaches the top face
+    cut = Instances(labels, inst.centroids, inst.core_extent_mm, inst.width_mm)
+    names = label_levels(cut, AFFINE, CRANIAL)
+    assert not any("rib-less" in w for w in names.warnings)
+    assert any("sacrum only" in w for w in names.warnings)
+
+
 def test_too_short_a_column_is_not_applicable() -> None:
     inst = _column(5, ribs=False)
     short = Instances(inst.labels, inst.centroids[:2], inst.core_extent_mm[:2], inst.width_mm[:2])
