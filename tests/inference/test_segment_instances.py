@@ -11,7 +11,7 @@ import pytest
 from inference.errors import NotApplicableError
 from inference.segment.bone import bone_mask
 from inference.segment.column import body_mask, split_at_endplates
-from inference.segment.instances import separate_vertebrae
+from inference.segment.instances import midline_arch_markers, separate_vertebrae
 
 # index (slice, row, col) -> LPS (x = col, y = row, z = slice), 1 mm voxels
 AFFINE = np.array(
@@ -120,3 +120,39 @@ def test_a_faint_wall_still_closes_the_ring() -> None:
     filled = body_mask(hu, np.zeros(hu.shape, dtype=bool))
     assert filled[int(centres[0]), int(CENTRE), int(CENTRE)]
     assert not filled[2, int(CENTRE), int(CENTRE)]  # below the column: muscle, no ring
+
+
+def test_low_contrast_body_with_bright_trabeculae_is_filled_whole() -> None:
+    # 3 mm slices of low-density bone: the wall reads ~140 HU, below the 150 HU rings, and
+    # trabecular spots brighter than the marrow break it into patches at the low ring levels
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    r = np.hypot(yy - CENTRE, xx - CENTRE)
+    hu = np.full((16, SIZE, SIZE), 40.0, dtype=np.float32)
+    hu[:, r <= 17.0] = 85.0
+    hu[:, (r > 15.5) & (r <= 17.0)] = 140.0
+    spots = np.zeros((SIZE, SIZE), dtype=bool)
+    for cy, cx in [(26, 26), (26, 38), (38, 26), (38, 38), (32, 32), (32, 22), (22, 32)]:
+        spots |= np.hypot(yy - cy, xx - cx) <= 2.0
+    hu[:, spots] = 135.0
+    filled = body_mask(hu, np.zeros(hu.shape, dtype=bool))
+    interior = r <= 14.0
+    assert filled[4:12][:, interior].mean() > 0.97
+    assert not filled[8][r > 19.0].any()  # the muscle around it stays out
+
+
+def test_a_split_spinous_process_goes_whole_to_the_vertebra_at_its_cranial_end() -> None:
+    # two bodies (1 cranial, 2 caudal) 36 mm apart; behind them two spinous processes in the
+    # midline; the upper one's caudal half carries the lower vertebra's label
+    labels = np.zeros((90, 80, SIZE), dtype=np.uint8)  # [z, y (posterior), x]
+    labels[55:75, 5:30, 20:44] = 1
+    labels[19:39, 5:30, 20:44] = 2
+    labels[44:64, 45:55, 30:34] = 1  # upper spinous process, hanging over the lower body
+    labels[44:52, 45:55, 30:34] = 2  # ... its caudal part reached from below
+    labels[10:28, 45:55, 30:34] = 2  # lower spinous process, one label: left alone
+    cents = np.array([[32.0, 17.0, 65.0], [32.0, 17.0, 29.0]])  # (x, y, z) mm, cranial first
+    arches = midline_arch_markers(labels, AFFINE, cents, CRANIAL)
+    assert arches is not None
+    assert (arches[44:64, 45:55, 30:34] == 1).all()
+    assert not arches[10:28].any() and not arches[:, :40].any()
+    labels[44:64, 45:55, 30:34] = 1
+    assert midline_arch_markers(labels, AFFINE, cents, CRANIAL) is None
