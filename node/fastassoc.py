@@ -17,7 +17,8 @@ into one that waits for work instead:
 
 The association's socket reads a PDU with as few ``recv_into`` calls as the kernel allows
 (:class:`BulkReadSocket`) instead of pynetdicom's 4 KiB ``recv`` calls joined in a bytearray
-(about 130 of them per 512 KiB CT slice).
+(about 130 of them per 512 KiB CT slice), and its DIMSE provider encodes successful C-STORE
+responses itself (:class:`node.fastdimse.StoreResponseDIMSE`).
 
 Both waits end after :data:`IDLE_POLL_S` at the latest, so the timers (ARTIM, network idle) and
 the kill flags are checked as before; an idle association wakes 2 × 50 times a second instead of
@@ -41,8 +42,11 @@ from typing import TypeVar, cast
 
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler
+
+from node.fastdimse import StoreResponseDIMSE
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ REVIEWED_SOURCES = {
     "RequestHandler.handle": "034823fb4df3a874",
     "RequestHandler._create_association": "05c8d12b79863cdb",
     "AssociationSocket.recv": "6bc20a33b1b7cfe7",
+    "DIMSEServiceProvider.send_msg": "a839cf2fb46976d9",
 }
 
 _T = TypeVar("_T")
@@ -76,6 +81,7 @@ def _source_digests() -> dict[str, str]:
         "RequestHandler.handle": RequestHandler.handle,
         "RequestHandler._create_association": RequestHandler._create_association,
         "AssociationSocket.recv": AssociationSocket.recv,
+        "DIMSEServiceProvider.send_msg": DIMSEServiceProvider.send_msg,
     }
     return {
         name: hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
@@ -303,6 +309,8 @@ def make_event_driven(assoc: Association) -> None:
     fast_dul._activity = activity
     if isinstance(dul.socket, AssociationSocket):
         dul.socket.__class__ = BulkReadSocket
+    if type(assoc.dimse) is DIMSEServiceProvider:
+        assoc.dimse.__class__ = StoreResponseDIMSE
     dul.event_queue = _WakingQueue(waker.wake, dul.event_queue)
     dul.to_provider_queue = _WakingQueue(waker.wake, dul.to_provider_queue)
     dul.to_user_queue = _WakingQueue(activity.set, dul.to_user_queue)

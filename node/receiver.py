@@ -29,6 +29,8 @@ import time
 from types import FrameType
 from typing import Any
 
+from pydicom import config as pydicom_config
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
@@ -44,6 +46,7 @@ from node.scp import (
 )
 from node.settings import Settings
 from node.store import StoreHandler
+from storage.database import READ_ONLY
 from storage.joblog import JobLog
 from storage.spool import Spool
 
@@ -80,8 +83,9 @@ def _reject_busy(event: Event) -> None:
 
 
 class LockWaits:
-    """How long this process's job-log transactions waited for SQLite's write lock: the time
-    ``BEGIN IMMEDIATE`` took (it blocks while another connection writes)."""
+    """How long this process's job-log write transactions waited for SQLite's write lock: the time
+    their begin hook (``BEGIN IMMEDIATE``, :mod:`storage.database`) took; it blocks while another
+    connection writes. Two listeners on the engine's ``begin`` event, around that hook."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -90,16 +94,15 @@ class LockWaits:
         self.over_10ms = 0
 
     def attach(self, joblog: JobLog) -> None:
-        sa_event.listen(joblog.engine, "before_cursor_execute", self._before)
-        sa_event.listen(joblog.engine, "after_cursor_execute", self._after)
+        sa_event.listen(joblog.engine, "begin", self._before, insert=True)
+        sa_event.listen(joblog.engine, "begin", self._after)
 
-    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("BEGIN IMMEDIATE"):
-            conn.info["spinenode_begin_at"] = time.perf_counter()
+    def _before(self, conn: Any) -> None:
+        conn.info["spinenode_begin_at"] = time.perf_counter()
 
-    def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def _after(self, conn: Any) -> None:
         started = conn.info.pop("spinenode_begin_at", None)
-        if started is None:
+        if started is None or conn.get_execution_options().get(READ_ONLY, False):
             return
         waited = time.perf_counter() - started
         self.count += 1
@@ -227,6 +230,15 @@ def _tracked(handler: type[RequestHandler]) -> type[RequestHandler]:
     return Tracked
 
 
+def _lean_libraries(verbosity: int) -> None:
+    """Library settings of this process (it runs nothing but the SCP): below ``-vv`` pynetdicom
+    binds no debug-logging handlers to every PDU and DIMSE message, and pydicom does not validate
+    the command sets' values as it reads them (the SCP validates the UIDs it uses itself)."""
+    if verbosity < 2:
+        pynetdicom_config.LOG_HANDLER_LEVEL = "none"
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+
+
 def receiver_main(
     settings: Settings,
     index: int,
@@ -239,6 +251,7 @@ def receiver_main(
     from node.cli import configure_logging
 
     configure_logging(verbosity)
+    _lean_libraries(verbosity)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

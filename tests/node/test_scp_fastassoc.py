@@ -10,9 +10,12 @@ import pynetdicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
 
 from node import fastassoc
 from node.fastassoc import EventDrivenAssociation, EventDrivenDUL
+from node.fastdimse import StoreResponseDIMSE, encode_store_response
 from node.scp import StorageSCP
 from node.settings import Settings
 from storage.joblog import JobLog
@@ -141,3 +144,33 @@ def test_an_idle_association_is_closed_after_the_network_timeout(
         assoc.abort()
     finally:
         running.stop()
+
+
+def _pynetdicom_response(primitive: C_STORE, context_id: int) -> list[tuple[int, bytes]]:
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    pdatas = message.encode_msg(context_id, 16384)
+    return [item for pdata in pdatas for item in pdata.presentation_data_value_list]
+
+
+def test_store_response_bytes_are_pynetdicoms(tmp_path: Path) -> None:
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    primitive.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.123"  # odd length: padded
+    primitive.Status = 0x0000
+    command = encode_store_response(primitive)
+    assert command is not None
+    assert [(3, b"\x03" + command)] == _pynetdicom_response(primitive, 3)
+    primitive.Status = 0xA700
+    primitive.ErrorComment = "out of space"
+    assert encode_store_response(primitive) is None  # pynetdicom encodes it
+
+
+def test_associations_send_store_responses_themselves(node: _Node, tmp_path: Path) -> None:
+    assoc = _associate(node.settings.port)
+    acceptor = node.acceptors()[0]
+    assoc.release()
+    assert isinstance(acceptor.dimse, StoreResponseDIMSE)
+    paths = write_series(tmp_path / "in", slices=3)
+    assert send(node.settings.port, paths) == [0, 0, 0]  # pynetdicom's SCU reads them
