@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -12,6 +15,9 @@ from pydicom import Dataset, dcmread
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from node import fastassoc
+from node.fastassoc import EventDrivenRequestHandler
+from node.receiver import DONE, READY, SERVE, STOP, Receiver
 from node.receivers import ReceiverPool
 from node.settings import AllowedPeer, Settings, TLSSettings
 from node.spoolfile import file_content_sha256
@@ -184,3 +190,43 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_receiver_falls_back_to_pynetdicom_loops_when_its_source_changed(
+    tmp_path: Path,
+    free_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The receiver run in this process (a spawned one cannot be patched): a connection handed
+    # over on its channel is served with pynetdicom's own association loops.
+    changed = dict(fastassoc.REVIEWED_SOURCES, **{"Association._run_reactor": "0" * 16})
+    monkeypatch.setattr(fastassoc, "REVIEWED_SOURCES", changed)
+    settings = Settings(data_dir=tmp_path / "var", port=free_port, min_free_mb=0)
+    joblog = JobLog.open(settings.database_url)
+    with caplog.at_level(logging.WARNING, logger="node.scp"):
+        receiver = Receiver(settings, joblog, 0, ("127.0.0.1", free_port))
+    assert "Association._run_reactor" in caplog.text
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stop = threading.Event()
+    serving = threading.Thread(target=receiver.run, args=(theirs, stop))
+    serving.start()
+    assert ours.recv(64) == READY
+    listener = socket.create_server(("127.0.0.1", free_port))
+    statuses: list[list[int] | None] = []
+    paths = write_series(tmp_path / "in", slices=2)
+    sender = threading.Thread(target=lambda: statuses.append(send(free_port, paths)))
+    sender.start()
+    conn, address = listener.accept()
+    socket.send_fds(ours, [SERVE + json.dumps(list(address)).encode()], [conn.fileno()])
+    conn.close()
+    sender.join(30)
+    assert statuses == [[0, 0]]
+    assert ours.recv(64) == DONE + SERVE  # the acceptor is told when the connection closed
+    handler = receiver._servers[SERVE].RequestHandlerClass
+    assert not issubclass(handler, EventDrivenRequestHandler)
+    ours.send(STOP)
+    serving.join(10)
+    receiver.close()
+    listener.close()
+    joblog.close()
