@@ -11,8 +11,9 @@ Run: ``.venv/bin/python bench/bench_ingest.py [--slices 300] [--size 512] [--rep
    receivers), the receiver's CPU time per image in that run (every process of it: the node's
    serving process, its receiving processes and its worker), how many processes that was, and the
    ratios node/peer, for one association and for several at once (the series shared out among
-   them), with the load average (the machine may be shared), and how long the node's receipts
-   waited for the job log's write lock in that run (from its receivers' logs).
+   them), with the load average (the machine may be shared), and how long the node's receipt
+   transactions took in that run (from its receivers' logs; with several associations they
+   include waiting for the job log's write lock).
 3. When the default analyzer loads, a lumbar phantom of the same size (1.0 × 0.8 × 0.8 mm) goes
    Orthanc → node → Orthanc; prints the time from the last C-STORE received by the node to the
    job being DONE (every result acknowledged by Orthanc), by phase and by analysis stage.
@@ -208,8 +209,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-#: The receivers' write-lock lines ("receiver N stopped: ...") of each node run, by run name.
-LOCK_WAITS: dict[str, list[str]] = {}
+#: The receivers' receipt-time lines ("receiver N stopped: ...") of each node run, by run name.
+RECEIPT_TIMES: dict[str, list[str]] = {}
 
 
 def ingest_node(work: Path, folders: list[Path], run: int) -> tuple[float, float]:
@@ -226,7 +227,7 @@ def ingest_node(work: Path, folders: list[Path], run: int) -> tuple[float, float
     finally:
         stop(process)
         lines = (work / f"{name}.log").read_text(errors="replace").splitlines()
-        LOCK_WAITS[name] = [ln.split(": ", 1)[1] for ln in lines if "write transactions" in ln]
+        RECEIPT_TIMES[name] = [ln.split(": ", 1)[1] for ln in lines if "receipt transactions" in ln]
 
 
 def ingest_storescp(work: Path, folders: list[Path], run: int) -> tuple[float, float]:
@@ -383,7 +384,7 @@ def main() -> None:
                     f" in {processes} process{'es' if processes > 1 else ''})"
                 )
                 for line in (
-                    LOCK_WAITS.get(f"node{best}-{parallel}", []) if name == "spinenode" else []
+                    RECEIPT_TIMES.get(f"node{best}-{parallel}", []) if name == "spinenode" else []
                 ):
                     print(f"    {line}")
             print(f"  ratio spinenode/orthanc:  {rates['spinenode'] / rates['orthanc']:.2f}")

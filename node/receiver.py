@@ -15,7 +15,8 @@ is the reviewed one, :func:`node.scp.request_handler_class`), with TLS, the allo
 called-AE check as the in-process SCP, and its own job-log connection and spool handle. It stops on
 ``S``, on SIGTERM, and when the channel closes (the serving process is gone): it aborts its
 associations (an instance stored but not yet answered is sent again by its sender: a duplicate) and
-exits. It logs how long its receipts waited for the job log's write lock (``BEGIN IMMEDIATE``).
+exits. It logs how long its receipt transactions took (:class:`node.store.ReceiptTimes`; they
+wait for the job log's write lock while another process writes).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
-from sqlalchemy import event as sa_event
 
 from node.scp import (
     build_ae,
@@ -46,7 +46,6 @@ from node.scp import (
 )
 from node.settings import Settings
 from node.store import StoreHandler
-from storage.database import READ_ONLY
 from storage.joblog import JobLog
 from storage.spool import Spool
 
@@ -80,42 +79,6 @@ def _reject_busy(event: Event) -> None:
         "rejected association from %s: max_associations reached", event.assoc.requestor.address
     )
     event.assoc.acse.send_reject(0x02, 0x03, 0x02)
-
-
-class LockWaits:
-    """How long this process's job-log write transactions waited for SQLite's write lock: the time
-    their begin hook (``BEGIN IMMEDIATE``, :mod:`storage.database`) took; it blocks while another
-    connection writes. Two listeners on the engine's ``begin`` event, around that hook."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.total_s = 0.0
-        self.max_s = 0.0
-        self.over_10ms = 0
-
-    def attach(self, joblog: JobLog) -> None:
-        sa_event.listen(joblog.engine, "begin", self._before, insert=True)
-        sa_event.listen(joblog.engine, "begin", self._after)
-
-    def _before(self, conn: Any) -> None:
-        conn.info["spinenode_begin_at"] = time.perf_counter()
-
-    def _after(self, conn: Any) -> None:
-        started = conn.info.pop("spinenode_begin_at", None)
-        if started is None or conn.get_execution_options().get(READ_ONLY, False):
-            return
-        waited = time.perf_counter() - started
-        self.count += 1
-        self.total_s += waited
-        self.max_s = max(self.max_s, waited)
-        self.over_10ms += waited > 0.01
-
-    def summary(self) -> str:
-        mean_ms = 1000 * self.total_s / self.count if self.count else 0.0
-        return (
-            f"{self.count} write transactions waited {mean_ms:.2f} ms on average for the job "
-            f"log's write lock, {1000 * self.max_s:.1f} ms at most, {self.over_10ms} over 10 ms"
-        )
 
 
 class Receiver:
@@ -260,8 +223,6 @@ def receiver_main(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the serving process stops us
     joblog = JobLog.open(settings.database_url)
-    waits = LockWaits()
-    waits.attach(joblog)
     receiver = Receiver(settings, joblog, index, address)
     logger.info("receiver %d started", index)
     try:
@@ -270,4 +231,4 @@ def receiver_main(
         receiver.close()
         joblog.close()
         channel.close()
-        logger.info("receiver %d stopped: %s", index, waits.summary())
+        logger.info("receiver %d stopped: %s", index, receiver.handler.receipt_times.summary())

@@ -86,6 +86,30 @@ class _Received:
     meta: bytes
 
 
+class ReceiptTimes:
+    """How long the receipt transactions of this handler took (they include waiting for the job
+    log's write lock while another process writes: compare one association with several)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total_s = 0.0
+        self.max_s = 0.0
+        self.over_10ms = 0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total_s += seconds
+        self.max_s = max(self.max_s, seconds)
+        self.over_10ms += seconds > 0.01
+
+    def summary(self) -> str:
+        mean_ms = 1000 * self.total_s / self.count if self.count else 0.0
+        return (
+            f"{self.count} receipt transactions took {mean_ms:.2f} ms on average, "
+            f"{1000 * self.max_s:.1f} ms at most, {self.over_10ms} over 10 ms"
+        )
+
+
 class StoreHandler:
     """The EVT_C_STORE handler: spool, record, then answer (see the module docstring)."""
 
@@ -96,6 +120,7 @@ class StoreHandler:
         self._free_read_at = -FREE_SPACE_CHECK_S
         self._free = 0
         self._written = 0  # bytes written since the last reading
+        self.receipt_times = ReceiptTimes()
 
     def __call__(self, event: Event) -> int:
         sop_uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
@@ -199,10 +224,13 @@ class StoreHandler:
         self._written += len(data[0]) + len(data[1])
 
     def _record(self, receipt: InstanceReceipt) -> ReceiptOutcome:
+        started = time.perf_counter()
         try:
             return self.joblog.record_instance(receipt)
         except StorageError as exc:
             raise _RefusedError(StoreStatus.JOB_LOG_FAILED, str(exc)) from exc
+        finally:
+            self.receipt_times.add(time.perf_counter() - started)
 
 
 def _remove(path: Path) -> None:

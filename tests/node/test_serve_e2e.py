@@ -173,7 +173,7 @@ def test_sigterm_stops_the_receiving_processes_and_leaves_no_child(
     assert not any(map(alive, children))
     log = (tmp_path / "serve.log").read_text()
     assert "with 3 receiving processes" in log
-    assert log.count("write transactions waited") == 3  # each receiver stopped cleanly
+    assert log.count("receipt transactions took") == 3  # each receiver stopped cleanly
 
 
 def descendants(pid: int) -> list[int]:
