@@ -93,10 +93,16 @@ def test_a_schema_1_job_log_is_upgraded_and_keeps_its_jobs(any_db_url: str) -> N
     assert _version(any_db_url) == str(SCHEMA_VERSION)
 
 
-def test_processes_opening_a_schema_1_job_log_at_once_upgrade_it_once(any_db_url: str) -> None:
-    _schema_1(any_db_url)
+@pytest.mark.parametrize("start", ["empty", "schema 1"])
+def test_processes_opening_a_job_log_at_once_create_or_upgrade_it_once(
+    any_db_url: str, start: str
+) -> None:
+    # serve and its workers start together: one creates (or upgrades), the others wait and use it
+    if start == "schema 1":
+        _schema_1(any_db_url)
     results = procs.run_together(procs.open_job_log, [(any_db_url, n) for n in range(3)])
-    assert [jobs for _, jobs in results] == [[1], [1], [1]]
+    expected = [[1], [1], [1]] if start == "schema 1" else [[], [], []]
+    assert [jobs for _, jobs in results] == expected
     assert _version(any_db_url) == str(SCHEMA_VERSION)
 
 
