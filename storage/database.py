@@ -45,8 +45,10 @@ def _sqlite_on_connect(dbapi_connection: Any, record: Any) -> None:
 READ_ONLY = "spinenode_read_only"
 #: Execution option for a write whose durable truth is elsewhere: its commit need not wait for
 #: the disk (SQLite: ``synchronous = NORMAL`` in WAL mode, so the commit survives a crash of the
-#: process but the last ones may roll back on a power loss). Used for instance receipts only: the
-#: fsync'd spool file is the truth, and start-up records spool files that have no row.
+#: process but the last ones may roll back on a power loss; PostgreSQL: ``synchronous_commit =
+#: off`` for that transaction, the same trade on a crash of the server). Used for instance
+#: receipts only: the fsync'd spool file is the truth, and start-up records spool files that have
+#: no row.
 DEFERRED_DURABILITY = "spinenode_deferred_durability"
 _SYNCHRONOUS = "spinenode_synchronous"
 
@@ -64,6 +66,13 @@ def _sqlite_on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN")
     else:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _postgres_on_begin(connection: Any) -> None:
+    # A receipt's commit need not wait for the WAL flush (the spool file is the truth): like
+    # SQLite's NORMAL, a crash of the database server may lose the last receipts, never corrupt.
+    if connection.get_execution_options().get(DEFERRED_DURABILITY, False):
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -111,6 +120,8 @@ def create_database_engine(url: str, create: bool = True) -> Engine:
             event.listen(engine, "begin", _sqlite_on_begin)
         else:
             engine = create_engine(url, pool_pre_ping=True)
+            if backend == "postgresql":
+                event.listen(engine, "begin", _postgres_on_begin)
         prepare_schema(engine)
     except (SQLAlchemyError, ImportError, OSError) as exc:
         raise StorageError(f"cannot open the job log at {_redacted(url)}: {exc}", url) from exc

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from storage.database import DEFERRED_DURABILITY, READ_ONLY, create_database_engine
 from storage.joblog import JobLog
+from tests.storage.conftest import postgres_url
 from tests.storage.factory import receipt
 
 _NORMAL, _FULL = 1, 2  # PRAGMA synchronous values
@@ -44,3 +45,21 @@ def test_receipts_are_recorded_and_persist_with_deferred_durability(tmp_path: Pa
     with JobLog.open(url) as reopened:
         (job,) = reopened.jobs()
         assert job.instances == 3
+
+
+def test_receipts_on_postgresql_do_not_wait_for_the_wal_flush() -> None:
+    engine = create_database_engine(postgres_url())
+    try:
+
+        def synchronous_commit(options: dict[str, bool]) -> str:
+            with Session(engine) as session, session.begin():
+                session.connection(execution_options=options)
+                value: str = session.execute(text("SHOW synchronous_commit")).scalar_one()
+                return value
+
+        for _ in range(2):  # SET LOCAL: it ends with the transaction
+            assert synchronous_commit({DEFERRED_DURABILITY: True}) == "off"
+            assert synchronous_commit({}) == "on"
+            assert synchronous_commit({READ_ONLY: True}) == "on"
+    finally:
+        engine.dispose()
