@@ -97,8 +97,7 @@ class JobLog:
         aware(r.received_at, "received_at")
         for attempt in range(_INSERT_RETRIES):
             try:
-                with self._sessions.begin() as session:
-                    return receipts.record_instance(session, r)
+                return receipts.record_instance_in(self._engine, r)
             except IntegrityError:
                 # Another process inserted the same study/series/instance first; look again.
                 if attempt == _INSERT_RETRIES - 1:
