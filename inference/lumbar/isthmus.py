@@ -30,7 +30,6 @@ GRID_MM = 0.5
 MAX_OFFSET_MM = 2.5
 MIN_SECTION_MM2 = 12.0  # smaller than any pedicle a 4.5 mm screw could enter
 S1_PTA_DEG = 35.0  # S1 pedicle axis ≈ 35–40° convergent, PSA ≈ 0 (Zindrick; ALGORITHMS.md)
-S1_SEARCH_DEG = 5.0  # the corridor search around that prior (the sacrum is roomy everywhere)
 NARROW = 1.5  # sections up to this × the isthmus area belong to the pedicle's narrow part
 SUBVOXEL_ORDER = 1  # centroid sections: the mask interpolated and cut at 0.5 (sub-voxel)
 FIT_HALF_MM = 8.0  # the centroid line is fitted within this distance of the isthmus
@@ -311,14 +310,16 @@ def pedicle_axis(
     line follows the pedicle's walls, while the corridor is blind to tilts along the pedicle's
     long section axis (a tall pedicle leaves room above and below), so the centroid line wins
     when the two agree within ``AGREE_DEG``; where they disagree the narrow part was too short
-    for a stable fit (wide L5 pedicles) and the corridor is kept. S1: the corridor within
-    ``S1_SEARCH_DEG`` of the prior.
+    for a stable fit (wide L5 pedicles) and the corridor is kept. S1: the isthmus on the S1
+    track along the S1 axis of :func:`sacral_track`, no corridor search: the S1 pedicle merges
+    with the ala, so the roomiest direction is the ala's, not the pedicle's (a ±5° search
+    around the prior sat at its edges).
     """
     if sacral:
         point, direction = sacral_track(inside, anatomy, side)
-        return _corridor_loop(inside, phi, anatomy, (point, direction), sacral=True)
+        return _isthmus_along(inside, point, direction)
     start = coronal_track(inside, anatomy, side)
-    corridor = _corridor_loop(inside, phi, anatomy, start, sacral=False)
+    corridor = _corridor_loop(inside, phi, anatomy, start)
     try:
         fitted, _ = _centroid_loop(inside, anatomy, start)
     except InferenceError:
@@ -341,30 +342,32 @@ def _centroid_loop(
     return (point, direction, area), span
 
 
+def _isthmus_along(
+    inside: VolumeSampler, point: FloatArray, direction: FloatArray
+) -> tuple[FloatArray, FloatArray, float]:
+    """(centroid, ``direction``, area mm²) of the smallest section ⊥ ``direction`` in the
+    contiguous bone run around ``point``."""
+    _, areas, cents = _profile(inside, point, direction)
+    areas = _run_around_seed(areas)
+    if not np.isfinite(areas).any():
+        raise InferenceError("pedicle lost while searching the isthmus")
+    k = int(np.argmin(areas))
+    return cents[k], direction, float(areas[k])
+
+
 def _corridor_loop(
     inside: VolumeSampler,
     phi: SignedDistance,
     anatomy: VertebraAnatomy,
     start: tuple[FloatArray, FloatArray],
-    *,
-    sacral: bool,
 ) -> tuple[FloatArray, FloatArray, float]:
     """Alternate isthmus (smallest section ⊥ the axis) and widest corridor through it
-    (within ±20°; S1: within ``S1_SEARCH_DEG`` of the prior, ``start``'s direction)."""
+    (within ±20°)."""
     point, direction = start
-    prior = direction
-    half = S1_SEARCH_DEG if sacral else 20.0
     area = float("nan")
     for _ in range(3):
-        _, areas, cents = _profile(inside, point, direction)
-        areas = _run_around_seed(areas)
-        if not np.isfinite(areas).any():
-            raise InferenceError("pedicle lost while searching the isthmus")
-        k = int(np.argmin(areas))
-        area = float(areas[k])
-        point = cents[k]
-        # S1: always around the prior (repeated small steps would add up)
-        direction = corridor_axis(phi, point, prior if sacral else direction, half)
+        point, direction, area = _isthmus_along(inside, point, direction)
+        direction = corridor_axis(phi, point, direction, 20.0)
         if direction @ anatomy.frame.a < 0:
             direction = -direction
     return point, direction, area

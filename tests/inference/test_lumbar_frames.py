@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.lumbar.frames import vertebra_anatomy
+from inference.geometry import SignedDistance, VolumeSampler
+from inference.lumbar.frames import screw_angles, vertebra_anatomy
+from inference.lumbar.isthmus import S1_PTA_DEG, channel
 from inference.phantom import PhantomSpec
 from inference.phantom.anatomy import build_anatomy
+from inference.results import Side
 
 
 def _rasterised(seed: int, level: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -36,3 +39,43 @@ def test_superior_axis_matches_the_phantom_vertebra_frame(seed: int) -> None:
     anatomy = vertebra_anatomy(mask, affine, s + 0.1 * a, a)
     error = np.degrees(np.arccos(np.clip(anatomy.frame.s @ s, -1.0, 1.0)))
     assert error < 0.75
+
+
+def _synthetic_s1(pta_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """A 1 mm S1-like mask (LPS: r = −x, a = −y, s = +z): an elliptic body, two pedicle tubes
+    converging at ``pta_deg`` and wide alae beside them that offer more room laterally than the
+    pedicles do, a lamina behind the canal; (mask, affine)."""
+    shape = (50, 90, 130)
+    affine = np.eye(4)
+    affine[:3, :3] = np.eye(3)[:, ::-1]  # (slice, row, col) → (z, y, x)
+    affine[:3, 3] = -np.array([65.0, 45.0, 25.0])
+    idx = np.indices(shape).reshape(3, -1).T.astype(np.float64)
+    x, y, z = (idx @ affine[:3, :3].T + affine[:3, 3]).T
+    r, a, s = -x, -y, z
+    body = ((r / 26.0) ** 2 + (a / 17.0) ** 2 <= 1.0) & (np.abs(s) <= 12.0)
+    mask = body | ((np.abs(r) >= 20.0) & (np.abs(r) <= 58.0) & (a >= -20.0) & (a <= 8.0))
+    mask &= np.abs(s) <= 12.0
+    mask &= ~((np.abs(r) >= 20.0) & ((s > 6.0) | (s < -4.0)))  # alae thinner than the body
+    mask |= (np.abs(r) <= 26.0) & (a >= -38.0) & (a <= -32.0) & (np.abs(s) <= 8.0)  # lamina
+    t = np.tan(np.radians(pta_deg))
+    for sign in (1.0, -1.0):  # tube axis through (±22, −24, 2), converging
+        cr, ca = sign * 22.0, -24.0
+        d = np.array([-sign * t, 1.0]) / np.hypot(t, 1.0)
+        along = (r - cr) * d[0] + (a - ca) * d[1]
+        across = np.hypot((r - cr) - along * d[0], (a - ca) - along * d[1])
+        mask |= (np.hypot(across, s - 2.0) <= 7.0) & (along >= -12.0) & (along <= 30.0)
+    return mask.reshape(shape), affine
+
+
+def test_s1_axis_is_not_pulled_towards_the_roomy_ala() -> None:
+    # the former ±5° corridor search around the S1 prior followed the alae's room (it sat at the
+    # window's edges on the bench phantoms); the S1 axis is the anatomical one in the S1 frame
+    mask, affine = _synthetic_s1(pta_deg=30.0)
+    anatomy = vertebra_anatomy(mask, affine, [0.0, 0.0, 1.0], [0.0, -1.0, 0.0], superior_only=True)
+    phi = SignedDistance(mask, affine)
+    inside = VolumeSampler(mask.astype(np.float32), affine, 0.0)
+    for side in (Side.LEFT, Side.RIGHT):
+        ch = channel(inside, phi, anatomy, side, sacral=True)
+        pta, psa = screw_angles(anatomy.frame, ch.entry, ch.exit, side)
+        assert abs(pta - S1_PTA_DEG) < 0.5 and abs(psa) < 0.5, (side, pta, psa)
+        assert ch.length > 40.0
