@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from node.cli.jobs import parse_when, table
 from storage.joblog import JobLog
 from storage.records import DeliveryRequest, OutputRecord
 from storage.states import JobState
+from tests.conftest import REPO_ROOT
 from tests.storage.factory import T0, queued_jobs, receipt, series_uid
 
 NOW = T0 + timedelta(hours=1)
@@ -152,3 +156,21 @@ def test_dates_and_tables() -> None:
         "1    -   x",
         "100  2   y",
     ]
+
+
+def test_output_into_a_closed_pipe_stops_without_a_traceback(url: str) -> None:
+    # `spinenode jobs | head -1`: the reader is gone before the listing is written.
+    _populate(url)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPINENODE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "node", "jobs", "--db", url],
+        cwd=REPO_ROOT,
+        env=environ | {"PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # before the child has started up and written anything
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert b"Traceback" not in stderr, stderr.decode()
