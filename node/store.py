@@ -226,8 +226,9 @@ class StoreHandler:
     def _record(self, receipt: InstanceReceipt) -> ReceiptOutcome:
         started = time.perf_counter()
         try:
-            return self.joblog.record_instance(receipt)
-        except StorageError as exc:
+            with self.spool.receipt_lock():  # receipts take turns here, not in SQLite's busy loop
+                return self.joblog.record_instance(receipt)
+        except (StorageError, SpoolError) as exc:  # SpoolError: the lock file cannot be opened
             raise _RefusedError(StoreStatus.JOB_LOG_FAILED, str(exc)) from exc
         finally:
             self.receipt_times.add(time.perf_counter() - started)

@@ -143,9 +143,11 @@ def test_node_killed_mid_series_loses_nothing(
     paths = write_series(tmp_path / "in", slices=6)
     hold = {"SPINENODE_SCHEDULER_QUIET_SECONDS": "3600"}  # the series stays open across restarts
     first = Serve(config, port, tmp_path / "serve.log", **hold)
-    assert send(port, paths[:3]) == [0] * 3
-    children = descendants(first.process.pid)
-    first.stop(signal.SIGKILL)  # a crash, not a clean stop
+    try:
+        assert send(port, paths[:3]) == [0] * 3
+        children = descendants(first.process.pid)
+    finally:
+        first.stop(signal.SIGKILL)  # a crash, not a clean stop
     assert wait_for(lambda: not any(map(alive, children)), timeout=30)  # no orphans keep running
     second = Serve(config, port, tmp_path / "serve.log", **hold)
     assert send(port, paths[3:]) == [0] * 3
@@ -166,10 +168,12 @@ def test_sigterm_stops_the_receiving_processes_and_leaves_no_child(
 ) -> None:
     config, port, _ = setup
     node = Serve(config, port, tmp_path / "serve.log", SPINENODE_SCP_PROCESSES="3")
-    children = descendants(node.process.pid)
-    assert len(children) >= 4  # three receivers and a worker
-    assert send(port, write_series(tmp_path / "in", slices=4)) == [0] * 4
-    assert node.stop() == 0
+    try:
+        children = descendants(node.process.pid)
+        assert len(children) >= 4  # three receivers and a worker
+        assert send(port, write_series(tmp_path / "in", slices=4)) == [0] * 4
+    finally:
+        assert node.stop() == 0
     assert not any(map(alive, children))
     log = (tmp_path / "serve.log").read_text()
     assert "with 3 receiving processes" in log
