@@ -22,6 +22,7 @@ from storage import outbox, queries, receipts
 from storage.common import apply_transition, aware, get_job, utcnow
 from storage.database import create_database_engine, transaction
 from storage.errors import InvalidTransitionError, LeaseLostError, StorageError
+from storage.migrations import recorded_version
 from storage.models import Delivery, Instance, Job, JobEvent, StageTiming
 from storage.models import Worker as WorkerRow
 from storage.records import (
@@ -78,6 +79,16 @@ class JobLog:
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def location(self) -> str:
+        """The job log's URL without its password (for admins: which database this is)."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def schema_version(self) -> int | None:
+        """The schema version the job log records (:mod:`storage.migrations`)."""
+        with self._engine.connect() as conn:
+            return recorded_version(conn)
 
     def _transaction(self, read_only: bool = False) -> AbstractContextManager[Session]:
         return transaction(self._sessions, read_only)

@@ -84,7 +84,7 @@ def prepare_schema(engine: Engine) -> int | None:
     with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (storage.database's begin hook)
         if conn.dialect.name == "postgresql":
             conn.execute(select(text(f"pg_advisory_xact_lock({_PG_LOCK_KEY})")))
-        found = _recorded_version(conn)
+        found = recorded_version(conn)
         if found is None:
             if inspect(conn).has_table("jobs"):
                 raise StorageError(
@@ -107,7 +107,8 @@ def prepare_schema(engine: Engine) -> int | None:
         return found
 
 
-def _recorded_version(conn: Connection) -> int | None:
+def recorded_version(conn: Connection) -> int | None:
+    """The schema version the job log records (None: none, a new database)."""
     if not inspect(conn).has_table(SchemaInfo.__tablename__):
         return None
     value = conn.execute(

@@ -70,6 +70,7 @@ def render(
     spool: Path,
     free: int | None,
     retention: tuple[RetentionPreview, RetentionSettings] | None = None,
+    job_log: tuple[str, int | None] | None = None,
 ) -> str:
     depth = "  ".join(f"{state} {n}" for state, n in status.jobs_by_state.items())
     sent = "  ".join(f"{state} {n}" for state, n in status.deliveries_by_state.items())
@@ -80,6 +81,7 @@ def render(
         f"spool:       {spool}: "
         + ("not readable" if free is None else f"{free / 1024**3:.1f} GiB free"),
         *([_retention_line(*retention)] if retention is not None else []),
+        *([f"job log:     {job_log[0]} (schema {job_log[1]})"] if job_log is not None else []),
         "",
     ]
     if status.workers:
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             now = datetime.now(UTC)
             status = log.status(now, live_within_s=args.live_within)
             preview = Retention(log, settings).preview(now)
+            job_log = (log.location, log.schema_version())
     except (SettingsError, StorageError) as exc:
         return fail(f"status: {exc}", 2)
     try:
@@ -116,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         free = None
     if args.json:
         extra = {"spool": str(spool), "spool_free_bytes": free, "retention": asdict(preview)}
+        extra["job_log"] = {"url": job_log[0], "schema_version": job_log[1]}
         print_json(status.to_json() | extra)
     else:
-        print(render(status, spool, free, (preview, settings.retention)))
+        print(render(status, spool, free, (preview, settings.retention), job_log))
     return 0

@@ -14,9 +14,11 @@ import pytest
 from node.cli import main
 from node.cli.jobs import parse_when, table
 from storage.joblog import JobLog
+from storage.models import SCHEMA_VERSION
 from storage.records import DeliveryRequest, OutputRecord
 from storage.states import JobState
 from tests.conftest import REPO_ROOT
+from tests.storage.conftest import postgres_url
 from tests.storage.factory import T0, queued_jobs, receipt, series_uid
 
 NOW = T0 + timedelta(hours=1)
@@ -129,10 +131,24 @@ def test_status_reads_the_settings_file_for_database_and_spool(
     assert [f["job_id"] for f in doc["recent_failures"]] == [failed]
     # worker-1 was last seen at NOW (a test clock in the past): not live any more
     assert doc["workers"] == []
+    db = f"sqlite:///{data_dir / 'spinenode.db'}"
+    assert doc["job_log"] == {"url": db, "schema_version": SCHEMA_VERSION}
     assert main(["status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "queued 1" in out and "failed 1" in out and "GiB free" in out
     assert "recent failures:" in out
+    assert f"job log:     {db} (schema {SCHEMA_VERSION})" in out
+
+
+def test_status_names_a_postgresql_job_log_without_its_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = postgres_url()  # the scratch cluster trusts 127.0.0.1: any password is accepted
+    with_password = url.replace("postgres@", "postgres:s3cret@", 1)
+    JobLog.open(with_password).close()
+    assert main(["status", "--db", with_password]) == 0
+    out = capsys.readouterr().out
+    assert "job log:     postgresql+psycopg://postgres:***@" in out and "s3cret" not in out
 
 
 def test_missing_job_log_is_reported_not_created(
