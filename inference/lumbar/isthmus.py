@@ -17,6 +17,7 @@ from scipy import ndimage
 from inference.errors import InferenceError
 from inference.geometry import (
     FloatArray,
+    Frame,
     SignedDistance,
     VolumeSampler,
     perpendicular_basis,
@@ -31,6 +32,8 @@ MAX_OFFSET_MM = 2.5
 MIN_SECTION_MM2 = 12.0  # smaller than any pedicle a 4.5 mm screw could enter
 S1_PTA_DEG = 35.0  # S1 pedicle axis ≈ 35–40° convergent, PSA ≈ 0 (Zindrick; ALGORITHMS.md)
 NARROW = 1.5  # sections up to this × the isthmus area belong to the pedicle's narrow part
+TRIM = 2.0  # centroids farther than this × the median from the line are refitted without
+WIDE = 2.0  # ... and up to this × for the transverse slope (PTA), see centroid_line
 SUBVOXEL_ORDER = 1  # centroid sections: the mask interpolated and cut at 0.5 (sub-voxel)
 FIT_HALF_MM = 8.0  # the centroid line is fitted within this distance of the isthmus
 AGREE_DEG = 4.0  # the centroid line is trusted when the widest corridor agrees with it this well
@@ -269,29 +272,57 @@ def corridor_axis(
 
 
 def centroid_line(
-    inside: VolumeSampler, point: FloatArray, direction: FloatArray
+    inside: VolumeSampler,
+    point: FloatArray,
+    direction: FloatArray,
+    frame: Frame | None = None,
 ) -> tuple[FloatArray, FloatArray, float, float]:
-    """(isthmus centroid, unit axis, isthmus area mm²): sections ⊥ ``direction`` around
-    ``point``; the isthmus is the smallest of the contiguous pedicle run and the axis the line
-    fitted through the centroids of the narrow part around it (area < ``NARROW`` × the isthmus,
-    within ±``FIT_HALF_MM``), where the pedicle is a tube of its own, clear of the body and the
-    processes. The centroids follow the medial and lateral walls (and the upper and lower), so
-    the axis is the pedicle's, not merely one that clears its narrowest wall."""
+    """(isthmus centroid, unit axis, isthmus area mm², fitted length mm): sections ⊥
+    ``direction`` around ``point``; the isthmus is the smallest of the contiguous pedicle run
+    and the axis the line fitted through the centroids of the narrow part around it (area <
+    ``NARROW`` × the isthmus, within ±``FIT_HALF_MM``), where the pedicle is a tube of its own,
+    clear of the body and the processes. The centroids follow the medial and lateral walls (and
+    the upper and lower), so the axis is the pedicle's, not merely one that clears its narrowest
+    wall. With ``frame`` (the vertebra's), the transverse slope (PTA) comes from the longer run
+    up to ``WIDE`` × the isthmus: the side walls stay clear of the body and the lamina longer
+    than the top and bottom stay clear of the body and the articular processes."""
     ts, areas, cents = _profile(inside, point, direction, order=SUBVOXEL_ORDER)
     areas = _run_around_seed(areas)
     if not np.isfinite(areas).any():
         raise InferenceError("pedicle lost while searching the isthmus")
     k = int(np.argmin(areas))
-    narrow = _run_from(areas < NARROW * areas[k], k) & (np.abs(ts - ts[k]) <= FIT_HALF_MM)
+    near = np.abs(ts - ts[k]) <= FIT_HALF_MM
+    narrow = _run_from(areas < NARROW * areas[k], k) & near
     span = float(np.ptp(ts[narrow]))
     if narrow.sum() < 5:
         return cents[k], direction, float(areas[k]), span
-    pts = cents[narrow]
-    centre = pts.mean(axis=0)
-    axis = unit(np.linalg.svd(pts - centre, full_matrices=False)[2][0])
-    axis = axis if axis @ direction > 0 else -axis
+    centre, axis = _line_through(cents[narrow], direction)
+    wide = _run_from(areas < WIDE * areas[k], k) & near
+    if frame is not None and wide.sum() > narrow.sum():
+        _, transverse = _line_through(cents[wide], direction)
+        axis = unit(
+            frame.a
+            + (transverse @ frame.r) / (transverse @ frame.a) * frame.r
+            + (axis @ frame.s) / (axis @ frame.a) * frame.s
+        )
     foot = centre + ((cents[k] - centre) @ axis) * axis
     return foot, axis, float(areas[k]), span
+
+
+def _line_through(pts: FloatArray, direction: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """(centroid, unit direction ≈ ``direction``) of the least-squares line through ``pts``,
+    refitted without the points farther than ``TRIM`` × the median distance from it (sections
+    at the ends of a run that already hold part of the body or a process)."""
+    keep = np.ones(pts.shape[0], dtype=bool)
+    for _ in range(3):
+        centre = pts[keep].mean(axis=0)
+        axis = unit(np.linalg.svd(pts[keep] - centre, full_matrices=False)[2][0])
+        off = pts - centre
+        dist = np.linalg.norm(off - np.outer(off @ axis, axis), axis=1)
+        keep = dist <= max(0.1, TRIM * float(np.median(dist)))
+        if keep.sum() < 5:
+            break
+    return centre, axis if axis @ direction > 0 else -axis
 
 
 def pedicle_axis(
@@ -335,8 +366,9 @@ def _centroid_loop(
     returns the axis and the length (mm) of the narrow part it was fitted on."""
     point, direction = start
     area, span = float("nan"), 0.0
+    frame = anatomy.frame if WIDE > NARROW else None
     for _ in range(4):
-        point, direction, area, span = centroid_line(inside, point, direction)
+        point, direction, area, span = centroid_line(inside, point, direction, frame)
         if direction @ anatomy.frame.a < 0:
             direction = -direction
     return (point, direction, area), span

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.geometry import SignedDistance, VolumeSampler
+from inference.geometry import Frame, SignedDistance, VolumeSampler
 from inference.lumbar.frames import screw_angles, vertebra_anatomy
-from inference.lumbar.isthmus import S1_PTA_DEG, channel
+from inference.lumbar.isthmus import S1_PTA_DEG, centroid_line, channel
 from inference.phantom import PhantomSpec
 from inference.phantom.anatomy import build_anatomy
 from inference.results import Side
@@ -79,3 +79,55 @@ def test_s1_axis_is_not_pulled_towards_the_roomy_ala() -> None:
         pta, psa = screw_angles(anatomy.frame, ch.entry, ch.exit, side)
         assert abs(pta - S1_PTA_DEG) < 0.5 and abs(psa) < 0.5, (side, pta, psa)
         assert ch.length > 40.0
+
+
+def _pedicle_tube(bump: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, Frame]:
+    """A 1 mm elliptic pedicle tube (4 × 7 mm semi-axes) along PTA 15°, PSA 3° in the frame
+    r = x, a = y, s = z, collared above and below beyond 3.5 mm from the isthmus (as where the
+    body and the articular processes join); ``bump``: a small lateral ridge just in front of
+    the isthmus. (mask, affine, true axis, frame)."""
+    shape = (60, 60, 60)
+    affine = np.eye(4)
+    affine[:3, :3] = np.eye(3)[:, ::-1]
+    affine[:3, 3] = -30.0
+    idx = np.indices(shape).reshape(3, -1).T.astype(np.float64)
+    p = idx @ affine[:3, :3].T + affine[:3, 3]
+    r, a, s = np.eye(3)
+    d = a + np.tan(np.radians(15.0)) * r + np.tan(np.radians(3.0)) * s
+    d /= np.linalg.norm(d)
+    w = np.cross(s, d)
+    w /= np.linalg.norm(w)
+    t, u, v = p @ d, p @ w, p @ np.cross(d, w)
+    mask = ((u / 4.0) ** 2 + (v / 7.0) ** 2 <= 1.0) & (np.abs(t) <= 20.0)
+    collar = (np.abs(u) <= 4.0) & (np.abs(v) >= 6.0) & (np.abs(v) <= 10.0)
+    mask |= collar & (np.abs(t) > 3.5) & (np.abs(t) <= 20.0)
+    if bump:
+        mask |= (t >= 0.5) & (t <= 3.0) & (u >= 4.0) & (u <= 6.0) & (np.abs(v) <= 3.0)
+    return mask.reshape(shape), affine, d, Frame(np.zeros(3), r, a, s)
+
+
+def _angles(axis: np.ndarray, frame: Frame) -> tuple[float, float]:
+    pta = float(np.degrees(np.arctan2(axis @ frame.r, axis @ frame.a)))
+    return pta, float(np.degrees(np.arctan2(axis @ frame.s, axis @ frame.a)))
+
+
+def test_centroid_line_ignores_the_partly_joined_sections_at_the_run_ends() -> None:
+    # untrimmed, the sections at the narrow run's ends that hold part of the collar tilted the
+    # line by 4.6° in PSA and 1.9° in PTA
+    mask, affine, d, frame = _pedicle_tube(bump=False)
+    inside = VolumeSampler(mask.astype(np.float32), affine, 0.0)
+    _, axis, _, _ = centroid_line(inside, np.zeros(3), d)
+    pta, psa = _angles(axis, frame)
+    assert abs(pta - 15.0) < 1.5 and abs(psa - 3.0) < 1.0, (pta, psa)
+
+
+def test_transverse_slope_comes_from_the_longer_run() -> None:
+    # a ridge on one side of the short narrow run tilted its PTA by 9°; the side walls of the
+    # longer run (up to WIDE × the isthmus area) hold the pedicle's transverse direction
+    mask, affine, d, frame = _pedicle_tube(bump=True)
+    inside = VolumeSampler(mask.astype(np.float32), affine, 0.0)
+    _, narrow_only, _, _ = centroid_line(inside, np.zeros(3), d)
+    _, axis, _, _ = centroid_line(inside, np.zeros(3), d, frame)
+    assert abs(_angles(narrow_only, frame)[0] - 15.0) > 5.0
+    pta, psa = _angles(axis, frame)
+    assert abs(pta - 15.0) < 1.0 and abs(psa - 3.0) < 1.5, (pta, psa)
