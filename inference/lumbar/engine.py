@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inference.errors import InferenceError
-from inference.geometry import FloatArray, bounding_box, crop_affine, unit
+from inference.geometry import FloatArray, SignedDistance, bounding_box, crop_affine, unit
 from inference.grading import FacetJoint, facet_joint
 from inference.lumbar.frames import vertebra_anatomy
 from inference.lumbar.planner import VertebraModel, plan_vertebra
@@ -42,12 +42,24 @@ def _cranial_hint(centroids: FloatArray, k: int) -> FloatArray:
     return unit(d)
 
 
-def plan_lumbar(seg: Segmentation, settings: PlanningSettings) -> LumbarOutput:
-    """Plan every level of ``settings.levels`` found in ``seg``."""
+@dataclass(frozen=True, slots=True, eq=False)
+class PreparedLevel:
+    """One labelled vertebra ready for planning: its model and the facet joints at risk."""
+
+    model: VertebraModel
+    joints: dict[Side, FacetJoint | None]
+    confidence: float
+    upper: SignedDistance | None
+
+
+def prepare_levels(
+    seg: Segmentation, settings: PlanningSettings
+) -> tuple[list[PreparedLevel], list[str]]:
+    """Frame, distance fields and facet joints of every level of ``settings.levels`` in ``seg``;
+    warnings for levels without a frame."""
     labels = seg.instances
     aff = seg.work.affine
-    verts: list[VertebraLabel] = []
-    screws: list[ScrewPlan] = []
+    out: list[PreparedLevel] = []
     warnings: list[str] = []
     for k, level in enumerate(seg.levels):
         if level not in settings.levels:
@@ -67,18 +79,36 @@ def plan_lumbar(seg: Segmentation, settings: PlanningSettings) -> LumbarOutput:
         except InferenceError as exc:
             warnings.append(f"{level}: no vertebra frame ({exc})")
             continue
-        origin = anatomy.frame.origin
+        model = VertebraModel.build(level, mask, sub_aff, anatomy)
+        upper = labels[box] == k if k > 0 else None
+        out.append(
+            PreparedLevel(
+                model,
+                _joints(labels, k, box, model),
+                seg.confidence[k],
+                SignedDistance(upper, sub_aff) if upper is not None and upper.any() else None,
+            )
+        )
+    return out, warnings
+
+
+def plan_lumbar(seg: Segmentation, settings: PlanningSettings) -> LumbarOutput:
+    """Plan every level of ``settings.levels`` found in ``seg``."""
+    prepared, warnings = prepare_levels(seg, settings)
+    verts: list[VertebraLabel] = []
+    screws: list[ScrewPlan] = []
+    for item in prepared:
+        level = item.model.level
+        origin = item.model.anatomy.frame.origin
         verts.append(
             VertebraLabel(
                 level,
                 LEVEL_TO_LABEL[level],
                 (float(origin[0]), float(origin[1]), float(origin[2])),
-                seg.confidence[k],
+                item.confidence,
             )
         )
-        model = VertebraModel.build(level, mask, sub_aff, anatomy)
-        joints = _joints(labels, k, box, model)
-        plans, warn = plan_vertebra(model, settings, joints)
+        plans, warn = plan_vertebra(item.model, settings, item.joints, item.upper)
         screws.extend(plans)
         warnings.extend(warn)
     return LumbarOutput(tuple(verts), tuple(screws), tuple(warnings))

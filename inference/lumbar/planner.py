@@ -26,6 +26,12 @@ from inference.settings import PlanningSettings
 logger = logging.getLogger(__name__)
 
 SYMMETRY_SLACK_MM = 0.5  # a side keeps its own axis if the mean one loses more room than this
+# Screw head vs the vertebra above: our mask's clearance to the upper vertebra's bone that the
+# screw must keep. Its inferior articular process hangs down beside the entry; on the true masks
+# a screw within ~1.3 mm of it grades Babu 1-3, and our masks overestimate that distance by up to
+# 2 mm (its tip goes to the lower vertebra), so the planner asks for 3 mm.
+HEAD_CLEARANCE_MM = 3.0
+HEAD_SHIFTS_MM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # entry moves tried, away from the upper bone
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,71 @@ def correct(
     return drafts
 
 
+def upper_clearance(upper: SignedDistance, screw: Screw) -> float:
+    """Smallest distance (mm) from the screw's volume to the bone of the vertebra above."""
+    return float(upper(screw.volume_points()).min())
+
+
+def _breaches(model: VertebraModel, draft: Draft) -> bool:
+    return gertzbein_robbins(model.phi, draft.screw, model.anatomy.frame, draft.side).grade != "A"
+
+
+def _moved(model: VertebraModel, draft: Draft, entry: FloatArray, pivot: FloatArray) -> Channel:
+    """The channel of the axis from ``entry`` through ``pivot`` (isthmus re-projected)."""
+    d = pivot - entry
+    d = d / np.linalg.norm(d)
+    isthmus = entry + ((draft.channel.isthmus - entry) @ d) * d
+    return channel_along(model.inside, isthmus, d, draft.channel.isthmus_area_mm2)
+
+
+def clear_of_upper(
+    model: VertebraModel, draft: Draft, upper: SignedDistance, settings: PlanningSettings
+) -> Draft:
+    """Move the screw head away from the vertebra above (its inferior articular process, the
+    facet joint) until our mask shows ``HEAD_CLEARANCE_MM`` of room, without a breach.
+
+    The entry moves by 0.5-3 mm away from the nearest upper bone (perpendicular to the axis) while
+    the axis pivots about the isthmus or a point deeper in the body (the deeper, the smaller the
+    angle change); a candidate may step its diameter down once. The smallest move that reaches the
+    clearance wins; failing that, the one with the most clearance, if better than the start.
+    """
+    screw = draft.screw
+    start = upper_clearance(upper, screw)
+    if start >= HEAD_CLEARANCE_MM:
+        return draft
+    pts = screw.volume_points()
+    near = pts[int(np.argmin(upper(pts)))]
+    away = upper.gradient(near[None, :])[0]
+    away -= (away @ screw.direction) * screw.direction
+    if np.linalg.norm(away) < 1e-6:
+        return draft
+    away /= np.linalg.norm(away)
+    entry = draft.channel.entry
+    depth = float((draft.channel.isthmus - entry) @ draft.channel.direction)
+    pivots = [
+        entry + t * draft.channel.direction
+        for t in (draft.length, 0.5 * (depth + draft.length), depth)
+    ]
+    best, best_gap = draft, start
+    for shift in HEAD_SHIFTS_MM:
+        for pivot in pivots:
+            try:
+                cand = sized(
+                    model, draft.side, _moved(model, draft, entry + shift * away, pivot), settings
+                )
+            except InferenceError:
+                continue
+            for option in (cand, _step_down(cand, settings, prefer_length=False)):
+                if option is None or _breaches(model, option):
+                    continue
+                gap = upper_clearance(upper, option.screw)
+                if gap >= HEAD_CLEARANCE_MM:
+                    return option
+                if gap > best_gap + 0.25:
+                    best, best_gap = option, gap
+    return best
+
+
 def finish(model: VertebraModel, draft: Draft, joint: FacetJoint | None) -> ScrewPlan:
     """Angles and final grades of a sized screw."""
     screw = draft.screw
@@ -196,9 +267,16 @@ def symmetric(
 
 
 def plan_vertebra(
-    model: VertebraModel, settings: PlanningSettings, joints: dict[Side, FacetJoint | None]
+    model: VertebraModel,
+    settings: PlanningSettings,
+    joints: dict[Side, FacetJoint | None],
+    upper: SignedDistance | None = None,
 ) -> tuple[list[ScrewPlan], list[str]]:
-    """Both screws of one vertebra, with warnings for sides that could not be planned."""
+    """Both screws of one vertebra, with warnings for sides that could not be planned.
+
+    ``upper``: signed distance to the vertebra above (same patient frame), when it is in view; the
+    screw heads are then kept clear of it (:func:`clear_of_upper`).
+    """
     drafts: dict[Side, Draft] = {}
     warnings: list[str] = []
     for side in (Side.LEFT, Side.RIGHT):
@@ -209,5 +287,9 @@ def plan_vertebra(
     if len(drafts) == 2:
         drafts = symmetric(model, drafts, settings)
     drafts = correct(model, drafts, settings)
+    if upper is not None:
+        for side, draft in list(drafts.items()):
+            drafts[side] = clear_of_upper(model, draft, upper, settings)
+        drafts = correct(model, drafts, settings)
     plans = [finish(model, d, joints.get(side)) for side, d in drafts.items()]
     return plans, warnings
