@@ -36,6 +36,7 @@ TRIM = 2.0  # centroids farther than this × the median from the line are refitt
 WIDE = 2.0  # ... and up to this × for the transverse slope (PTA), see centroid_line
 SUBVOXEL_ORDER = 1  # centroid sections: the mask interpolated and cut at 0.5 (sub-voxel)
 FIT_HALF_MM = 8.0  # the centroid line is fitted within this distance of the isthmus
+PTA_AGREE_DEG = 6.0  # ... and its transverse slope (PTA) when that agrees this well
 AGREE_DEG = 4.0  # the centroid line is trusted when the widest corridor agrees with it this well
 
 
@@ -355,8 +356,30 @@ def pedicle_axis(
         fitted, _ = _centroid_loop(inside, anatomy, start)
     except InferenceError:
         return corridor
-    agree = float(np.degrees(np.arccos(np.clip(fitted[1] @ corridor[1], -1.0, 1.0))))
-    return fitted if agree <= AGREE_DEG else corridor
+    return _combine(anatomy.frame, fitted, corridor)
+
+
+def _combine(
+    frame: Frame,
+    fitted: tuple[FloatArray, FloatArray, float],
+    corridor: tuple[FloatArray, FloatArray, float],
+) -> tuple[FloatArray, FloatArray, float]:
+    """The centroid line's axis where the corridor agrees within ``AGREE_DEG``. Otherwise, when
+    they differ mainly in the sagittal slope (the corridor is blind to it in a tall pedicle,
+    the centroid line follows a process joined above or below), the centroid line's transverse
+    slope with the median of the two sagittal angles and 0° (PSA ≈ 0 relative to the endplate,
+    ALGORITHMS.md); when the transverse slopes differ by more than ``AGREE_DEG`` too, the
+    corridor (the narrow part was too short for a stable fit)."""
+    f_dir, c_dir = fitted[1], corridor[1]
+    agree = float(np.degrees(np.arccos(np.clip(f_dir @ c_dir, -1.0, 1.0))))
+    if agree <= AGREE_DEG:
+        return fitted
+    tr_f, tr_c = (f_dir @ frame.r) / (f_dir @ frame.a), (c_dir @ frame.r) / (c_dir @ frame.a)
+    if abs(np.degrees(np.arctan(tr_f) - np.arctan(tr_c))) > PTA_AGREE_DEG:
+        return corridor
+    psa = np.median([np.arctan((d @ frame.s) / (d @ frame.a)) for d in (f_dir, c_dir)] + [0.0])
+    direction = unit(frame.a + tr_f * frame.r + np.tan(psa) * frame.s)
+    return fitted[0], direction, fitted[2]
 
 
 def _centroid_loop(

@@ -7,7 +7,7 @@ import pytest
 
 from inference.geometry import Frame, SignedDistance, VolumeSampler
 from inference.lumbar.frames import screw_angles, vertebra_anatomy
-from inference.lumbar.isthmus import S1_PTA_DEG, centroid_line, channel
+from inference.lumbar.isthmus import S1_PTA_DEG, _combine, centroid_line, channel
 from inference.phantom import PhantomSpec
 from inference.phantom.anatomy import build_anatomy
 from inference.results import Side
@@ -131,3 +131,22 @@ def test_transverse_slope_comes_from_the_longer_run() -> None:
     assert abs(_angles(narrow_only, frame)[0] - 15.0) > 5.0
     pta, psa = _angles(axis, frame)
     assert abs(pta - 15.0) < 1.0 and abs(psa - 3.0) < 1.5, (pta, psa)
+
+
+def test_centroid_and_corridor_axes_are_combined_per_component() -> None:
+    frame = Frame(np.zeros(3), *np.eye(3))
+    p = np.zeros(3)
+
+    def axis(pta: float, psa: float) -> np.ndarray:
+        d = frame.a + np.tan(np.radians(pta)) * frame.r + np.tan(np.radians(psa)) * frame.s
+        return np.asarray(d / np.linalg.norm(d))
+
+    fitted, corridor = (p, axis(12.0, 10.0), 50.0), (p + 1.0, axis(13.0, -1.0), 60.0)
+    _, d, _ = _combine(frame, fitted, corridor)
+    # the sagittal slopes disagree (10° vs −1°): the centroid line's PTA, PSA = median(10, −1, 0)
+    assert _angles(d, frame) == pytest.approx((12.0, 0.0), abs=1e-6)
+    _, d, _ = _combine(frame, fitted, (p, axis(13.0, 4.0), 60.0))
+    assert _angles(d, frame) == pytest.approx((12.0, 4.0), abs=1e-6)
+    # agreeing axes: the centroid line as it is; transverse slopes 8° apart: the corridor
+    assert _combine(frame, fitted, (p, axis(13.0, 9.0), 60.0)) is fitted
+    assert _combine(frame, fitted, (p, axis(20.0, 9.0), 60.0))[2] == 60.0
