@@ -17,9 +17,13 @@ from scipy import ndimage
 
 from inference.geometry import BoolArray
 
-# dense-ring levels (HU after 0.7 mm smoothing), highest first; the last bounds the bridging
-RING_LEVELS_HU = (200.0, 150.0, 120.0, 100.0)
+# dense-ring levels (HU after 0.7 mm smoothing): cortex, and cortex blurred across thick slices
+RING_LEVELS_HU = (200.0, 150.0)
+# low levels for low-density bone on thick slices (see body_mask); the last bounds the bridging
+LOW_RING_LEVELS_HU = (120.0, 100.0)
 BRIDGE_MM = 2.5
+BRIDGE_MIN_FRACTION = 0.08
+LOW_FILL_MIN_MM = 15.0
 MARROW_HU = 40.0
 CSF_HU = 30.0
 DARK_FRACTION = 0.05
@@ -27,6 +31,8 @@ MAX_RING_AREA_MM2 = 3000.0
 PLATE_ABOVE_MARROW_HU = 100.0
 PLATE_HU = 250.0
 DISC_BELOW_MARROW_HU = 70.0
+TALL_CORE = 1.6
+TALL_DISC_BELOW_HU = 45.0
 
 
 def body_mask(
@@ -48,13 +54,17 @@ def body_mask(
     smooth = ndimage.gaussian_filter(hu, 1.0 / spacing_mm)
     sharp = ndimage.gaussian_filter(hu, sigma=0.7 / spacing_mm)
     filled = np.zeros(hu.shape, dtype=bool)
-    # a 0.5 mm wall blurred across a thick slice can dip below 200 HU, and in low-density bone
-    # on 3 mm slices the wall reads 120-230 HU around 80-180 HU marrow: rings at each level
     for level in RING_LEVELS_HU:
         filled |= _marrow_in_rings(sharp > level, smooth, spacing_mm)
-    # at the low levels trabecular spots brighter than the level break the marrow into patches:
-    # close the gaps between patches inside the ring's outline
-    filled |= _bridge_patches(filled, sharp > RING_LEVELS_HU[-1], spacing_mm)
+    # in low-density bone on 3 mm slices the wall reads 120-230 HU around 80-180 HU marrow:
+    # rings at the low levels too, with the patches that trabecular spots brighter than the
+    # level leave closed inside the ring's outline; a disc partial-volumed with its endplates
+    # is such a ring as well, so only fills as tall as a body count
+    low = np.zeros(hu.shape, dtype=bool)
+    for level in LOW_RING_LEVELS_HU:
+        low |= _marrow_in_rings(sharp > level, smooth, spacing_mm)
+    low |= _bridge_patches(filled | low, sharp > LOW_RING_LEVELS_HU[-1], spacing_mm)
+    filled |= _tall_parts(low & ~filled, LOW_FILL_MIN_MM / spacing_mm)
     # a ring open in one slice (a partial-volumed wall) leaves a gap across the body: close it
     marrow = filled | ndimage.binary_closing(filled, structure=np.ones((3, 1, 1), dtype=bool))
     out: BoolArray = bone | marrow
@@ -70,14 +80,31 @@ def _in_plane_disk(radius_mm: float, spacing_mm: float) -> BoolArray:
     return disk
 
 
+def _tall_parts(mask: BoolArray, min_slices: float) -> BoolArray:
+    """The face-connected parts of ``mask`` spanning at least ``min_slices`` along axis 0."""
+    lab, n = ndimage.label(mask)
+    keep = np.zeros(n + 1, dtype=bool)
+    for k, box in enumerate(ndimage.find_objects(lab), start=1):
+        keep[k] = box is not None and box[0].stop - box[0].start >= min_slices
+    out: BoolArray = keep[lab]
+    return out
+
+
 def _bridge_patches(marrow: BoolArray, dense: BoolArray, spacing_mm: float) -> BoolArray:
-    """Voxels within ``BRIDGE_MM`` (in-plane) of ``marrow`` and inside the axial outline of
-    ``dense`` (its in-plane filled holes)."""
+    """Voxels within ``BRIDGE_MM`` (in-plane) of ``marrow`` inside the axial outline of
+    ``dense`` (its in-plane filled holes), in outlines at least ``BRIDGE_MIN_FRACTION`` marrow:
+    a body's marrow between bright trabeculae, not noise specks in a contrast vessel."""
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = ndimage.generate_binary_structure(2, 1)
     outline = ndimage.binary_fill_holes(dense, structure=in_plane)
+    lab, n = ndimage.label(outline, structure=in_plane)
+    if n == 0:
+        return np.zeros(dense.shape, dtype=bool)
+    ids = np.arange(1, n + 1)
+    frac = np.asarray(ndimage.mean(marrow, lab, ids))
+    ok = np.concatenate([[False], frac >= BRIDGE_MIN_FRACTION])[lab]
     near = ndimage.binary_dilation(marrow, structure=_in_plane_disk(BRIDGE_MM, spacing_mm))
-    out: BoolArray = near & outline
+    out: BoolArray = near & ok
     return out
 
 
@@ -111,31 +138,44 @@ def split_at_endplates(
     Inside a core (far from the body walls) the only dense plates are endplates and the only
     dark band a disc: voxels brighter than the core's median HU + 100 (at least 250 HU) or
     darker than its median − 70 HU, grown by one voxel, are taken out and the rest relabelled
-    (osteoporotic marrow is as dark as a disc, but its endplates still shine). A core falls
-    apart only into pieces of at least ``min_piece_mm3`` each; smaller crumbs (trabecular
-    texture) are left out of the markers. Returns the new labels (1..n, same grid) and n.
+    (osteoporotic marrow is as dark as a disc, but its endplates still shine). A core more than
+    ``TALL_CORE`` times as tall (along array axis 0) as the median big core holds two bodies:
+    when it does not split so, a disc darker than its median − 45 HU is enough (a disc partial
+    -volumed with its endplates in thick slices). A core falls apart only into pieces of at
+    least ``min_piece_mm3`` each; smaller crumbs (trabecular texture) are left out of the
+    markers. Returns the new labels (1..n, same grid) and n.
     """
     out = np.zeros_like(cores)
     counts = np.bincount(cores.ravel())
+    boxes = ndimage.find_objects(cores)
+    min_voxels = min_piece_mm3 / voxel_mm3
+    heights = [
+        b[0].stop - b[0].start for k, b in enumerate(boxes, 1) if b and counts[k] >= 2 * min_voxels
+    ]
+    ref = float(np.median(heights)) if len(heights) >= 3 else np.inf
     n_out = 0
-    for k, box in enumerate(ndimage.find_objects(cores), start=1):
+    for k, box in enumerate(boxes, start=1):
         if box is None:
             continue
         mine = cores[box] == k
         pieces = [mine]
-        if counts[k] * voxel_mm3 >= 2 * min_piece_mm3:
-            pieces = _pieces(mine, smooth_hu[box], min_piece_mm3 / voxel_mm3) or pieces
+        if counts[k] >= 2 * min_voxels:
+            pieces = _pieces(mine, smooth_hu[box], min_voxels, DISC_BELOW_MARROW_HU) or pieces
+            if len(pieces) == 1 and box[0].stop - box[0].start > TALL_CORE * ref:
+                pieces = _pieces(mine, smooth_hu[box], min_voxels, TALL_DISC_BELOW_HU) or pieces
         for piece in pieces:
             n_out += 1
             out[box][piece] = n_out
     return out, n_out
 
 
-def _pieces(mine: BoolArray, hu: npt.NDArray[np.float32], min_voxels: float) -> list[BoolArray]:
+def _pieces(
+    mine: BoolArray, hu: npt.NDArray[np.float32], min_voxels: float, disc_below_hu: float
+) -> list[BoolArray]:
     """The pieces of one core left after removing its plates, or [] when it does not split."""
     marrow = float(np.median(hu[mine]))
     limit = max(marrow + PLATE_ABOVE_MARROW_HU, PLATE_HU)
-    odd = (hu >= limit) | (hu <= marrow - DISC_BELOW_MARROW_HU)
+    odd = (hu >= limit) | (hu <= marrow - disc_below_hu)
     plate = ndimage.binary_dilation(mine & odd)
     lab, n = ndimage.label(mine & ~plate)
     if n < 2:

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 ARCH_HALF_WIDTH_MM = 3.0
 ARCH_BEHIND_MM = 25.0
 ARCH_MAX_PITCH = 0.9
+# a core centred this far in front of the nearest body's centroid is not bone of the column
+IN_FRONT_MM = 25.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +161,10 @@ def separate_vertebrae(
     markers = np.zeros(bone.shape, dtype=np.int16)
     for rank, comp in enumerate(chain, start=1):
         markers[cores == comp + 1] = rank
-    # thick bone away from the column (ilium, femoral heads) competes as OTHER; thick posterior
-    # elements near the column are left to the nearest vertebral body
-    far = _far_from_chain(cents, chain, 45.0)
+    # thick bone away from the column (ilium, femoral heads) or in front of it (a contrast-filled
+    # aorta the bone mask took in) competes as OTHER; thick posterior elements near the column
+    # are left to the nearest vertebral body
+    far = _far_from_chain(cents, chain, 45.0) | _in_front_of_chain(cents, chain, cranial)
     lut = np.zeros(int(cores.max()) + 1, dtype=bool)
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
@@ -247,6 +250,19 @@ def _far_from_chain(cents: FloatArray, chain: list[int], limit_mm: float) -> Boo
     """Cores whose centroid is farther than ``limit_mm`` from every vertebral body in the chain."""
     d = np.linalg.norm(cents[:, None, :] - cents[chain][None, :, :], axis=2).min(axis=1)
     out: BoolArray = d > limit_mm
+    return out
+
+
+def _in_front_of_chain(cents: FloatArray, chain: list[int], cranial: FloatArray) -> BoolArray:
+    """Cores centred more than ``IN_FRONT_MM`` in front of the nearest vertebral body's centroid
+    (anterior = away from the posterior elements: −y in LPS when cranial is +z)."""
+    lateral = unit(np.cross(cranial, [0.0, 1.0, 0.0]))
+    anterior = -unit(np.cross(lateral, cranial))
+    rel = cents[:, None, :] - cents[chain][None, :, :]
+    nearest = np.argmin(np.linalg.norm(rel, axis=2), axis=1)
+    ahead = np.einsum("ij,j->i", rel[np.arange(len(cents)), nearest], anterior)
+    out: BoolArray = ahead > IN_FRONT_MM
+    out[chain] = False
     return out
 
 

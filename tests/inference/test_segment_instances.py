@@ -9,6 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from inference.errors import NotApplicableError
+from inference.segment.assign import OTHER
 from inference.segment.bone import bone_mask
 from inference.segment.column import body_mask, split_at_endplates
 from inference.segment.instances import midline_arch_markers, separate_vertebrae
@@ -156,3 +157,49 @@ def test_a_split_spinous_process_goes_whole_to_the_vertebra_at_its_cranial_end()
     assert not arches[10:28].any() and not arches[:, :40].any()
     labels[44:64, 45:55, 30:34] = 1
     assert midline_arch_markers(labels, AFFINE, cents, CRANIAL) is None
+
+
+def test_a_core_through_a_faint_disc_twice_as_tall_as_the_others_is_split() -> None:
+    # thick slices blur a disc with its endplates: it reads only ~55 HU below the marrow
+    hu = np.full((150, 20, 20), 165.0, dtype=np.float32)
+    cores = np.zeros(hu.shape, dtype=np.int32)
+    for k, z0 in enumerate((2, 22, 42), start=1):
+        cores[z0 : z0 + 16, 2:18, 2:18] = k
+    cores[64:110, 2:18, 2:18] = 4  # two bodies fused across the disc at 85-89
+    hu[85:90] = 110.0
+    out, n = split_at_endplates(cores, hu, 1.0, min_piece_mm3=500.0)
+    assert n == 5
+    assert len({int(out[70, 9, 9]), int(out[104, 9, 9])}) == 2
+
+
+def test_a_contrast_vessel_is_not_filled_as_marrow() -> None:
+    # a 170 HU lumen with noise specks below the low ring levels: not a body's marrow
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    r = np.hypot(yy - CENTRE, xx - CENTRE)
+    hu = np.full((16, SIZE, SIZE), 40.0, dtype=np.float32)
+    hu[:, r <= 11.0] = 170.0
+    hu += rng.normal(0.0, 80.0, hu.shape).astype(np.float32)
+    filled = body_mask(hu, np.zeros(hu.shape, dtype=bool))
+    assert filled[4:12][:, r <= 9.0].mean() < 0.3  # bridged whole without the marrow share
+
+
+def test_a_thick_tube_in_front_of_the_column_is_not_a_vertebra() -> None:
+    # a contrast-filled aorta the bone mask took in, touching the bodies' anterior walls
+    n_slices, rows, cols = 150, 100, 64
+    z = np.arange(n_slices)[:, None, None]
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    body = (np.hypot(yy - 55.0, xx - 32.0) <= 15.0)[None]
+    bone = np.zeros((n_slices, rows, cols), dtype=bool)
+    centres = []
+    for k in range(4):
+        z0 = 10 + 34 * k
+        bone |= body & (z >= z0) & (z < z0 + 24)
+        centres.append(z0 + 12.0)
+    tube = (np.hypot(yy - 28.0, xx - 32.0) <= 12.0)[None] & (z >= 5) & (z < 145)
+    bone |= tube
+    spine = np.array([32.0, 55.0, float(np.mean(centres))])
+    inst = separate_vertebrae(bone, AFFINE, CRANIAL, spine)
+    assert len(inst.centroids) == 4
+    in_tube = inst.labels[np.broadcast_to(tube, bone.shape) & bone]
+    assert (in_tube == OTHER).mean() > 0.9
