@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
 import ssl
 import threading
@@ -230,3 +232,17 @@ def test_a_receiver_falls_back_to_pynetdicom_loops_when_its_source_changed(
     receiver.close()
     listener.close()
     joblog.close()
+
+
+def test_a_receiver_that_dies_is_started_again(tmp_path: Path, free_port: int) -> None:
+    running = Pool(tmp_path, free_port)
+    try:
+        first, second = running.pool.pids
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: len(set(running.pool.pids) - {first, second}) == 1, timeout=60)
+        assert second in running.pool.pids
+        paths = write_series(tmp_path / "in", slices=2)
+        for _ in range(3):  # whichever receiver gets them: all are served
+            assert wait_for(lambda: send(free_port, paths) == [0, 0], timeout=30)
+    finally:
+        running.stop()
