@@ -49,7 +49,12 @@ def body_mask(
     (marrow, even osteoporotic, against CSF and fat), at most 5 % of it is below 30 HU (a body
     ring broken towards the canal joins the canal's hole) and its area is at most 3000 mm²
     (not the pelvic inlet); the filled marrow is closed across single-slice gaps along axis 0.
-    Rings are looked for at 150 HU as well, for thin walls blurred across thick slices.
+    Rings are looked for at 150 HU as well, for thin walls blurred across thick slices, and at
+    120 and 100 HU for low-density bone on thick slices (walls 120–230 HU around 80–180 HU
+    marrow, the real CT's T12): there, the marrow patches that trabeculae brighter than the
+    level leave are bridged (within 2.5 mm, in outlines at least 8 % marrow, so not the noise
+    specks of a contrast vessel), and only fills at least 15 mm tall along axis 0 are kept (a
+    disc blurred with its endplates is a ring around 85 HU too, but thin).
     """
     smooth = ndimage.gaussian_filter(hu, 1.0 / spacing_mm)
     sharp = ndimage.gaussian_filter(hu, sigma=0.7 / spacing_mm)
@@ -72,6 +77,7 @@ def body_mask(
 
 
 def _in_plane_disk(radius_mm: float, spacing_mm: float) -> BoolArray:
+    """A disk of ``radius_mm`` in the plane of axes 1-2 (shape (1, m, m)) as a structure."""
     r = radius_mm / spacing_mm
     n = int(np.ceil(r))
     yy, xx = np.mgrid[-n : n + 1, -n : n + 1]

@@ -3,7 +3,9 @@
 Bodies are the thick parts of the bone (inscribed radius ≥ ``core_mm``); discs split them. The
 vertebral bodies along the spine form a chain of such cores. Every bone voxel then goes to the
 core it reaches along the widest bone path (a watershed on the distance transform), so posterior
-elements follow their own pedicles and thin facet contacts become the borders.
+elements follow their own pedicles and thin facet contacts become the borders. A spinous
+process that growth split between two vertebrae (thick slices merge it with the laminae below)
+is then given whole to the vertebra at its cranial end and the growth run again.
 """
 
 from __future__ import annotations
