@@ -30,6 +30,9 @@ from inference.results import Side
 
 BREACH_TOLERANCE_MM = 0.25
 ENTRY_SKIP_MM = 2.0  # the thread is graded from 2 mm past the entry (ALGORITHMS.md)
+# the dorsal surface at an entry is curved (a ridge, the base of a process): the normal at the
+# entry point alone understates how long the thread takes to enter; the angle counts as ≥ 30°
+ENTRY_MIN_DEG = 30.0
 SANDWICH_DEG = 135.0  # joint space: nearest bone of the two vertebrae at least this far apart
 RING = 72  # thread points per turn (every 5°, Screw.surface_points' default)
 GR_LIMITS_MM: tuple[tuple[float, str], ...] = ((2.0, "B"), (4.0, "C"), (6.0, "D"))
@@ -100,13 +103,21 @@ def breach_direction(gradient: FloatArray, frame: Frame, side: Side) -> str:
     return names[k][int(comps[k] > 0)]
 
 
-def gertzbein_robbins(phi: SignedDistance, screw: Screw, frame: Frame, side: Side) -> GRResult:
+def gertzbein_robbins(
+    phi: SignedDistance,
+    screw: Screw,
+    frame: Frame,
+    side: Side,
+    *,
+    tolerance_mm: float = BREACH_TOLERANCE_MM,
+) -> GRResult:
     """GR grade of ``screw`` against the vertebra whose signed distance is ``phi``.
 
     Breach b = max(0, max φ on the thread surface − 0.25 mm tolerance), surface sampled every
     0.25 mm × 5° from 2 mm past the entry to the tip. Not counted as breaches: thread that has not
     yet entered the bone near the entry (see :func:`_not_yet_entered`), and points whose outward
-    normal is mainly posterior (the thread leaving the oblique entry cortex).
+    normal is mainly posterior (the thread leaving the oblique entry cortex). A planner may ask
+    for a smaller ``tolerance_mm`` to keep a margin; grades reported use the default.
     """
     if screw.length < ENTRY_SKIP_MM:
         return GRResult("A", 0.0, None)
@@ -114,7 +125,7 @@ def gertzbein_robbins(phi: SignedDistance, screw: Screw, frame: Frame, side: Sid
     values = phi(pts)
     counted = ~_not_yet_entered(phi, screw, values)
     counted &= np.repeat(np.arange(0.0, screw.length + 1e-9, 0.25) >= ENTRY_SKIP_MM, RING)
-    out = np.nonzero(counted & (values > BREACH_TOLERANCE_MM))[0]
+    out = np.nonzero(counted & (values > tolerance_mm))[0]
     if out.size == 0:
         return GRResult("A", 0.0, None)
     grads = phi.gradient(pts[out])
@@ -126,7 +137,7 @@ def gertzbein_robbins(phi: SignedDistance, screw: Screw, frame: Frame, side: Sid
         return GRResult("A", 0.0, None)
     out, grads = out[wall], grads[wall]
     worst = int(np.argmax(values[out]))
-    breach = float(values[out[worst]]) - BREACH_TOLERANCE_MM
+    breach = float(values[out[worst]]) - tolerance_mm
     grad = grads[worst]
     if np.linalg.norm(grad) < 1e-9:
         p = pts[out[worst]]
@@ -140,7 +151,7 @@ def _not_yet_entered(phi: SignedDistance, screw: Screw, values: FloatArray) -> B
     A screw meets the posterior cortex obliquely, so on the far side its thread lies outside the
     bone for the first r·tan(entry angle) mm: that is the entry, not a breach of the pedicle wall.
     A thread line counts from where it first enters the bone; the exemption ends
-    r·tan(entry angle, at most 60°) + 1 mm past the entry, so a screw that misses the pedicle
+    r·tan(entry angle, 30° to 60°) + 1 mm past the entry, so a screw that misses the pedicle
     altogether still breaches.
     """
     grid = values.reshape(-1, RING)
@@ -148,7 +159,7 @@ def _not_yet_entered(phi: SignedDistance, screw: Screw, values: FloatArray) -> B
     normal = phi.gradient(screw.entry[None, :])[0]
     norm = float(np.linalg.norm(normal))
     cos = float(-(screw.direction @ normal) / norm) if norm > 1e-9 else 1.0
-    angle = np.arccos(np.clip(cos, np.cos(np.radians(60.0)), 1.0))
+    angle = np.arccos(np.clip(cos, np.cos(np.radians(60.0)), np.cos(np.radians(ENTRY_MIN_DEG))))
     cap = screw.diameter / 2 * float(np.tan(angle)) + 1.0
     t = np.arange(grid.shape[0]) * 0.25
     out: BoolArray = (~entered & (t[:, None] <= cap)).reshape(-1)

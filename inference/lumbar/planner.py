@@ -4,6 +4,7 @@ breach/collision correction loop, then the final grades (patient frame, LPS mm).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,8 @@ SYMMETRY_SLACK_MM = 0.5  # a side keeps its own axis if the mean one loses more 
 # Screw head vs the vertebra above: our mask's clearance to the upper vertebra's bone that the
 # screw must keep. Its inferior articular process hangs down beside the entry; on the true masks
 # a screw within ~1.3 mm of it grades Babu 1-3, and our masks overestimate that distance by up to
-# 2 mm (its tip goes to the lower vertebra), so the planner asks for 3 mm.
-HEAD_CLEARANCE_MM = 3.0
+# 2 mm (its tip goes to the lower vertebra), so the planner asks for 3.5 mm.
+HEAD_CLEARANCE_MM = 3.5
 HEAD_SHIFTS_MM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # entry moves tried, away from the upper bone
 
 
@@ -148,8 +149,13 @@ def upper_clearance(upper: SignedDistance, screw: Screw) -> float:
     return float(upper(screw.volume_points()).min())
 
 
-def _breaches(model: VertebraModel, draft: Draft) -> bool:
-    return gertzbein_robbins(model.phi, draft.screw, model.anatomy.frame, draft.side).grade != "A"
+def _breaches(model: VertebraModel, draft: Draft, tolerance_mm: float = 0.0) -> bool:
+    """Does the screw leave our mask (by more than ``tolerance_mm``; a moved screw keeps the
+    grader's 0.25 mm tolerance as a margin)?"""
+    gr = gertzbein_robbins(
+        model.phi, draft.screw, model.anatomy.frame, draft.side, tolerance_mm=tolerance_mm
+    )
+    return gr.grade != "A"
 
 
 def _moved(model: VertebraModel, draft: Draft, entry: FloatArray, pivot: FloatArray) -> Channel:
@@ -160,6 +166,23 @@ def _moved(model: VertebraModel, draft: Draft, entry: FloatArray, pivot: FloatAr
     return channel_along(model.inside, isthmus, d, draft.channel.isthmus_area_mm2)
 
 
+def _head_moves(
+    model: VertebraModel, draft: Draft, away: FloatArray, settings: PlanningSettings
+) -> Iterator[Draft]:
+    """Sized drafts with the entry moved along ``away`` by each of ``HEAD_SHIFTS_MM``, pivoting
+    about the tip, the middle of the pedicle-to-tip span and the isthmus (smallest move first)."""
+    entry, d = draft.channel.entry, draft.channel.direction
+    depth = float((draft.channel.isthmus - entry) @ d)
+    pivots = [entry + t * d for t in (draft.length, 0.5 * (depth + draft.length), depth)]
+    for shift in HEAD_SHIFTS_MM:
+        for pivot in pivots:
+            try:
+                ch = _moved(model, draft, entry + shift * away, pivot)
+                yield sized(model, draft.side, ch, settings)
+            except InferenceError:
+                continue
+
+
 def clear_of_upper(
     model: VertebraModel, draft: Draft, upper: SignedDistance, settings: PlanningSettings
 ) -> Draft:
@@ -167,9 +190,9 @@ def clear_of_upper(
     facet joint) until our mask shows ``HEAD_CLEARANCE_MM`` of room, without a breach.
 
     The entry moves by 0.5-3 mm away from the nearest upper bone (perpendicular to the axis) while
-    the axis pivots about the isthmus or a point deeper in the body (the deeper, the smaller the
-    angle change); a candidate may step its diameter down once. The smallest move that reaches the
-    clearance wins; failing that, the one with the most clearance, if better than the start.
+    the axis pivots about the tip, the body or the isthmus (the deeper, the smaller the angle
+    change). The smallest move that reaches the clearance at the full diameter wins, else one a
+    diameter smaller; failing both, the move with the most clearance, if better than the start.
     """
     screw = draft.screw
     start = upper_clearance(upper, screw)
@@ -181,30 +204,26 @@ def clear_of_upper(
     away -= (away @ screw.direction) * screw.direction
     if np.linalg.norm(away) < 1e-6:
         return draft
-    away /= np.linalg.norm(away)
-    entry = draft.channel.entry
-    depth = float((draft.channel.isthmus - entry) @ draft.channel.direction)
-    pivots = [
-        entry + t * draft.channel.direction
-        for t in (draft.length, 0.5 * (depth + draft.length), depth)
-    ]
+    moves: list[Draft] = []
     best, best_gap = draft, start
-    for shift in HEAD_SHIFTS_MM:
-        for pivot in pivots:
-            try:
-                cand = sized(
-                    model, draft.side, _moved(model, draft, entry + shift * away, pivot), settings
-                )
-            except InferenceError:
-                continue
-            for option in (cand, _step_down(cand, settings, prefer_length=False)):
-                if option is None or _breaches(model, option):
-                    continue
-                gap = upper_clearance(upper, option.screw)
-                if gap >= HEAD_CLEARANCE_MM:
-                    return option
-                if gap > best_gap + 0.25:
-                    best, best_gap = option, gap
+    for option in _head_moves(model, draft, away / np.linalg.norm(away), settings):
+        moves.append(option)
+        if _breaches(model, option):
+            continue
+        gap = upper_clearance(upper, option.screw)
+        if gap >= HEAD_CLEARANCE_MM:
+            return option
+        if gap > best_gap + 0.25:
+            best, best_gap = option, gap
+    for move in moves:  # one diameter smaller
+        thinner = _step_down(move, settings, prefer_length=False)
+        if thinner is None or _breaches(model, thinner):
+            continue
+        gap = upper_clearance(upper, thinner.screw)
+        if gap >= HEAD_CLEARANCE_MM:
+            return thinner
+        if gap > best_gap + 0.25:
+            best, best_gap = thinner, gap
     return best
 
 

@@ -155,3 +155,34 @@ def test_joint_space_is_the_gap_between_facing_surfaces_not_any_near_miss() -> N
     )
     assert joint.joint(np.array([[14.0, 7.0, 5.5]]), order=0)[0] == 1.0  # under the plate
     assert joint.joint(np.array([[16.0, 7.0, 5.5]]), order=0)[0] == 0.0  # beside its edge
+
+
+def test_a_smaller_tolerance_reports_a_breach_within_the_default_one() -> None:
+    # thread about 0.1 mm beyond the rod's wall (on this grid's φ): within the 0.25 mm tolerance
+    # of the reported grade, a breach for a planner that keeps the tolerance as a margin
+    mask, affine = _bone_tube(radius=8.0)
+    phi = SignedDistance(mask, affine)
+    entry = np.array([8.0 - 3.0 - 0.1, 17.0, 0.0])
+    screw = Screw(entry, entry + np.array([0.0, -30.0, 0.0]), 6.0)
+    assert gertzbein_robbins(phi, screw, FRAME, Side.LEFT).grade == "A"
+    strict = gertzbein_robbins(phi, screw, FRAME, Side.LEFT, tolerance_mm=0.0)
+    assert strict.grade == "B"
+    assert strict.breach_mm == pytest.approx(0.1, abs=0.1)
+    assert strict.direction == "lateral"
+
+
+def test_thread_entering_past_a_step_in_the_dorsal_surface_is_not_a_breach() -> None:
+    # the entry sits on a plateau whose lateral edge (a wall facing laterally, 1 mm from the axis)
+    # drops 3 mm: the normal at the entry runs along the screw, yet the thread beyond the edge
+    # only enters 3 mm deeper, and 2 mm past the entry it faces the wall 0.5 mm away
+    n = 101
+    affine = _grid(n)
+    pts = _points(affine, (n, n, n))
+    x, y = pts[:, 0], pts[:, 1]
+    top = np.where(x <= 1.0, 10.0, 7.0)
+    mask = ((y <= top) & (y >= -20.0) & (np.abs(pts[:, 2]) <= 15.0)).reshape(n, n, n)
+    phi = SignedDistance(mask, affine)
+    entry = np.array([0.0, 10.0, 0.0])
+    screw = Screw(entry, entry + np.array([0.0, -25.0, 0.0]), 7.5)
+    gr = gertzbein_robbins(phi, screw, FRAME, Side.LEFT)
+    assert (gr.grade, gr.breach_mm, gr.direction) == ("A", 0.0, None)

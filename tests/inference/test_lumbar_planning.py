@@ -7,19 +7,26 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from inference.geometry import Frame, SignedDistance, segment_distance
-from inference.grading import Screw
+from inference.grading import gertzbein_robbins
 from inference.lumbar.catalogue import fit_diameter, next_smaller, snap_length
-from inference.lumbar.frames import direction_from_angles, screw_angles, vertebra_anatomy
-from inference.lumbar.isthmus import centroid_line, coronal_track
+from inference.lumbar.frames import (
+    VertebraAnatomy,
+    direction_from_angles,
+    screw_angles,
+    vertebra_anatomy,
+)
+from inference.lumbar.isthmus import centroid_line, channel_along, coronal_track
 from inference.lumbar.planner import (
     HEAD_CLEARANCE_MM,
     VertebraModel,
+    clear_of_upper,
     plan_vertebra,
+    sized,
     upper_clearance,
 )
-from inference.results import ScrewPlan, Side
+from inference.results import Side
 from inference.settings import PlanningSettings
-from tests.inference.lumbar_helpers import AnalyticVertebra, make_vertebra
+from tests.inference.lumbar_helpers import make_vertebra
 
 ROTATIONS = [(0.0, 0.0, 0.0), (20.0, -10.0, 15.0), (-25.0, 5.0, -30.0)]
 
@@ -155,42 +162,32 @@ def test_both_screws_of_a_symmetric_vertebra_get_mirror_image_angles(psa: float)
     assert left.psa_deg == pytest.approx(psa, abs=3.0)
 
 
-def _upper_block_near_left_entry(v: AnalyticVertebra, entry: np.ndarray) -> np.ndarray:
-    """Bone of the vertebra above (an inferior articular process) 3 mm cranial and 2 mm medial
-    of the left screw's entry: about touching the screw head."""
-    idx = np.indices(v.mask.shape).reshape(3, -1).T.astype(np.float64)
-    loc = v.frame.to_local(idx @ v.affine[:3, :3].T + v.affine[:3, 3])
-    e = v.frame.to_local(entry[None, :])[0]
-    block = (
-        (np.abs(loc[:, 0] - (e[0] + 2.0)) <= 3.0)  # left: medial = +r
-        & (np.abs(loc[:, 1] - e[1]) <= 4.0)
-        & (loc[:, 2] >= e[2] + 3.0)
-        & (loc[:, 2] <= e[2] + 12.0)
-    )
-    out: np.ndarray = block.reshape(v.mask.shape) & ~v.mask
-    return out
+def _slab_scene() -> tuple[VertebraModel, SignedDistance]:
+    """A bone slab (x ±15, y −30…20, z ±12 mm LPS; posterior surface y = 20) and, behind it, a
+    block of the vertebra above (an inferior articular process) just cranial of where a screw
+    along −y through the slab's centre enters (1 mm grid)."""
+    n = 81
+    affine = np.eye(4)
+    affine[:3, 3] = -40.0
+    x, y, z = (np.indices((n, n, n)) - 40.0).astype(np.float64)
+    slab = (np.abs(x) <= 15) & (y >= -30) & (y <= 20) & (np.abs(z) <= 12)
+    block = (np.abs(x) <= 4) & (y >= 21) & (y <= 26) & (z >= 5) & (z <= 10)
+    frame = Frame(np.zeros(3), np.array([-1.0, 0, 0]), np.array([0, -1.0, 0]), np.eye(3)[2])
+    anatomy = VertebraAnatomy(frame, slab, 20.0, -30.0)
+    return VertebraModel.build("L3", slab, affine, anatomy), SignedDistance(block, affine)
 
 
 def test_screw_head_is_moved_clear_of_the_vertebra_above() -> None:
-    v = make_vertebra((0.0, 0.0, 0.0), pta_deg=15.0, psa_deg=0.0, pedicle_radius=5.0)
-    anatomy = vertebra_anatomy(v.mask, v.affine, v.frame.s, v.frame.a)
-    model = VertebraModel.build("L3", v.mask, v.affine, anatomy)
-    plain, _ = plan_vertebra(model, PlanningSettings(), {})
-    left = next(p for p in plain if p.side is Side.LEFT)
-    upper = SignedDistance(_upper_block_near_left_entry(v, np.array(left.entry_mm)), v.affine)
-
-    def clearance(p: ScrewPlan) -> float:
-        return upper_clearance(
-            upper, Screw(np.array(p.entry_mm), np.array(p.tip_mm), p.diameter_mm)
-        )
-
-    assert clearance(left) < 1.0
-    moved, warnings = plan_vertebra(model, PlanningSettings(), {}, upper)
-    assert not warnings
-    new_left = next(p for p in moved if p.side is Side.LEFT)
-    assert clearance(new_left) >= HEAD_CLEARANCE_MM
-    assert new_left.gr_grade == "A"
-    assert new_left.diameter_mm >= left.diameter_mm - 0.5  # moved, not shrunk away
-    assert abs(new_left.pta_deg - left.pta_deg) < 10.0
-    right = next(p for p in moved if p.side is Side.RIGHT)
-    assert right.entry_mm == next(p for p in plain if p.side is Side.RIGHT).entry_mm
+    model, upper = _slab_scene()
+    settings = PlanningSettings()
+    ch = channel_along(model.inside, np.zeros(3), np.array([0.0, -1.0, 0.0]), 100.0)
+    draft = sized(model, Side.LEFT, ch, settings)
+    assert upper_clearance(upper, draft.screw) < 1.5
+    moved = clear_of_upper(model, draft, upper, settings)
+    assert upper_clearance(upper, moved.screw) >= HEAD_CLEARANCE_MM
+    assert moved.diameter == draft.diameter  # moved, not shrunk
+    shift = moved.channel.entry - draft.channel.entry
+    assert shift[2] < -1.0  # caudal, away from the block
+    assert np.linalg.norm(shift) <= 4.0
+    gr = gertzbein_robbins(model.phi, moved.screw, model.anatomy.frame, Side.LEFT)
+    assert gr.grade == "A"
