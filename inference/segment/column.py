@@ -24,6 +24,7 @@ LOW_RING_LEVELS_HU = (120.0, 100.0)
 BRIDGE_MM = 2.5
 BRIDGE_MIN_FRACTION = 0.08
 LOW_FILL_MIN_MM = 15.0
+LOW_MIN_HOLE_MM2 = 2.0
 MARROW_HU = 40.0
 CSF_HU = 30.0
 DARK_FRACTION = 0.05
@@ -52,9 +53,10 @@ def body_mask(
     Rings are looked for at 150 HU as well, for thin walls blurred across thick slices, and at
     120 and 100 HU for low-density bone on thick slices (walls 120–230 HU around 80–180 HU
     marrow, the real CT's T12): there, the marrow patches that trabeculae brighter than the
-    level leave are bridged (within 2.5 mm, in outlines at least 8 % marrow, so not the noise
-    specks of a contrast vessel), and only fills at least 15 mm tall along axis 0 are kept (a
-    disc blurred with its endplates is a ring around 85 HU too, but thin).
+    level leave (holes of at least 2 mm²) are bridged within 2.5 mm (in outlines at least 8 %
+    marrow, so not the noise specks of a contrast vessel), and only fills at least 15 mm tall
+    along axis 0 are kept (a disc blurred with its endplates is a ring around 85 HU too, but
+    thin).
     """
     smooth = ndimage.gaussian_filter(hu, 1.0 / spacing_mm)
     sharp = ndimage.gaussian_filter(hu, sigma=0.7 / spacing_mm)
@@ -67,7 +69,7 @@ def body_mask(
     # is such a ring as well, so only fills as tall as a body count
     low = np.zeros(hu.shape, dtype=bool)
     for level in LOW_RING_LEVELS_HU:
-        low |= _marrow_in_rings(sharp > level, smooth, spacing_mm)
+        low |= _marrow_in_rings(sharp > level, smooth, spacing_mm, LOW_MIN_HOLE_MM2)
     low |= _bridge_patches(filled | low, sharp > LOW_RING_LEVELS_HU[-1], spacing_mm)
     filled |= _tall_parts(low & ~filled, LOW_FILL_MIN_MM / spacing_mm)
     # a ring open in one slice (a partial-volumed wall) leaves a gap across the body: close it
@@ -99,7 +101,8 @@ def _tall_parts(mask: BoolArray, min_slices: float) -> BoolArray:
 def _bridge_patches(marrow: BoolArray, dense: BoolArray, spacing_mm: float) -> BoolArray:
     """Voxels within ``BRIDGE_MM`` (in-plane) of ``marrow`` inside the axial outline of
     ``dense`` (its in-plane filled holes), in outlines at least ``BRIDGE_MIN_FRACTION`` marrow:
-    a body's marrow between bright trabeculae, not noise specks in a contrast vessel."""
+    a body's marrow between bright trabeculae, not the noise specks of a contrast vessel (low
+    -level holes under ``LOW_MIN_HOLE_MM2`` do not count: single-voxel specks)."""
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = ndimage.generate_binary_structure(2, 1)
     outline = ndimage.binary_fill_holes(dense, structure=in_plane)
@@ -115,7 +118,10 @@ def _bridge_patches(marrow: BoolArray, dense: BoolArray, spacing_mm: float) -> B
 
 
 def _marrow_in_rings(
-    dense: BoolArray, smooth: npt.NDArray[np.float32], spacing_mm: float
+    dense: BoolArray,
+    smooth: npt.NDArray[np.float32],
+    spacing_mm: float,
+    min_area_mm2: float = 0.0,
 ) -> BoolArray:
     """Holes of ``dense`` within axial planes that hold marrow (see :func:`body_mask`)."""
     in_plane = np.zeros((3, 3, 3), dtype=bool)
@@ -129,6 +135,7 @@ def _marrow_in_rings(
     mean = np.asarray(ndimage.mean(smooth, lab, ids))
     dark = np.asarray(ndimage.sum(smooth < CSF_HU, lab, ids)) * spacing_mm**2
     ok = (area <= MAX_RING_AREA_MM2) & (mean > MARROW_HU) & (dark <= DARK_FRACTION * area)
+    ok &= area >= min_area_mm2
     out: BoolArray = np.concatenate([[False], ok])[lab]
     return out
 
