@@ -3,13 +3,12 @@ growing through bone (a weighted geodesic Voronoi on the full 1 mm working grid,
 [slice, row, col]); bone detached from its vertebra's core becomes ``OTHER``.
 
 The cost of a step is its length in mm times the mean weight of its two voxels. Without HU every
-bone voxel weighs 1 (plain geodesic distance). With HU, two kinds of voxel weigh more: bright
-cortex (up to ``1 + CORTEX_COST``), and thin dark gaps between brighter bone (up to
-``1 + GAP_COST``; a black top-hat: a facet joint or the slit between a lamina and the
-neighbour's lamina, which the bone mask bridges). A vertebra is one marrow space walled by
-cortex, so its own processes are reached from its body through marrow, while where two
-vertebrae touch the way across passes two cortical walls and the gap between them and costs
-more than the way round.
+bone voxel weighs 1 (plain geodesic distance). With HU, two kinds of voxel weigh up to
+``1 + CORTEX_COST``: bright cortex, and thin dark gaps between brighter bone (a black top-hat:
+a facet joint or the slit between a lamina and the neighbour's lamina, which the bone mask
+bridges). A vertebra is one marrow space walled by cortex, so its own processes are reached from
+its body through marrow, while where two vertebrae touch the way across passes two cortical
+walls and the gap between them and costs more than the way round.
 """
 
 from __future__ import annotations
@@ -32,25 +31,18 @@ CORTEX_HIGH_HU = 800.0
 # 100–300 and 150–400 on phantoms with 2–3 mm slices and left the real CT as it was
 GAP_LOW_HU = 50.0
 GAP_HIGH_HU = 250.0
-# cortex 30 -> 150: a process tip resting on the neighbour's lamina or articular process in
-# 2-3 mm slices stays with its own vertebra more often (phantom seeds 1, 2, 5: mean Dice L1-S1
-# 0.948 -> 0.952; 120 and 250 gave the same within 0.0015). The gap weight stays at 30: 150
-# there too added 0.001 on the phantoms but cost the real CT's L3 a screw
-CORTEX_COST = 150.0
-GAP_COST = 30.0
+CORTEX_COST = 30.0
 _STEPS = ((1, 0, 0), (0, 1, 0), (0, 0, 1))
 
 
 def bone_weights(hu: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Per-voxel travel weight on the 1 mm grid of ``hu``: 1 in marrow, rising linearly to
-    ``1 + CORTEX_COST`` with HU from ``CORTEX_LOW_HU`` to ``CORTEX_HIGH_HU`` (cortex) and to
-    ``1 + GAP_COST`` with the depth below the 3x3x3 grey closing from ``GAP_LOW_HU`` to
-    ``GAP_HIGH_HU`` (thin gaps)."""
+    ``1 + CORTEX_COST`` with HU from ``CORTEX_LOW_HU`` to ``CORTEX_HIGH_HU`` (cortex) and with
+    the depth below the 3x3x3 grey closing from ``GAP_LOW_HU`` to ``GAP_HIGH_HU`` (thin gaps)."""
     depth = ndimage.grey_closing(hu, footprint=ndimage.generate_binary_structure(3, 2)) - hu
     cortex = np.clip((hu - CORTEX_LOW_HU) / (CORTEX_HIGH_HU - CORTEX_LOW_HU), 0.0, 1.0)
     gap = np.clip((depth - GAP_LOW_HU) / (GAP_HIGH_HU - GAP_LOW_HU), 0.0, 1.0)
-    weight = 1.0 + np.maximum(CORTEX_COST * cortex, GAP_COST * gap)
-    out: npt.NDArray[np.float32] = weight.astype(np.float32)
+    out: npt.NDArray[np.float32] = (1.0 + CORTEX_COST * np.maximum(cortex, gap)).astype(np.float32)
     return out
 
 
