@@ -36,30 +36,18 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
+from bench_lumbar import LEVELS, spec_for  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from inference.geometry import index_to_mm, voxel_spacing  # noqa: E402
-from inference.phantom import Phantom, PhantomSpec, generate  # noqa: E402
+from inference.phantom import Phantom, generate  # noqa: E402
 from inference.pipeline import segment_volume  # noqa: E402
 from inference.segment.bone import bone_mask  # noqa: E402
 from inference.segment.grid import to_native  # noqa: E402
 from inference.verse import LEVEL_TO_LABEL  # noqa: E402
 
-LEVELS = ["L1", "L2", "L3", "L4", "L5", "S1"]
 TERMS = ["fn_border", "fn_deep", "fn_bone", "fn_wrong", "fp_border", "fp_deep", "fp_wrong"]
-SPACINGS = [
-    (1.0, 0.8, 0.8),
-    (3.0, 0.78, 0.78),
-    (2.0, 0.7, 0.7),
-    (0.625, 0.9, 0.9),
-    (1.25, 0.75, 0.75),
-]
 UNASSIGNED = 254  # our bone that reached no named vertebra
-
-
-def spec_for(seed: int) -> PhantomSpec:
-    """The same spec as bench_lumbar.py for ``seed``."""
-    return PhantomSpec.from_seed(seed, "lumbar", spacing_mm=SPACINGS[seed % len(SPACINGS)])
 
 
 def our_labels(ph: Phantom) -> tuple[np.ndarray, np.ndarray, float]:

@@ -183,6 +183,21 @@ def _head_moves(
                 continue
 
 
+def _head_options(
+    model: VertebraModel, draft: Draft, away: FloatArray, settings: PlanningSettings
+) -> Iterator[Draft]:
+    """The head moves at the full diameter, smallest first, then the same moves a diameter
+    smaller."""
+    moves: list[Draft] = []
+    for option in _head_moves(model, draft, away, settings):
+        moves.append(option)
+        yield option
+    for move in moves:
+        thinner = _step_down(move, settings, prefer_length=False)
+        if thinner is not None:
+            yield thinner
+
+
 def clear_of_upper(
     model: VertebraModel, draft: Draft, upper: SignedDistance, settings: PlanningSettings
 ) -> Draft:
@@ -204,10 +219,8 @@ def clear_of_upper(
     away -= (away @ screw.direction) * screw.direction
     if np.linalg.norm(away) < 1e-6:
         return draft
-    moves: list[Draft] = []
     best, best_gap = draft, start
-    for option in _head_moves(model, draft, away / np.linalg.norm(away), settings):
-        moves.append(option)
+    for option in _head_options(model, draft, away / np.linalg.norm(away), settings):
         if _breaches(model, option):
             continue
         gap = upper_clearance(upper, option.screw)
@@ -215,15 +228,6 @@ def clear_of_upper(
             return option
         if gap > best_gap + 0.25:
             best, best_gap = option, gap
-    for move in moves:  # one diameter smaller
-        thinner = _step_down(move, settings, prefer_length=False)
-        if thinner is None or _breaches(model, thinner):
-            continue
-        gap = upper_clearance(upper, thinner.screw)
-        if gap >= HEAD_CLEARANCE_MM:
-            return thinner
-        if gap > best_gap + 0.25:
-            best, best_gap = thinner, gap
     return best
 
 

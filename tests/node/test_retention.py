@@ -208,16 +208,21 @@ def test_status_shows_what_retention_would_free_and_the_last_pass(
     assert "deleted 5 instances of 1 series, 0 work folders" in out
 
 
-def test_purged_series_sent_again_over_the_network_gets_a_new_job(
-    tmp_path: Path, free_port: int
-) -> None:
-    settings = Settings(
+def _network_settings(tmp_path: Path, port: int) -> Settings:
+    """An SCP on 127.0.0.1 whose series of 4+ slices are analysed."""
+    return Settings(
         data_dir=tmp_path / "var",
-        port=free_port,
+        port=port,
         bind_address="127.0.0.1",
         min_free_mb=0,
         selection=SelectionRules(min_slices=4, max_slice_spacing_mm=2.5),
     )
+
+
+def test_purged_series_sent_again_over_the_network_gets_a_new_job(
+    tmp_path: Path, free_port: int
+) -> None:
+    settings = _network_settings(tmp_path, free_port)
     joblog = JobLog.open(settings.database_url)
     scp = StorageSCP(settings, joblog)
     scp.start()
@@ -312,13 +317,7 @@ def test_sweep_during_a_resend_never_loses_an_acknowledged_instance(
     # A settled series old enough to purge is sent again, and the sweep reaches it while the SCP
     # stores the first instance: that instance's file is there, and recorded, so the SCP keeps
     # it as a duplicate. Every instance the node acknowledged must be on disk with its row.
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        port=free_port,
-        bind_address="127.0.0.1",
-        min_free_mb=0,
-        selection=SelectionRules(min_slices=4, max_slice_spacing_mm=2.5),
-    )
+    settings = _network_settings(tmp_path, free_port)
     joblog = _SweepDuringReceipt.open(settings.database_url)
     scp = StorageSCP(settings, joblog)
     scp.start()
