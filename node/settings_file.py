@@ -14,7 +14,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 #: ``SPINENODE_*`` variables that are not settings (read by tests, benchmarks or ``load``).
-NON_SETTING_VARIABLES = frozenset({"SPINENODE_CONFIG", "SPINENODE_DATA"})
+NON_SETTING_VARIABLES = frozenset(
+    {"SPINENODE_CONFIG", "SPINENODE_DATA", "SPINENODE_TEST_POSTGRES_URL"}
+)
 
 
 class SettingsError(ValueError):
