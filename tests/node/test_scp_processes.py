@@ -140,8 +140,9 @@ def test_max_associations_are_counted_across_processes(tmp_path: Path, free_port
         assert running.pool.handed_over == [1, 1]  # one in each process
         assert echo(free_port) is None  # the third is refused although each process has one
         first.release()
-        assert wait_for(lambda: echo(free_port) == 0, timeout=20)  # a free place again
-        assert send(free_port, paths) == [0]
+        # A free place again. The receiver reports a closed association back to the serving
+        # process after the peer has seen its release, so a peer may be refused for a moment.
+        assert wait_for(lambda: send(free_port, paths) == [0], timeout=20)
         second.release()
     finally:
         running.stop()
