@@ -49,6 +49,16 @@ STOP_GRACE_S = 15.0
 #: A receiver that exits sooner than this after its start counts as a crash loop.
 QUICK_EXIT_S = 10.0
 MAX_RESTART_DELAY_S = 60.0
+
+
+def restart_backoff(quick_exits: int, lived_s: float) -> tuple[int, float]:
+    """(quick exits in a row, seconds to wait) before starting a child again that exited after
+    ``lived_s``: a child that keeps dying right after its start waits 2, 4, 8... s (up to a
+    minute), so a broken installation does not spin; one that lived longer restarts at once."""
+    quick = quick_exits + 1 if lived_s < QUICK_EXIT_S else 0
+    return quick, (min(MAX_RESTART_DELAY_S, 2.0**quick) if quick else 0.0)
+
+
 LISTEN_BACKLOG = 64
 
 
@@ -227,9 +237,7 @@ class ReceiverPool:
                 child.channel.close()
                 child.process.join()
                 lived = now - child.started_at
-                quick = self._quick_exits[index] + 1 if lived < QUICK_EXIT_S else 0
-                self._quick_exits[index] = quick
-                delay = min(MAX_RESTART_DELAY_S, 2.0**quick) if quick else 0.0
+                self._quick_exits[index], delay = restart_backoff(self._quick_exits[index], lived)
                 logger.error(
                     "receiver %d exited with %s after %.0f s; starting it again in %.0f s",
                     index,

@@ -24,7 +24,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Protocol
 
-from node.receivers import ReceiverPool
+from node.receivers import ReceiverPool, restart_backoff
 from node.retention import Retention
 from node.scheduler import Scheduler
 from node.scp import StorageSCP
@@ -37,9 +37,6 @@ logger = logging.getLogger(__name__)
 
 #: How long a stopping worker may take to release or finish its job before it is killed.
 WORKER_STOP_GRACE_S = 30.0
-#: A worker that exits sooner than this after its start counts as a crash loop (restart delayed).
-QUICK_EXIT_S = 10.0
-MAX_RESTART_DELAY_S = 60.0
 
 
 class Listener(Protocol):
@@ -111,9 +108,7 @@ class Service:
                 if process is None or process.is_alive():
                     continue
                 lived = time.monotonic() - self._started_at[index]
-                quick = self._quick_exits[index] + 1 if lived < QUICK_EXIT_S else 0
-                self._quick_exits[index] = quick
-                delay = min(MAX_RESTART_DELAY_S, 2.0**quick) if quick else 0.0
+                self._quick_exits[index], delay = restart_backoff(self._quick_exits[index], lived)
                 logger.error(
                     "worker %d (pid %s) exited with %s after %.0f s; starting it again in %.0f s",
                     index,
