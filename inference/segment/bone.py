@@ -136,13 +136,14 @@ def inside_edge(
     out = np.zeros(candidates.shape, dtype=bool)
     if len(idx) == 0:
         return out
-    mask = inside.astype(np.float32)
+    blurred = ndimage.gaussian_filter(inside.astype(np.float32), sigma=0.7 * float(sp.max()) / sp)
     grad = np.empty((len(idx), 3), dtype=np.float64)
-    for axis in range(3):
-        order = [0, 0, 0]
-        order[axis] = 1
-        d = ndimage.gaussian_filter(mask, sigma=0.7 * float(sp.max()) / sp, order=order)
-        grad[:, axis] = d[tuple(idx.T)] / sp[axis]
+    for axis in range(3):  # central differences of the blurred mask, at the candidates only
+        hi, lo = idx.copy(), idx.copy()
+        hi[:, axis] = np.minimum(hi[:, axis] + 1, candidates.shape[axis] - 1)
+        lo[:, axis] = np.maximum(lo[:, axis] - 1, 0)
+        diff = blurred[tuple(hi.T)] - blurred[tuple(lo.T)]
+        grad[:, axis] = diff / ((hi[:, axis] - lo[:, axis]).clip(1) * sp[axis])
     norm = np.linalg.norm(grad, axis=1)
     ok = norm > 1e-6
     normal = -grad / np.where(ok, norm, 1.0)[:, None]  # outward, mm
