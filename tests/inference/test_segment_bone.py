@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from inference.segment.bone import bone_mask, refine_border
+from inference.segment.bone import bone_mask, fill_small_holes, refine_border
 from inference.segment.grid import to_native, working_volume
 
 SOFT_HU, CORTEX_HU, MARROW_HU = 40.0, 1000.0, 200.0
@@ -221,3 +221,36 @@ def test_refine_border_keeps_marrow_and_drops_the_layer_outside_at_1mm() -> None
     for start in (ndimage.binary_dilation(truth), ndimage.binary_erosion(truth)):
         out = refine_border(start.astype(np.uint8), hu, np.ones(3))
         assert _dice(out > 0, truth) > 0.96  # from 0.88-0.90: faces within 0.2 mm
+
+
+def test_to_native_fills_small_holes_enclosed_in_plane_but_not_a_canal() -> None:
+    """A fat-filled channel of 4.4 mm² through the marrow (the border rule leaves it open) is
+    labelled; a 71 mm² one (a canal) stays background."""
+    hu, affine, _ = _block((0.8, 0.7, 0.7), extent_mm=46.0)
+    hu[:, 60:63, 60:63] = CORTEX_HU  # the "column" rod, as above
+    small = (slice(20, 40), slice(44, 47), slice(48, 51))
+    canal = (slice(20, 40), slice(24, 36), slice(26, 38))
+    hu[small] = -50.0
+    hu[canal] = -50.0
+    work = working_volume(hu, affine)
+    coarse = ndimage.binary_fill_holes(ndimage.gaussian_filter(work.hu, 0.7) > 520.0)
+    coarse[:, 55:, 55:] = False
+    coarse &= work.hu > 0.0  # the working labels leave both channels open
+    out = to_native(coarse.astype(np.uint8), work)
+    assert np.all(out[small] == 1)
+    assert not out[canal][:, 2:-2, 2:-2].any()
+    plain = to_native(coarse.astype(np.uint8), work, refine=False)
+    assert not plain[small][:, 1:-1, 1:-1].any()
+
+
+def test_fill_small_holes_fills_per_label_within_planes() -> None:
+    labels = np.zeros((3, 20, 30), dtype=np.uint8)
+    labels[:, 2:12, 2:12] = 1
+    labels[:, 2:12, 15:28] = 2
+    labels[:, 5:7, 5:7] = 0  # 4 px x 1 mm² in label 1
+    labels[:, 4:10, 17:26] = 0  # 54 mm² in label 2: above 50 mm²
+    labels[1, 0:20, 13] = 0
+    out = fill_small_holes(labels, np.array([3.0, 1.0, 1.0]))
+    assert np.all(out[:, 5:7, 5:7] == 1)
+    assert not out[:, 4:10, 17:26].any()
+    assert np.array_equal(out[:, :, 12:15], labels[:, :, 12:15])
