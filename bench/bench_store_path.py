@@ -1,18 +1,21 @@
 """Per-instance cost of the SCP's durable path, step by step, without the network.
 
 Run: ``.venv/bin/python bench/bench_store_path.py [--instances 100] [--size 512]
-[--spool-files 20000]``
+[--spool-files 20000] [--threads 4]``
 
 For ``--instances`` synthetic CT slices (``--size`` × ``--size``, Explicit VR LE) it times, per
 instance (median and mean, ms), each step the C-STORE handler runs between the last PDU and the
 response: reading the UIDs from the data set's bytes (:func:`node.wireparse.read_identity`, what the
 SCP does; and, for comparison, decoding it with pydicom as ``event.dataset`` does), the spool file
 meta and the content checksum (:mod:`node.spoolfile`), the spool write (temporary file, write,
-fdatasync, rename, folder fsync; the folder fsync also on its own), and the receipt transaction,
-committed as the
+fdatasync, rename, folder fsync, each step apart; and a folder fsync on its own, with nothing
+renamed into the folder since the last one), and the receipt transaction, committed as the
 SCP does (``synchronous = NORMAL``, :data:`storage.database.DEFERRED_DURABILITY`) and, for
 comparison, with ``synchronous = FULL``. The spool and the job log are in a temporary folder
 on the same file system as ``--tmp`` (default: the system's temporary folder).
+
+Then ``--threads`` writers at once into one series folder (as concurrent associations write): the
+write's steps and how many folder flushes served how many writes (the spool's group flush).
 
 Then the start-up reconciliation's scan (:func:`storage.reconcile.unrecorded_files`) over a spool of
 ``--spool-files`` small files, every one recorded in the job log: the time it adds to every start.
@@ -25,6 +28,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -46,7 +50,7 @@ from storage.database import create_database_engine  # noqa: E402
 from storage.joblog import JobLog  # noqa: E402
 from storage.reconcile import unrecorded_files  # noqa: E402
 from storage.records import InstanceReceipt  # noqa: E402
-from storage.spool import Spool  # noqa: E402
+from storage.spool import Spool, WriteTimes  # noqa: E402
 
 SYNTAX = "1.2.840.10008.1.2.1"
 
@@ -118,8 +122,10 @@ def run(work: Path, streams: list[bytes]) -> None:
     spool = Spool(work / "spool")
     receipts_of: list[InstanceReceipt] = []
 
+    steps: list[WriteTimes] = []
+
     def write(i: int) -> None:
-        spool.write_atomic(Path(receipts_of[i].path), files[i])
+        steps.append(spool.write_atomic(Path(receipts_of[i].path), files[i]))
 
     def dir_fsync(i: int) -> None:
         fd = os.open(Path(receipts_of[i].path).parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -128,13 +134,19 @@ def run(work: Path, streams: list[bytes]) -> None:
         finally:
             os.close(fd)
 
+    def report_steps() -> None:
+        for field in WriteTimes.__slots__:
+            report(f"  of which {field.removesuffix('_s').replace('_', ' ')}",
+                   [1000 * getattr(t, field) for t in steps])  # fmt: skip
+
     print(f"per instance, {n} instances of {len(streams[0]) / 1e6:.2f} MB:")
     total = report("read the UIDs from the bytes (node.wireparse)", timed(identify, n))
     report("  (decode the data set with pydicom: before)", timed(decode_with_pydicom, n))
     total += report("file meta + sha256 (node.spoolfile)", timed(meta_and_checksum, n))
     receipts_of.extend(_receipt(spool, idents[i], files[i], digests[i]) for i in range(n))
     total += report("spool write: tmp, write, fdatasync, rename, dir fsync", timed(write, n))
-    report("  of which a folder fsync alone", timed(dir_fsync, n))
+    report_steps()
+    report("  a folder fsync alone, nothing renamed since", timed(dir_fsync, n))
     joblog = JobLog.open(f"sqlite:///{work / 'normal.db'}")
     total += report("receipt transaction, synchronous NORMAL (used)", timed(
         lambda i: joblog.record_instance(receipts_of[i]), n))  # fmt: skip
@@ -149,6 +161,46 @@ def run(work: Path, streams: list[bytes]) -> None:
     report("receipt transaction, synchronous FULL (before)", timed(record_full, n))
     full.dispose()
     print(f"  {'sum of the steps used':<44} median {total:6.3f} ms")
+
+
+def filesystem(path: Path) -> str:
+    """The type and device of the file system holding ``path`` (Linux /proc/mounts)."""
+    best = ("", "?", "?")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        device, mount, kind = line.split()[:3]
+        if path.is_relative_to(mount) and len(mount) > len(best[0]):
+            best = (mount, kind, device)
+    return f"{best[1]} on {best[2]} (mounted at {best[0]})"
+
+
+def concurrent_writes(work: Path, streams: list[bytes], threads: int) -> None:
+    """``threads`` writers at once into one series folder, as concurrent associations write: the
+    write's steps and how many folder flushes served how many writes (the group flush)."""
+    spool = Spool(work / "concurrent")
+    steps: list[WriteTimes] = []
+    study, series = "1.2.826.0.1.3680043.8.498.88", "1.2.826.0.1.3680043.8.498.88.1"
+
+    def writer(first: int) -> None:
+        for index in range(first, len(streams), threads):
+            path = spool.instance_path(study, series, f"{series}.{index + 1}")
+            steps.append(spool.write_atomic(path, streams[index]))
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=writer, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    seconds = time.perf_counter() - started
+    flushes = spool.folder_flushes
+    print(
+        f"{threads} writers at once, {len(streams)} files: {len(streams) / seconds:.0f} files/s,"
+        f" {flushes.flushes} folder flushes for {flushes.requests} writes"
+    )
+    for field in WriteTimes.__slots__:
+        report(f"  {field.removesuffix('_s').replace('_', ' ')}",
+               [1000 * getattr(t, field) for t in steps])  # fmt: skip
+    spool.close()
 
 
 def startup_scan(work: Path, count: int) -> None:
@@ -182,11 +234,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--tmp", type=Path, default=None)
     parser.add_argument("--spool-files", type=int, default=20000)
+    parser.add_argument("--threads", type=int, default=4, help="concurrent writers (1: none)")
     args = parser.parse_args()
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.tmp) as tmp:
         work = Path(tmp)
-        run(work, data_sets(work / "series", args.instances, args.size))
+        print(f"spool file system: {filesystem(work)}")
+        streams = data_sets(work / "series", args.instances, args.size)
+        run(work, streams)
+        if args.threads > 1:
+            concurrent_writes(work, streams, args.threads)
         if args.spool_files:
             startup_scan(work, args.spool_files)
     print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))

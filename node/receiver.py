@@ -7,15 +7,18 @@ Messages on that channel, one per datagram:
 - acceptor → receiver: ``A`` + the peer address as JSON, with the descriptor: serve an association;
   ``B`` + address, with the descriptor: the node is at ``max_associations``, reject the association
   (transient, local limit exceeded) as pynetdicom would; ``S``: stop.
-- receiver → acceptor: ``R`` once it is ready; ``D`` + ``A``/``B`` when a connection handed over is
-  closed (the acceptor counts associations across all receivers with these).
+- receiver → acceptor: ``R`` once it is ready; ``D`` + ``A``/``B`` when an association handed over
+  ends (the acceptor counts associations across all receivers with these): once per connection,
+  when the peer's A-RELEASE-RQ is read, *before* the A-RELEASE-RP goes out (a peer that
+  associates again as soon as it has its release response finds its place free), else when the
+  connection closes (abort, rejection, failure).
 
 A receiver runs pynetdicom's association on the socket (event-driven when the installed pynetdicom
 is the reviewed one, :func:`node.scp.request_handler_class`), with TLS, the allowlist and the
 called-AE check as the in-process SCP, and its own job-log connection and spool handle. It stops on
 ``S``, on SIGTERM, and when the channel closes (the serving process is gone): it aborts its
 associations (an instance stored but not yet answered is sent again by its sender: a duplicate) and
-exits. It logs how long its receipt transactions took (:class:`node.store.ReceiptTimes`; they
+exits. It logs how long its receipt transactions took (:class:`node.store.StepTimes`; they
 wait for the job log's write lock while another process writes).
 """
 
@@ -35,6 +38,7 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from node.scp import (
@@ -81,6 +85,19 @@ def _reject_busy(event: Event) -> None:
     event.assoc.acse.send_reject(0x02, 0x03, 0x02)
 
 
+class _Done:
+    """Sends ``D`` + kind for one connection, once (the release or the connection's end)."""
+
+    def __init__(self, receiver: Receiver, channel: socket.socket, kind: bytes) -> None:
+        self._receiver, self._channel, self._kind = receiver, channel, kind
+        self._sent = threading.Event()
+
+    def send(self) -> None:
+        if not self._sent.is_set():
+            self._sent.set()
+            self._receiver._send(self._channel, DONE + self._kind)
+
+
 class Receiver:
     """Serves the connections handed over on ``channel`` until told to stop."""
 
@@ -98,6 +115,7 @@ class Receiver:
             (evt.EVT_C_STORE, self.handler),
             (evt.EVT_REQUESTED, check_requestor, [settings.allow]),
             (evt.EVT_ACCEPTED, log_association),
+            (evt.EVT_ACSE_RECV, self._on_acse),
         ]
         self._servers = {
             SERVE: self._server(address, serving, handler_class),
@@ -105,6 +123,7 @@ class Receiver:
         }
         self._threads: set[threading.Thread] = set()
         self._send_lock = threading.Lock()
+        self._done: dict[socket.socket, _Done] = {}  # by the association's socket
 
     def _server(
         self, address: tuple[Any, ...], handlers: list[Any], handler: type[RequestHandler]
@@ -144,11 +163,13 @@ class Receiver:
     ) -> None:
         """One connection: TLS handshake, the association, then ``D`` to the acceptor."""
         server = self._servers.get(kind, self._servers[BUSY])
+        done = _Done(self, channel, kind)
         try:
             if self.ssl_context is not None:
                 conn.settimeout(self.ae.acse_timeout)  # a peer that never completes the handshake
                 conn = self.ssl_context.wrap_socket(conn, server_side=True)
                 conn.settimeout(None)
+            self._done[conn] = done
             handler = server.RequestHandlerClass(conn, address, server)
             association = getattr(handler, "association", None)
             if isinstance(association, Association):
@@ -158,9 +179,22 @@ class Receiver:
         except Exception:  # the network boundary: log it, keep serving the others
             logger.exception("receiver %d: error serving %s", self.index, address[0])
         finally:
+            self._done.pop(conn, None)
             conn.close()
-            self._send(channel, DONE + kind)
+            done.send()
             self._threads.discard(threading.current_thread())
+
+    def _on_acse(self, event: Event) -> None:
+        """EVT_ACSE_RECV: an A-RELEASE-RQ is read in the reactor just before it answers it; the
+        association's place is free from now on, so say so before the peer hears it."""
+        primitive = event.primitive  # type: ignore[attr-defined]
+        if not isinstance(primitive, A_RELEASE) or primitive.result is not None:
+            return
+        transport = event.assoc.dul.socket
+        sock = transport.socket if transport is not None else None
+        done = self._done.get(sock) if sock is not None else None
+        if done is not None:
+            done.send()
 
     def _send(self, channel: socket.socket, message: bytes) -> None:
         with self._send_lock:
@@ -231,4 +265,11 @@ def receiver_main(
         receiver.close()
         joblog.close()
         channel.close()
-        logger.info("receiver %d stopped: %s", index, receiver.handler.receipt_times.summary())
+        flushes = receiver.spool.folder_flushes
+        logger.info(
+            "receiver %d stopped: %s; %d folder flushes for %d spool writes",
+            index,
+            receiver.handler.step_times.summary(),
+            flushes.flushes,
+            flushes.requests,
+        )

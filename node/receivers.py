@@ -167,7 +167,7 @@ class ReceiverPool:
                 elif key.data == "wake":
                     self._wake_read.recv(64)
                 elif isinstance(key.data, _Child):
-                    self._receive(key.data)
+                    self._read_pending(key.data)
             self._supervise()
 
     def _receive(self, child: _Child) -> None:
@@ -178,12 +178,33 @@ class ReceiverPool:
             raise
         except OSError:
             message = b""
+        self._handle(child, message)
+
+    def _handle(self, child: _Child, message: bytes) -> None:
         if message == READY:
             child.ready = True
         elif message[:1] == DONE and message[1:] in child.open:
             child.open[message[1:]] = max(0, child.open[message[1:]] - 1)
         elif not message:  # the receiver is gone; _supervise starts it again
             self._forget(child)
+
+    def _read_pending(self, child: _Child) -> None:
+        """Handle every message already waiting on ``child``'s channel, without blocking.
+
+        Also called before a connection is refused for ``max_associations``: a receiver says that
+        an association was released before the peer has the release response, so a peer that
+        associates again at once finds the place free even when the selector has not yet
+        reported that message."""
+        while True:
+            try:
+                message = child.channel.recv(64, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                message = b""
+            self._handle(child, message)
+            if not message:
+                return
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -194,6 +215,13 @@ class ReceiverPool:
             return
         with conn:
             ready = [c for c in self._children if c is not None and c.ready]
+            if not ready:
+                logger.error("connection from %s closed: no receiving process is ready", address[0])
+                return
+            if sum(c.open[SERVE] for c in ready) >= self.settings.max_associations:
+                for child in ready:
+                    self._read_pending(child)
+                ready = [c for c in ready if c.ready]
             if not ready:
                 logger.error("connection from %s closed: no receiving process is ready", address[0])
                 return

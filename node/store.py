@@ -1,8 +1,10 @@
 """The C-STORE handler: spool, record, then answer; durable before it says success.
 
 Each received instance is written to the spool exactly as it came off the wire (file meta plus the
-encoded dataset; no re-encoding), with a temporary file, fdatasync, rename and a folder fsync, then
-recorded in the job log, and only then answered with success (0x0000). Any local failure answers a
+encoded dataset; no re-encoding), with a temporary file, fdatasync and rename, then recorded in the
+job log while the spool flushes the folder (a group flush shared with concurrent writers,
+:meth:`storage.spool.Spool.write_atomic_while`), and only when both have ended answered with
+success (0x0000). Any local failure answers a
 failure status from :class:`StoreStatus`; a handler exception never escapes (pynetdicom would
 answer 0xC211 for it, we answer our own code and log the traceback).
 
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -33,7 +37,7 @@ from node.wireparse import WireIdentity, WireParseError, read_identity
 from storage.errors import InvalidUIDError, SpoolError, StorageError
 from storage.joblog import JobLog
 from storage.records import InstanceReceipt
-from storage.spool import Spool, validate_uid
+from storage.spool import Spool, WriteTimes, validate_uid
 from storage.states import ReceiptOutcome
 
 logger = logging.getLogger(__name__)
@@ -86,27 +90,63 @@ class _Received:
     meta: bytes
 
 
-class ReceiptTimes:
-    """How long the receipt transactions of this handler took (they include waiting for the job
-    log's write lock while another process writes: compare one association with several)."""
+#: The steps :class:`StepTimes` times, in the order an instance goes through them: ``between``
+#: is from the handler's answer to the previous instance of the association to its call for this
+#: one (sending the response, the sender's next request and its data set, their decoding),
+#: ``identify`` the UIDs, file meta and checksum, ``lock`` waiting for the instance's lock, then
+#: the spool write's steps (:class:`storage.spool.WriteTimes`) and the receipt transaction.
+STEPS = (
+    "between",
+    "identify",
+    "lock",
+    "create",
+    "write",
+    "fdatasync",
+    "rename",
+    "folder sync",
+    "receipt",
+)
+
+
+class StepTimes:
+    """How long each step of the handler took per instance (wall clock; mean and maximum), and
+    how long the receipt transactions took (they include waiting for the job log's write lock
+    while another process writes: compare one association with several)."""
 
     def __init__(self) -> None:
-        self.count = 0
-        self.total_s = 0.0
-        self.max_s = 0.0
-        self.over_10ms = 0
+        self._lock = threading.Lock()
+        self._total = dict.fromkeys(STEPS, 0.0)
+        self._max = dict.fromkeys(STEPS, 0.0)
+        self._count = dict.fromkeys(STEPS, 0)
+        self.over_10ms = 0  # receipts
 
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.total_s += seconds
-        self.max_s = max(self.max_s, seconds)
-        self.over_10ms += seconds > 0.01
+    def add(self, step: str, seconds: float) -> None:
+        with self._lock:
+            self._count[step] += 1
+            self._total[step] += seconds
+            self._max[step] = max(self._max[step], seconds)
+            self.over_10ms += step == "receipt" and seconds > 0.01
+
+    def add_write(self, times: WriteTimes) -> None:
+        for step, seconds in zip(
+            STEPS[3:8],
+            (times.create_s, times.write_s, times.datasync_s, times.rename_s, times.folder_sync_s),
+            strict=True,
+        ):
+            self.add(step, seconds)
+
+    def _mean_ms(self, step: str) -> float:
+        return 1000 * self._total[step] / self._count[step] if self._count[step] else 0.0
 
     def summary(self) -> str:
-        mean_ms = 1000 * self.total_s / self.count if self.count else 0.0
+        """The receipts' line (as before) and the steps' means and maxima in ms."""
+        steps = ", ".join(
+            f"{step} {self._mean_ms(step):.2f}/{1000 * self._max[step]:.1f}" for step in STEPS
+        )
         return (
-            f"{self.count} receipt transactions took {mean_ms:.2f} ms on average, "
-            f"{1000 * self.max_s:.1f} ms at most, {self.over_10ms} over 10 ms"
+            f"{self._count['receipt']} receipt transactions took {self._mean_ms('receipt'):.2f} ms"
+            f" on average, {1000 * self._max['receipt']:.1f} ms at most, {self.over_10ms} over"
+            f" 10 ms; per instance, mean/max ms: {steps}"
         )
 
 
@@ -120,9 +160,21 @@ class StoreHandler:
         self._free_read_at = -FREE_SPACE_CHECK_S
         self._free = 0
         self._written = 0  # bytes written since the last reading
-        self.receipt_times = ReceiptTimes()
+        self.step_times = StepTimes()
+        # when the handler last answered on each association (for the 'between' step)
+        self._answered: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
 
     def __call__(self, event: Event) -> int:
+        called = time.perf_counter()
+        answered = self._answered.get(event.assoc)
+        if answered is not None:
+            self.step_times.add("between", called - answered)
+        try:
+            return self._answer(event)
+        finally:
+            self._answered[event.assoc] = time.perf_counter()
+
+    def _answer(self, event: Event) -> int:
         sop_uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
         try:
             return int(self._store(event))
@@ -140,6 +192,7 @@ class StoreHandler:
             return int(StoreStatus.INTERNAL_ERROR)
 
     def _store(self, event: Event) -> StoreStatus:
+        started = time.perf_counter()
         self._check_free_space()
         received = _received(event)
         ident = _identify(event, received)
@@ -162,8 +215,11 @@ class StoreHandler:
             size=len(received.meta) + len(received.data),
             received_at=datetime.now(UTC),
         )
+        locking = time.perf_counter()
+        self.step_times.add("identify", locking - started)
         try:
             with self.spool.instance_lock(ident.sop_instance_uid):
+                self.step_times.add("lock", time.perf_counter() - locking)
                 outcome = self._keep(path, (received.meta, received.data), receipt)
         except SpoolError as exc:  # the lock file could not be opened
             raise _RefusedError(StoreStatus.SPOOL_WRITE_FAILED, str(exc)) from exc
@@ -196,8 +252,7 @@ class StoreHandler:
         """Spool, then record: the file on disk always holds the bytes the job log vouches for."""
         if not path.exists():
             # A new instance (the usual case): the receipt's transaction looks the UID up.
-            self._write(path, data)
-            outcome = self._record(receipt)
+            outcome = self._write(path, data, receipt)
             if outcome is ReceiptOutcome.CONFLICT:
                 # Recorded before with other bytes whose file is gone: ours must not pass for them.
                 _remove(path)
@@ -210,18 +265,27 @@ class StoreHandler:
         if recorded is not None and recorded != receipt.sha256:
             return self._record(receipt)  # CONFLICT: the first copy stays, the event is logged
         if file_content_sha256(path) != receipt.sha256:
-            self._write(path, data)  # a leftover or damaged copy under this UID: replace it
+            # a leftover or damaged copy under this UID: replace it
+            return self._write(path, data, receipt)
         return self._record(receipt)
 
-    def _write(self, path: Path, data: tuple[bytes, memoryview]) -> None:
+    def _write(
+        self, path: Path, data: tuple[bytes, memoryview], receipt: InstanceReceipt
+    ) -> ReceiptOutcome:
+        """Write the spool file and record it; the receipt's transaction runs once the file has
+        its name, while the spool flushes its folder (both end before the answer)."""
         try:
-            self.spool.write_atomic(path, data)
+            outcome, times = self.spool.write_atomic_while(
+                path, data, lambda: self._record(receipt)
+            )
         except SpoolError as exc:
             cause = exc.__cause__
             full = isinstance(cause, OSError) and cause.errno in _NO_SPACE_ERRNOS
             status = StoreStatus.OUT_OF_SPACE if full else StoreStatus.SPOOL_WRITE_FAILED
             raise _RefusedError(status, str(exc)) from exc
         self._written += len(data[0]) + len(data[1])
+        self.step_times.add_write(times)
+        return outcome
 
     def _record(self, receipt: InstanceReceipt) -> ReceiptOutcome:
         started = time.perf_counter()
@@ -231,7 +295,7 @@ class StoreHandler:
         except (StorageError, SpoolError) as exc:  # SpoolError: the lock file cannot be opened
             raise _RefusedError(StoreStatus.JOB_LOG_FAILED, str(exc)) from exc
         finally:
-            self.receipt_times.add(time.perf_counter() - started)
+            self.step_times.add("receipt", time.perf_counter() - started)
 
 
 def _remove(path: Path) -> None:

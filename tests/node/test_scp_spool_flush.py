@@ -1,0 +1,141 @@
+"""The SCP's spool writes over real associations on 127.0.0.1: an answer only after a flush of the
+folder that started after the file's rename (shared by concurrent writers), and no refusal when
+retention removes the series folder while a file is being created in it."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pynetdicom import AE
+
+from node.scp import StorageSCP
+from node.settings import Settings
+from storage.joblog import JobLog
+from storage.spool import Spool
+from tests.node.dicomnet import write_series
+
+#: One clock for the SCP's threads and the peers': the order of events, not their times.
+_TICKS = itertools.count()
+
+
+class RecordingSpool(Spool):
+    """The real spool, recording when each file is renamed and each folder flush starts and ends
+    (ticks of :data:`_TICKS`); each flush is slowed down so that writers overlap."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.renamed: dict[str, int] = {}  # file name -> tick
+        self.flushes: list[tuple[int, int]] = []  # (start, end) ticks
+        self._lock = threading.Lock()
+
+    def _replace(self, tmp_name: str, path: Path) -> None:
+        super()._replace(tmp_name, path)
+        self.renamed[path.name] = next(_TICKS)
+
+    def _sync_folder(self, folder: Path) -> None:
+        start = next(_TICKS)
+        time.sleep(0.02)
+        super()._sync_folder(folder)
+        with self._lock:
+            self.flushes.append((start, next(_TICKS)))
+
+
+class VanishingFolderSpool(Spool):
+    """The real spool whose series folder (and study folder) is removed, as retention removes
+    empty ones, right after the writer made it and before it creates its file there (once)."""
+
+    removed = 0
+
+    def _make_dirs(self, folder: Path) -> None:
+        super()._make_dirs(folder)
+        if not self.removed:
+            folder.rmdir()
+            folder.parent.rmdir()
+            self.removed += 1
+
+
+class Node:
+    def __init__(self, tmp_path: Path, port: int, spool_class: type[Spool]) -> None:
+        self.settings = Settings(
+            data_dir=tmp_path / "var", port=port, bind_address="127.0.0.1", min_free_mb=0
+        )
+        self.joblog = JobLog.open(self.settings.database_url)
+        self.scp = StorageSCP(self.settings, self.joblog)
+        self.spool = spool_class(self.settings.spool_dir)
+        self.scp.spool = self.scp.handler.spool = self.spool
+        self.scp.start()
+
+    def stop(self) -> None:
+        self.scp.stop()
+        self.joblog.close()
+
+
+@pytest.fixture
+def recording(tmp_path: Path, free_port: int) -> Iterator[Node]:
+    node = Node(tmp_path, free_port, RecordingSpool)
+    yield node
+    node.stop()
+
+
+def _send_all(port: int, paths: list[Path], answered: dict[str, tuple[int, int]]) -> None:
+    """One association storing ``paths``; records each answer's status and tick by file name."""
+    ae = AE(ae_title="PACS")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+    ae.add_requested_context(str(dcmread(paths[0]).SOPClassUID))
+    assoc = ae.associate("127.0.0.1", port, ae_title="SPINENODE")
+    assert assoc.is_established
+    try:
+        for path in paths:
+            ds = dcmread(path)
+            status = int(assoc.send_c_store(ds).Status)
+            answered[f"{ds.SOPInstanceUID}.dcm"] = (status, next(_TICKS))
+    finally:
+        assoc.release()
+
+
+def test_success_comes_after_a_flush_that_started_after_the_rename(
+    recording: Node, tmp_path: Path
+) -> None:
+    paths = write_series(tmp_path / "in", slices=24, size=16)
+    answered: dict[str, tuple[int, int]] = {}
+    threads = [
+        threading.Thread(target=_send_all, args=(recording.settings.port, paths[i::4], answered))
+        for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spool = recording.spool
+    assert isinstance(spool, RecordingSpool)
+    assert sorted(answered) == sorted(spool.renamed) and len(answered) == 24
+    for name, (status, tick) in answered.items():
+        assert status == 0
+        renamed = spool.renamed[name]
+        # a flush that started after the rename ended before the success was seen
+        assert any(renamed < start and end < tick for start, end in spool.flushes), name
+    # Four associations writing into one folder at once share flushes.
+    assert len(spool.flushes) < 24
+    assert spool.folder_flushes.requests == 24
+
+
+def test_a_series_folder_removed_while_a_file_is_created_is_made_again(
+    tmp_path: Path, free_port: int
+) -> None:
+    node = Node(tmp_path, free_port, VanishingFolderSpool)
+    try:
+        paths = write_series(tmp_path / "in", slices=2, size=16)
+        answered: dict[str, tuple[int, int]] = {}
+        _send_all(free_port, paths, answered)
+        assert [status for status, _ in answered.values()] == [0, 0]
+        assert isinstance(node.spool, VanishingFolderSpool) and node.spool.removed == 1
+        assert sorted(p.name for p in node.settings.spool_dir.rglob("*.dcm")) == sorted(answered)
+        assert [j.instances for j in node.joblog.jobs()] == [2]
+    finally:
+        node.stop()
