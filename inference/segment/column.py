@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from inference.geometry import BoolArray
+from inference.geometry import BoolArray, bounding_box
 
 # dense-ring levels (HU after 0.7 mm smoothing): cortex, and cortex blurred across thick slices
 RING_LEVELS_HU = (200.0, 150.0)
@@ -34,6 +34,9 @@ PLATE_HU = 250.0
 DISC_BELOW_MARROW_HU = 70.0
 TALL_CORE = 1.6
 TALL_DISC_BELOW_HU = 45.0
+# disc voxels the bone mask took in next to a body (see trim_discs)
+TRIM_BELOW_MARROW_HU = 70.0
+TRIM_NEAR_CORE_MM = 12.0
 
 
 def body_mask(
@@ -196,3 +199,28 @@ def _pieces(
     sizes = np.bincount(lab.ravel())[1:]
     big = np.nonzero(sizes >= min_voxels)[0] + 1
     return [lab == i for i in big] if big.size >= 2 else []
+
+
+def trim_discs(
+    labels: npt.NDArray[np.uint8],
+    core_rank: npt.NDArray[np.int16],
+    smooth_hu: npt.NDArray[np.float32],
+    spacing: npt.NDArray[np.float64],
+) -> npt.NDArray[np.uint8]:
+    """Take disc voxels out of the vertebrae they were labelled with (in place; returned).
+
+    On thick slices a disc slice partial-volumed with its endplate reads as cancellous bone
+    and the bone mask takes it in. Such a voxel is darker than its vertebra's marrow: a
+    voxel labelled ``k`` within ``TRIM_NEAR_CORE_MM`` of its body core (``core_rank == k``)
+    whose HU (``smooth_hu``, 1 mm smoothing) is more than ``TRIM_BELOW_MARROW_HU`` below the
+    core's median is set to 0 (background). Far from the core (processes) nothing changes.
+    """
+    for k in np.unique(core_rank[core_rank > 0]):
+        core = core_rank == k
+        marrow = float(np.median(smooth_hu[core]))
+        mine = labels == k
+        box = bounding_box(core | mine, 1)
+        near = ndimage.distance_transform_edt(~core[box], sampling=spacing) <= TRIM_NEAR_CORE_MM
+        dark = mine[box] & near & (smooth_hu[box] < marrow - TRIM_BELOW_MARROW_HU)
+        labels[box][dark] = 0
+    return labels

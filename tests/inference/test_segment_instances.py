@@ -12,7 +12,11 @@ from inference.errors import NotApplicableError
 from inference.segment.assign import OTHER
 from inference.segment.bone import bone_mask
 from inference.segment.column import body_mask, split_at_endplates
-from inference.segment.instances import midline_arch_markers, separate_vertebrae
+from inference.segment.instances import (
+    canal_roof_markers,
+    midline_arch_markers,
+    separate_vertebrae,
+)
 
 # index (slice, row, col) -> LPS (x = col, y = row, z = slice), 1 mm voxels
 AFFINE = np.array(
@@ -203,3 +207,63 @@ def test_a_thick_tube_in_front_of_the_column_is_not_a_vertebra() -> None:
     assert len(inst.centroids) == 4
     in_tube = inst.labels[np.broadcast_to(tube, bone.shape) & bone]
     assert (in_tube == OTHER).mean() > 0.9
+
+
+def _arch_column(lamina: bool = True) -> tuple[npt.NDArray[np.float32], list[float]]:
+    """Three bodies (marrow 250 HU in a 1 mm 1000 HU shell, radius 15 mm, 24 mm tall, 34 mm
+    apart; LPS +y = posterior = rows) and, for the middle one, an arch: two thin pedicles that
+    are all cortex (as on thick slices) to a lamina behind a 13 mm canal, which rests on a wide
+    marrow-filled process of the caudal vertebra. Returns HU and the body centres' z."""
+    n_slices, rows, cols = 130, 100, SIZE
+    z = np.arange(n_slices)[:, None, None]
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    r = np.hypot(yy - 40.0, xx - 32.0)[None]
+    hu = np.full((n_slices, rows, cols), 40.0, dtype=np.float32)
+    centres = []
+    for k in range(3):
+        z0 = 10 + 34 * k
+        inside = (z >= z0) & (z < z0 + 24)
+        hu[inside & (r <= 15.0)] = 1000.0
+        hu[inside & (r <= 14.0) & (z >= z0 + 1) & (z < z0 + 23)] = 250.0
+        centres.append(z0 + 12.0)
+    zm = 10 + 34  # the middle body's bottom
+    for x0 in (22, 40):  # pedicles, 3 x 3 mm, from the body wall to the lamina
+        hu[zm + 10 : zm + 13, 50:70, x0 : x0 + 3] = 1000.0
+    hu[zm : zm + 24, 56:68, 25:40] = 15.0  # the canal (CSF)
+    if lamina:
+        hu[zm + 4 : zm + 16, 68:72, 18:47] = 1000.0  # lamina, 4 mm thick
+    # the caudal vertebra's process: marrow in a shell, joined to its body, under the lamina
+    hu[zm - 26 : zm + 8, 72:80, 14:51] = 1000.0
+    hu[zm - 25 : zm + 7, 73:79, 15:50] = 250.0
+    hu[zm - 26 : zm - 10, 54:73, 24:41] = 1000.0
+    hu[zm - 25 : zm - 11, 55:73, 25:40] = 250.0
+    return hu, centres[::-1]
+
+
+def test_canal_roof_markers_sit_on_the_lamina_behind_each_canal() -> None:
+    hu, centres = _arch_column()
+    bone = hu > 150.0
+    cents = np.array([[32.0, 40.0, c] for c in centres])
+    roofs = canal_roof_markers(bone, AFFINE, cents, CRANIAL)
+    assert set(np.unique(roofs)) == {0, 2}  # only the middle vertebra has a canal roof
+    idx = np.argwhere(roofs == 2)
+    assert idx[:, 1].max() < 72 and (idx[:, 1] >= 68).any()  # lamina, not the process behind
+    assert idx[:, 1].min() > 55  # nor the body (its pedicles' back ends may join)
+    assert np.abs(idx[:, 0] - centres[1]).max() <= 1.5  # in the slab at the body's height
+    hu_open, _ = _arch_column(lamina=False)
+    assert not canal_roof_markers(hu_open > 150.0, AFFINE, cents, CRANIAL).any()
+
+
+def test_an_arch_on_thin_cortical_pedicles_stays_with_its_own_body() -> None:
+    # without the roof marker the lamina is reached more cheaply from the caudal vertebra's
+    # marrow (two shells) than along 13 mm of all-cortex pedicle
+    hu, centres = _arch_column()
+    bone = hu > 150.0
+    spine = np.array([32.0, 40.0, float(np.mean(centres))])
+    inst = separate_vertebrae(bone, AFFINE, CRANIAL, spine, hu=hu)
+    assert len(inst.centroids) == 3
+    zm = 10 + 34
+    lamina = inst.labels[zm + 4 : zm + 16, 68:72, 18:47]
+    assert (lamina == 2).mean() > 0.6
+    assert (lamina[5:] == 2).all()  # all of it above where it rests on the process
+    assert (inst.labels[zm - 20 : zm - 12, 74:78, 20:45] == 3).all()  # the process stays
