@@ -225,11 +225,11 @@ def test_refine_border_keeps_marrow_and_drops_the_layer_outside_at_1mm() -> None
 
 def test_to_native_fills_small_holes_enclosed_in_plane_but_not_a_canal() -> None:
     """A fat-filled channel of 4.4 mm² through the marrow (the border rule leaves it open) is
-    labelled; a 71 mm² one (a canal) stays background."""
+    labelled; a 141 mm² one (a canal) stays background."""
     hu, affine, _ = _block((0.8, 0.7, 0.7), extent_mm=46.0)
     hu[:, 60:63, 60:63] = CORTEX_HU  # the "column" rod, as above
     small = (slice(20, 40), slice(44, 47), slice(48, 51))
-    canal = (slice(20, 40), slice(24, 36), slice(26, 38))
+    canal = (slice(20, 40), slice(22, 39), slice(24, 41))
     hu[small] = -50.0
     hu[canal] = -50.0
     work = working_volume(hu, affine)
@@ -244,13 +244,15 @@ def test_to_native_fills_small_holes_enclosed_in_plane_but_not_a_canal() -> None
 
 
 def test_fill_small_holes_fills_per_label_within_planes() -> None:
-    labels = np.zeros((3, 20, 30), dtype=np.uint8)
-    labels[:, 2:12, 2:12] = 1
-    labels[:, 2:12, 15:28] = 2
-    labels[:, 5:7, 5:7] = 0  # 4 px x 1 mm² in label 1
-    labels[:, 4:10, 17:26] = 0  # 54 mm² in label 2: above 50 mm²
-    labels[1, 0:20, 13] = 0
+    labels = np.zeros((12, 20, 40), dtype=np.uint8)
+    labels[1:11, 2:14, 2:14] = 1
+    labels[1:11, 2:14, 17:38] = 2
+    labels[3:9, 5:7, 5:7] = 0  # an axial hole of 4 mm² through label 1 (open at its ends)
+    labels[3:5, 1:14, 9:11] = 0  # enclosed only in planes normal to the row axis
+    labels[0:12, 4:15, 20:30] = 0  # 110 mm² axial, open at both ends: a canal
+    labels[:, :, 15] = 0
     out = fill_small_holes(labels, np.array([3.0, 1.0, 1.0]))
-    assert np.all(out[:, 5:7, 5:7] == 1)
-    assert not out[:, 4:10, 17:26].any()
-    assert np.array_equal(out[:, :, 12:15], labels[:, :, 12:15])
+    assert np.all(out[3:9, 5:7, 5:7] == 1)
+    assert np.all(out[3:5, 2:14, 9:11] == 1)
+    assert not out[:, 4:14, 20:30].any()
+    assert np.array_equal(out[:, :, 14:17], labels[:, :, 14:17])
