@@ -15,7 +15,8 @@ Prints, on the native 3 mm grid:
    holds per-level vertebral BODIES (ids 19–24 lie wholly inside the body map), so it is not
    used.
 3. Misses and excess by distance: TS v2 vertebra voxels outside all of our vertebrae, by
-   distance (voxels) to our mask; our voxels outside all of TS's vertebrae, by distance to TS's.
+   distance (voxels) to our mask; our voxels outside all of TS's vertebrae, by distance to TS's;
+   what the native-grid border rule added and removed against the plain nearest-neighbour map.
 4. The segment stage's wall time (working grid, bone, instances, labels).
 """
 
@@ -132,6 +133,14 @@ def main() -> None:
     print("  " + _by_distance(ts_any & ~our_any, our_any))
     print("our vertebra voxels outside all TS v2 vertebrae, by distance to TS's:")
     print("  " + _by_distance(our_any & ~ts_any, ts_any))
+
+    plain = np.isin(to_native(verse, seg.work, refine=False), [LEVEL_TO_LABEL[lv] for lv in LEVELS])
+    added, removed = our_any & ~plain, plain & ~our_any
+    print(
+        "the native-grid border (refine_border + fill_small_holes) against the nearest-neighbour"
+        f" map: added {int(added.sum())} voxels ({int((added & ts_any).sum())} TS v2 bone),"
+        f" removed {int(removed.sum())} ({int((removed & ts_any).sum())} TS v2 bone)"
+    )
 
 
 if __name__ == "__main__":
