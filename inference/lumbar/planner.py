@@ -15,9 +15,16 @@ from inference.geometry import (
     FloatArray,
     SignedDistance,
     VolumeSampler,
+    perpendicular_basis,
     segment_distance,
 )
-from inference.grading import FacetJoint, Screw, babu_grade, gertzbein_robbins
+from inference.grading import (
+    BREACH_TOLERANCE_MM,
+    FacetJoint,
+    Screw,
+    babu_grade,
+    gertzbein_robbins,
+)
 from inference.lumbar.catalogue import fit_diameter, next_smaller, snap_length
 from inference.lumbar.frames import VertebraAnatomy, direction_from_angles, screw_angles
 from inference.lumbar.isthmus import Channel, channel, channel_along
@@ -28,11 +35,22 @@ logger = logging.getLogger(__name__)
 
 SYMMETRY_SLACK_MM = 0.5  # a side keeps its own axis if the mean one loses more room than this
 # Screw head vs the vertebra above: our mask's clearance to the upper vertebra's bone that the
-# screw must keep. Its inferior articular process hangs down beside the entry; on the true masks
-# a screw within ~1.3 mm of it grades Babu 1-3, and our masks overestimate that distance by up to
-# 2 mm (its tip goes to the lower vertebra), so the planner asks for 3.5 mm.
+# screw must keep. Its inferior articular process hangs down beside the entry; our masks give part
+# of it to the lower vertebra (they touch at every facet, with no joint gap between them) and so
+# overestimate the distance by 2 mm on average (up to 6). The true distance shrinks caudally (our
+# screws on 5 phantoms: L1-L2 >= 3.3 mm, L3 >= 2.5, L4 >= 1.9, L5 >= 0.8), and the screws that
+# graded Babu 1 on the true masks with 3.5 mm everywhere were L4 and L5 screws at 3.6-3.9 mm on
+# ours: L4 and L5 ask for more.
 HEAD_CLEARANCE_MM = 3.5
+HEAD_CLEARANCE_BY_LEVEL_MM = {"L4": 4.5, "L5": 5.0}
 HEAD_SHIFTS_MM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # entry moves tried, away from the upper bone
+# An S1 screw that still leaves our mask once the sizes have run out (its axis is a prior, 35° /
+# 0° in the S1 frame, not read from the image): the axis is tilted about the isthmus by REAIM_DEG,
+# in REAIM_AZIMUTHS directions each, smallest tilt first. Not moved parallel: on seed 11 a 4-6 mm
+# move found room in our mask where the true S1 has none (true GR B 0.9-1.5 mm, entry 14 mm off).
+# L1-L5 axes are measured and keep their angles (the pair stays mirror-symmetric).
+REAIM_DEG = (2.0, 4.0, 6.0)
+REAIM_AZIMUTHS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +162,67 @@ def correct(
     return drafts
 
 
+def _largest_clear(model: VertebraModel, draft: Draft, settings: PlanningSettings) -> Draft | None:
+    """``draft`` stepped down until the grader finds no breach on our mask (diameter first,
+    length first for a tip breach); None if the catalogue runs out."""
+    current: Draft | None = draft
+    while current is not None:
+        gr = gertzbein_robbins(model.phi, current.screw, model.anatomy.frame, current.side)
+        if gr.grade == "A":
+            return current
+        current = _step_down(current, settings, prefer_length=gr.direction == "anterior")
+    return None
+
+
+def _ring(direction: FloatArray) -> list[FloatArray]:
+    """``REAIM_AZIMUTHS`` unit vectors perpendicular to ``direction``, evenly around it."""
+    u1, u2 = perpendicular_basis(direction)
+    th = 2.0 * np.pi * np.arange(REAIM_AZIMUTHS) / REAIM_AZIMUTHS
+    return [np.cos(t) * u1 + np.sin(t) * u2 for t in th]
+
+
+def _reaim_axes(ch: Channel) -> Iterator[list[tuple[FloatArray, FloatArray]]]:
+    """Rings of (isthmus point, direction): the axis tilted about the isthmus by each of
+    ``REAIM_DEG``, smallest tilt first."""
+    ring = _ring(ch.direction)
+    for deg in REAIM_DEG:
+        c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+        yield [(ch.isthmus, c * ch.direction + s * u) for u in ring]
+
+
+def reaim(model: VertebraModel, draft: Draft, settings: PlanningSettings) -> Draft:
+    """An S1 screw that breaches our mask even at the catalogue's smallest sizes, re-aimed.
+
+    Tried in rings of growing moves (:func:`_reaim_axes`); at the first ring where some axis
+    holds a screw the grader passes on our mask, the largest such screw (diameter, then length)
+    wins. Unchanged if the screw does not breach or nothing fits: screws that fit are never
+    touched, so this costs no angle where it is not needed.
+    """
+    if model.level != "S1" or not _breaches(model, draft, BREACH_TOLERANCE_MM):
+        return draft
+    area = draft.channel.isthmus_area_mm2
+    for ring in _reaim_axes(draft.channel):
+        found: list[Draft] = []
+        for point, d in ring:
+            try:
+                cand = sized(
+                    model, draft.side, channel_along(model.inside, point, d, area), settings
+                )
+            except InferenceError:
+                continue
+            fit = _largest_clear(model, cand, settings)
+            if fit is not None:
+                found.append(fit)
+        if found:
+            return max(found, key=lambda x: (x.diameter, x.length))
+    return draft
+
+
+def head_clearance(level: str) -> float:
+    """The room (mm, on our mask) a screw of ``level`` keeps from the vertebra above."""
+    return HEAD_CLEARANCE_BY_LEVEL_MM.get(level, HEAD_CLEARANCE_MM)
+
+
 def upper_clearance(upper: SignedDistance, screw: Screw) -> float:
     """Smallest distance (mm) from the screw's volume to the bone of the vertebra above."""
     return float(upper(screw.volume_points()).min())
@@ -169,13 +248,14 @@ def _moved(model: VertebraModel, draft: Draft, entry: FloatArray, pivot: FloatAr
 def _head_moves(
     model: VertebraModel, draft: Draft, away: FloatArray, settings: PlanningSettings
 ) -> Iterator[Draft]:
-    """Sized drafts with the entry moved along ``away`` by each of ``HEAD_SHIFTS_MM``, pivoting
-    about the tip, the middle of the pedicle-to-tip span and the isthmus (smallest move first)."""
+    """Sized drafts with the entry moved along ``away`` by each of ``HEAD_SHIFTS_MM``: the whole
+    axis moved parallel (no angle change), then pivoting about the tip, the middle of the
+    pedicle-to-tip span and the isthmus (smallest move first)."""
     entry, d = draft.channel.entry, draft.channel.direction
     depth = float((draft.channel.isthmus - entry) @ d)
     pivots = [entry + t * d for t in (draft.length, 0.5 * (depth + draft.length), depth)]
     for shift in HEAD_SHIFTS_MM:
-        for pivot in pivots:
+        for pivot in [pivots[0] + shift * away, *pivots]:
             try:
                 ch = _moved(model, draft, entry + shift * away, pivot)
                 yield sized(model, draft.side, ch, settings)
@@ -202,16 +282,18 @@ def clear_of_upper(
     model: VertebraModel, draft: Draft, upper: SignedDistance, settings: PlanningSettings
 ) -> Draft:
     """Move the screw head away from the vertebra above (its inferior articular process, the
-    facet joint) until our mask shows ``HEAD_CLEARANCE_MM`` of room, without a breach.
+    facet joint) until our mask shows :func:`head_clearance` of room, without a breach.
 
-    The entry moves by 0.5-3 mm away from the nearest upper bone (perpendicular to the axis) while
-    the axis pivots about the tip, the body or the isthmus (the deeper, the smaller the angle
-    change). The smallest move that reaches the clearance at the full diameter wins, else one a
-    diameter smaller; failing both, the move with the most clearance, if better than the start.
+    The entry moves by 0.5-3 mm away from the nearest upper bone (perpendicular to the axis), the
+    whole axis with it (no angle change) or pivoting about the tip, the body or the isthmus (the
+    deeper, the smaller the angle change). The smallest move that reaches the clearance at the
+    full diameter wins, else one a diameter smaller; failing both, the move with the most
+    clearance, if better than the start.
     """
     screw = draft.screw
+    need = head_clearance(model.level)
     start = upper_clearance(upper, screw)
-    if start >= HEAD_CLEARANCE_MM:
+    if start >= need:
         return draft
     pts = screw.volume_points()
     near = pts[int(np.argmin(upper(pts)))]
@@ -224,7 +306,7 @@ def clear_of_upper(
         if _breaches(model, option):
             continue
         gap = upper_clearance(upper, option.screw)
-        if gap >= HEAD_CLEARANCE_MM:
+        if gap >= need:
             return option
         if gap > best_gap + 0.25:
             best, best_gap = option, gap
@@ -314,5 +396,8 @@ def plan_vertebra(
         for side, draft in list(drafts.items()):
             drafts[side] = clear_of_upper(model, draft, upper, settings)
         drafts = correct(model, drafts, settings)
+    reaimed = {side: reaim(model, d, settings) for side, d in drafts.items()}
+    if any(reaimed[side] is not drafts[side] for side in drafts):
+        drafts = correct(model, reaimed, settings)
     plans = [finish(model, d, joints.get(side)) for side, d in drafts.items()]
     return plans, warnings

@@ -20,7 +20,9 @@ from inference.lumbar.planner import (
     HEAD_CLEARANCE_MM,
     VertebraModel,
     clear_of_upper,
+    head_clearance,
     plan_vertebra,
+    reaim,
     sized,
     upper_clearance,
 )
@@ -162,19 +164,19 @@ def test_both_screws_of_a_symmetric_vertebra_get_mirror_image_angles(psa: float)
     assert left.psa_deg == pytest.approx(psa, abs=3.0)
 
 
-def _slab_scene() -> tuple[VertebraModel, SignedDistance]:
+def _slab_scene(level: str = "L3", block_z0: int = 5) -> tuple[VertebraModel, SignedDistance]:
     """A bone slab (x ±15, y −30…20, z ±12 mm LPS; posterior surface y = 20) and, behind it, a
-    block of the vertebra above (an inferior articular process) just cranial of where a screw
-    along −y through the slab's centre enters (1 mm grid)."""
+    block of the vertebra above (an inferior articular process, z from ``block_z0`` to 5 mm
+    above) just cranial of where a screw along −y through the slab's centre enters (1 mm grid)."""
     n = 81
     affine = np.eye(4)
     affine[:3, 3] = -40.0
     x, y, z = (np.indices((n, n, n)) - 40.0).astype(np.float64)
     slab = (np.abs(x) <= 15) & (y >= -30) & (y <= 20) & (np.abs(z) <= 12)
-    block = (np.abs(x) <= 4) & (y >= 21) & (y <= 26) & (z >= 5) & (z <= 10)
+    block = (np.abs(x) <= 4) & (y >= 21) & (y <= 26) & (z >= block_z0) & (z <= block_z0 + 5)
     frame = Frame(np.zeros(3), np.array([-1.0, 0, 0]), np.array([0, -1.0, 0]), np.eye(3)[2])
     anatomy = VertebraAnatomy(frame, slab, 20.0, -30.0)
-    return VertebraModel.build("L3", slab, affine, anatomy), SignedDistance(block, affine)
+    return VertebraModel.build(level, slab, affine, anatomy), SignedDistance(block, affine)
 
 
 def test_screw_head_is_moved_clear_of_the_vertebra_above() -> None:
@@ -191,3 +193,59 @@ def test_screw_head_is_moved_clear_of_the_vertebra_above() -> None:
     assert np.linalg.norm(shift) <= 4.0
     gr = gertzbein_robbins(model.phi, moved.screw, model.anatomy.frame, Side.LEFT)
     assert gr.grade == "A"
+
+
+def test_l5_screw_heads_keep_more_room_from_the_vertebra_above_than_l3() -> None:
+    # the same scene with the upper bone ~4 mm from the screw: enough at L3, not at L5
+    settings = PlanningSettings()
+    moves = {}
+    for level in ("L3", "L5"):
+        model, upper = _slab_scene(level, block_z0=8)
+        ch = channel_along(model.inside, np.zeros(3), np.array([0.0, -1.0, 0.0]), 100.0)
+        draft = sized(model, Side.LEFT, ch, settings)
+        assert HEAD_CLEARANCE_MM < upper_clearance(upper, draft.screw) < head_clearance("L5")
+        moved = clear_of_upper(model, draft, upper, settings)
+        moves[level] = float(np.linalg.norm(moved.channel.entry - draft.channel.entry))
+        assert upper_clearance(upper, moved.screw) >= head_clearance(level)
+        assert moved.diameter == draft.diameter
+        # the slab has room: the whole axis moves, its angles do not change
+        assert _angle(moved.channel.direction, draft.channel.direction) < 0.1
+    assert moves["L3"] == 0.0
+    assert moves["L5"] > 0.5
+
+
+def _tube_model(radius: float, level: str = "S1") -> VertebraModel:
+    """A straight bone tube of ``radius`` mm along −y (LPS, y from 25 to −35 mm, 0.5 mm grid)."""
+    n = 141
+    affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    affine[:3, 3] = -35.0
+    x, y, z = (np.indices((n, n, n)) * 0.5 - 35.0).astype(np.float64)
+    tube = (x**2 + z**2 <= radius**2) & (y >= -35.0) & (y <= 25.0)
+    frame = Frame(np.zeros(3), np.array([-1.0, 0, 0]), np.array([0, -1.0, 0]), np.eye(3)[2])
+    return VertebraModel.build(level, tube, affine, VertebraAnatomy(frame, tube, 25.0, -35.0))
+
+
+def test_an_s1_screw_that_breaches_at_the_smallest_size_is_re_aimed_into_the_pedicle() -> None:
+    model = _tube_model(3.0)
+    settings = PlanningSettings()
+    off = np.array([np.sin(np.radians(6.0)), -np.cos(np.radians(6.0)), 0.0])  # 6° off the tube
+    ch = channel_along(model.inside, np.zeros(3), off, 30.0)
+    draft = sized(model, Side.LEFT, ch, settings)
+    draft = type(draft)(draft.side, ch, settings.lengths_mm[0], settings.diameters_mm[0])
+    frame = model.anatomy.frame
+    assert gertzbein_robbins(model.phi, draft.screw, frame, Side.LEFT).grade != "A"
+    fixed = reaim(model, draft, settings)
+    assert gertzbein_robbins(model.phi, fixed.screw, frame, Side.LEFT).grade == "A"
+    assert _angle(fixed.channel.direction, off) <= 6.0 + 1e-6  # a small tilt, not a new plan
+    assert fixed.diameter >= settings.diameters_mm[0]
+    # a lumbar axis is measured, not a prior: it keeps its angles
+    lumbar = _tube_model(3.0, "L5")
+    assert reaim(lumbar, draft, settings) is draft
+
+
+def test_a_screw_that_fits_is_not_re_aimed() -> None:
+    model = _tube_model(4.0)
+    settings = PlanningSettings()
+    ch = channel_along(model.inside, np.zeros(3), np.array([0.0, -1.0, 0.0]), 50.0)
+    draft = sized(model, Side.LEFT, ch, settings)
+    assert reaim(model, draft, settings) is draft
