@@ -37,6 +37,12 @@ WIDE = 2.0  # ... and up to this × for the transverse slope (PTA), see centroid
 SUBVOXEL_ORDER = 1  # centroid sections: the mask interpolated and cut at 0.5 (sub-voxel)
 FIT_HALF_MM = 8.0  # the centroid line is fitted within this distance of the isthmus
 PTA_AGREE_DEG = 6.0  # ... and its transverse slope (PTA) when that agrees this well
+LINK_MM = 4.0  # coronal pedicle sections in consecutive planes 0.5 mm apart: same track
+WALL_HALF_MM = 12.0  # the pedicle's side walls are followed this far either side of the isthmus
+WALL_REACH_MM = 25.0  # ... across the axis
+WALL_BAND_MM = 4.5  # ... at heights within this of the axis
+WALL_STEP_MM = 0.6  # a wall that moves more than this between planes 0.5 mm apart has met bone
+WALL_MIN_MM = 4.0  # the walls' midline is fitted on at least this length
 AGREE_DEG = 4.0  # the centroid line is trusted when the widest corridor agrees with it this well
 
 
@@ -113,29 +119,67 @@ def coronal_track(
     inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side
 ) -> tuple[FloatArray, FloatArray]:
     """(centre, unit axis pointing anterior) of the pedicle on ``side`` from its sections in
-    coronal planes (⊥ a) 0.5–14 mm behind the body: the centre is the smallest section, the axis
-    the line through the section centres where the pedicle is narrow (area < 1.5 × minimum)."""
+    coronal planes (⊥ a) 0.5–14 mm behind the body: the sections are linked from plane to plane
+    into tracks (:func:`_link_tracks`) and the longest track is the pedicle (a fragment behind
+    the body wall, such as the bulge of a body's lower rim in 3 mm slices, is a track of a plane
+    or two); its centre is the smallest section, the axis the line through the section centres
+    where the pedicle is narrow (area < 1.5 × minimum)."""
     f = anatomy.frame
     sign = -1.0 if side is Side.LEFT else 1.0  # r points to patient right
     depths = np.arange(0.5, 14.01, 0.5)
-    areas = np.full(depths.size, np.inf)
-    cents = np.zeros((depths.size, 3))
-    for i, depth in enumerate(depths):
-        cands = _coronal_candidates(inside, anatomy, float(depth), sign)
-        if cands:
-            a_mm2, c = max(cands, key=lambda ac: ac[0])  # the pedicle, not a process tip
-            areas[i], cents[i] = a_mm2, c
-    if not np.isfinite(areas).any():
+    per_depth = [_coronal_candidates(inside, anatomy, float(d), sign) for d in depths]
+    best = pedicle_track(per_depth)
+    if not best:
         raise InferenceError(f"no {side} pedicle found behind the vertebral body", str(side))
-    # only the run of sections that starts at the body: beyond a gap lie process fragments
-    first = _run_from(np.isfinite(areas), int(np.argmax(np.isfinite(areas))))
-    k = int(np.argmin(np.where(first, areas, np.inf)))
+    areas = np.array([a for _, a, _ in best])
+    cents = np.array([c for _, _, c in best])
+    k = int(np.argmin(areas))
     run = _run_from(areas < 1.5 * areas[k], k)
     if run.sum() < 4:
         return cents[k], unit(f.a)
     pts = cents[run]
     axis = np.linalg.svd(pts - pts.mean(axis=0), full_matrices=False)[2][0]
     return cents[k], unit(axis if axis @ f.a > 0 else -axis)
+
+
+def pedicle_track(
+    per_depth: list[list[tuple[float, FloatArray]]],
+) -> list[tuple[int, float, FloatArray]]:
+    """The pedicle's (plane index, area, centre) sections among the candidate sections of each
+    coronal plane (area mm², centre): the longest track of :func:`_link_tracks`; among equally
+    long ones the one that starts nearest the body, then the largest (the pedicle, not a
+    process tip). Empty when there are no candidates."""
+    tracks = _link_tracks(per_depth)
+    if not tracks:
+        return []
+    return max(tracks, key=lambda t: (len(t), -t[0][0], sum(a for _, a, _ in t)))
+
+
+def _link_tracks(
+    per_depth: list[list[tuple[float, FloatArray]]],
+) -> list[list[tuple[int, float, FloatArray]]]:
+    """Tracks of (plane index, area, centre) through consecutive coronal planes: a section
+    continues the track whose last section lies in the previous plane within ``LINK_MM`` of it
+    (the nearest; one section per track and plane, the larger section first), else it starts a
+    new track."""
+    tracks: list[list[tuple[int, float, FloatArray]]] = []
+    for i, cands in enumerate(per_depth):
+        taken: set[int] = set()
+        for a_mm2, c in sorted(cands, key=lambda ac: -ac[0]):
+            open_ = [
+                (float(np.linalg.norm(t[-1][2] - c)), j)
+                for j, t in enumerate(tracks)
+                if t[-1][0] == i - 1 and j not in taken
+            ]
+            near = [dj for dj in open_ if dj[0] <= LINK_MM]
+            if near:
+                j = min(near)[1]
+                tracks[j].append((i, a_mm2, c))
+            else:
+                j = len(tracks)
+                tracks.append([(i, a_mm2, c)])
+            taken.add(j)
+    return tracks
 
 
 def sacral_track(
@@ -298,16 +342,94 @@ def centroid_line(
     if narrow.sum() < 5:
         return cents[k], direction, float(areas[k]), span
     centre, axis = _line_through(cents[narrow], direction)
-    wide = _run_from(areas < WIDE * areas[k], k) & near
-    if frame is not None and wide.sum() > narrow.sum():
-        _, transverse = _line_through(cents[wide], direction)
-        axis = unit(
-            frame.a
-            + (transverse @ frame.r) / (transverse @ frame.a) * frame.r
-            + (axis @ frame.s) / (axis @ frame.a) * frame.s
-        )
     foot = centre + ((cents[k] - centre) @ axis) * axis
+    if frame is None:
+        return foot, axis, float(areas[k]), span
+    walls = wall_midline(inside, foot, axis, frame)
+    if walls is not None:
+        foot, transverse = walls
+    else:
+        wide = _run_from(areas < WIDE * areas[k], k) & near
+        if wide.sum() <= narrow.sum():
+            return foot, axis, float(areas[k]), span
+        _, transverse = _line_through(cents[wide], direction)
+    axis = unit(
+        frame.a
+        + (transverse @ frame.r) / (transverse @ frame.a) * frame.r
+        + (axis @ frame.s) / (axis @ frame.a) * frame.s
+    )
     return foot, axis, float(areas[k]), span
+
+
+def _wall_run(inside_line: npt.NDArray[np.bool_], xs: FloatArray) -> tuple[float, float]:
+    """(lower, upper) end (mm) of the run of True around ``xs`` = 0; NaNs when 0 is outside."""
+    i0 = int(np.argmin(np.abs(xs)))
+    if not inside_line[i0]:
+        return float("nan"), float("nan")
+    out = np.nonzero(~inside_line)[0]
+    below, above = out[out < i0], out[out > i0]
+    lo = float(xs[below[-1] + 1]) if below.size else float(xs[0])
+    hi = float(xs[above[0] - 1]) if above.size else float(xs[-1])
+    return lo, hi
+
+
+def wall_midline(
+    inside: VolumeSampler, point: FloatArray, direction: FloatArray, frame: Frame
+) -> tuple[FloatArray, FloatArray] | None:
+    """(point, direction) of the line midway between the pedicle's medial and lateral walls.
+
+    In the planes ⊥ ``direction`` every 0.5 mm within ±``WALL_HALF_MM`` of ``point``, the bone
+    run through the axis along the transverse direction w = s × d (at the axis height and
+    1 mm above and below, the mask interpolated and cut at 0.5) gives both walls; each is
+    followed from the isthmus while it moves less than ``WALL_STEP_MM`` from plane to plane
+    (beyond, the body, the lamina or a process has joined it), and the midpoints of that run
+    are fitted by a line (at least ``WALL_MIN_MM`` long, else None). Unlike the section
+    centroids, the midpoint is not pulled towards the side where the body joins a wide, short
+    pedicle (L5) before the other wall does. The result lies in the transverse plane of
+    ``direction`` (only its transverse slope is new); patient frame of ``inside``.
+    """
+    w = unit(np.cross(frame.s, direction))
+    v = np.cross(direction, w)
+    ts = np.arange(-WALL_HALF_MM, WALL_HALF_MM + 1e-9, GRID_MM)
+    xs = np.arange(-WALL_REACH_MM, WALL_REACH_MM + 1e-9, 0.1)
+    hs = np.arange(-WALL_BAND_MM, WALL_BAND_MM + 1e-9, GRID_MM)
+    pts = (
+        point
+        + ts[:, None, None, None] * direction
+        + hs[None, :, None, None] * v
+        + xs[None, None, :, None] * w
+    )
+    val = inside(pts.reshape(-1, 3), order=1).reshape(ts.size, hs.size, xs.size) > 0.5
+    ends = np.array([[_wall_run(val[i, j], xs) for j in range(hs.size)] for i in range(ts.size)])
+    lo, hi = ends[:, :, 0].mean(axis=1), ends[:, :, 1].mean(axis=1)
+    ok = np.isfinite(lo) & (lo > xs[0] + 1.0) & (hi < xs[-1] - 1.0)
+    k = ts.size // 2
+    if not ok[k]:
+        return None
+    steady = np.ones(ts.size, dtype=bool)
+    steady[1:] = (np.abs(np.diff(lo)) <= WALL_STEP_MM) & (np.abs(np.diff(hi)) <= WALL_STEP_MM)
+    run = _run_from(ok, k) & _steady_span(steady, k)
+    if np.ptp(ts[run]) < WALL_MIN_MM:
+        return None
+    mid = (lo[run] + hi[run]) / 2
+    slope, offset = np.polyfit(ts[run], mid, 1)
+    return point + offset * w, unit(direction + slope * w)
+
+
+def _steady_span(steady: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
+    """Indices reachable from ``k`` through steps flagged ``steady`` (``steady[i]``: the step
+    from i − 1 to i)."""
+    out = np.zeros(steady.size, dtype=bool)
+    out[k] = True
+    i = k
+    while i + 1 < steady.size and steady[i + 1]:
+        i += 1
+        out[i] = True
+    i = k
+    while i > 0 and steady[i]:
+        i -= 1
+        out[i] = True
+    return out
 
 
 def _line_through(pts: FloatArray, direction: FloatArray) -> tuple[FloatArray, FloatArray]:

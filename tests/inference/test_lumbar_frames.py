@@ -7,7 +7,14 @@ import pytest
 
 from inference.geometry import Frame, SignedDistance, VolumeSampler
 from inference.lumbar.frames import screw_angles, vertebra_anatomy
-from inference.lumbar.isthmus import S1_PTA_DEG, _combine, centroid_line, channel
+from inference.lumbar.isthmus import (
+    S1_PTA_DEG,
+    _combine,
+    centroid_line,
+    channel,
+    coronal_track,
+    pedicle_track,
+)
 from inference.phantom import PhantomSpec
 from inference.phantom.anatomy import build_anatomy
 from inference.results import Side
@@ -150,3 +157,42 @@ def test_centroid_and_corridor_axes_are_combined_per_component() -> None:
     # agreeing axes: the centroid line as it is; transverse slopes 8° apart: the corridor
     assert _combine(frame, fitted, (p, axis(13.0, 9.0), 60.0)) is fitted
     assert _combine(frame, fitted, (p, axis(20.0, 9.0), 60.0))[2] == 60.0
+
+
+def test_pedicle_track_is_the_longest_run_of_linked_sections() -> None:
+    # seed 6 (3 mm slices), L1: a 22 mm² bulge of the body's lower rim just behind the wall was
+    # the first, and smallest, coronal section, so the pedicle's "isthmus" sat in the canal and
+    # both L1 screws came out 40-50° off; the pedicle is the long track of linked sections
+    r, s = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
+    fragment = (22.0, -5.5 * r - 8.2 * s)
+    pedicle = [(130.0 + 3.0 * abs(i - 12), -14.0 * r - 0.1 * i * r + 3.5 * s) for i in range(26)]
+    per_depth: list[list[tuple[float, np.ndarray]]] = [[fragment], *([p] for p in pedicle)]
+    per_depth[20].append((15.0, -30.0 * r))  # a process tip beside the pedicle in one plane
+    track = pedicle_track(per_depth)
+    assert [i for i, _, _ in track] == list(range(1, 27))
+    assert min(a for _, a, _ in track) == 130.0
+    assert pedicle_track([[], []]) == []
+
+
+def test_l5_axis_midway_between_the_walls_not_pulled_by_the_body() -> None:
+    # the wide, short L5 pedicle meets the body on its medial side first: the section centroids
+    # drift medially there and the centroid line came out 3.4-4.8° too convergent on this
+    # vertebra; the line midway between the medial and lateral walls is the pedicle's axis
+    mask, affine, s, a = _rasterised(1, "L5")
+    v = next(
+        x for x in build_anatomy(PhantomSpec.from_seed(1, "lumbar")).vertebrae if x.level == "L5"
+    )
+    truth = Frame(v.origin, v.r, v.a, v.s)
+    anatomy = vertebra_anatomy(mask, affine, s + 0.1 * a, a)
+    inside = VolumeSampler(mask.astype(np.float32), affine, 0.0)
+    for ped in v.pedicles:
+        side = Side(ped.side)
+        ref = screw_angles(truth, ped.centre, ped.centre + ped.axis, side)[0]
+        start = coronal_track(inside, anatomy, side)
+        p, d = start
+        q, e = start
+        for _ in range(4):
+            p, d, _, _ = centroid_line(inside, p, d, anatomy.frame)
+            q, e, _, _ = centroid_line(inside, q, e)  # centroids of the narrow part only
+        assert abs(screw_angles(truth, p, p + d, side)[0] - ref) < 1.0
+        assert screw_angles(truth, q, q + e, side)[0] - ref > 2.5
