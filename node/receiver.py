@@ -30,6 +30,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -86,16 +87,20 @@ def _reject_busy(event: Event) -> None:
 
 
 class _Done:
-    """Sends ``D`` + kind for one connection, once (the release or the connection's end)."""
+    """Calls ``report`` (``D`` + kind to the acceptor) once per connection: at its release or
+    at its end, whichever comes first."""
 
-    def __init__(self, receiver: Receiver, channel: socket.socket, kind: bytes) -> None:
-        self._receiver, self._channel, self._kind = receiver, channel, kind
-        self._sent = threading.Event()
+    def __init__(self, report: Callable[[], None]) -> None:
+        self._report = report
+        self._lock = threading.Lock()
+        self._sent = False
 
     def send(self) -> None:
-        if not self._sent.is_set():
-            self._sent.set()
-            self._receiver._send(self._channel, DONE + self._kind)
+        with self._lock:
+            if self._sent:
+                return
+            self._sent = True
+        self._report()
 
 
 class Receiver:
@@ -163,7 +168,7 @@ class Receiver:
     ) -> None:
         """One connection: TLS handshake, the association, then ``D`` to the acceptor."""
         server = self._servers.get(kind, self._servers[BUSY])
-        done = _Done(self, channel, kind)
+        done = _Done(lambda: self._send(channel, DONE + kind))
         try:
             if self.ssl_context is not None:
                 conn.settimeout(self.ae.acse_timeout)  # a peer that never completes the handshake
