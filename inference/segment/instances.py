@@ -5,7 +5,8 @@ vertebral bodies along the spine form a chain of such cores. Every bone voxel th
 core it reaches along the widest bone path (a watershed on the distance transform), so posterior
 elements follow their own pedicles and thin facet contacts become the borders. A spinous
 process that growth split between two vertebrae (thick slices merge it with the laminae below)
-is then given whole to the vertebra at its cranial end and the growth run again.
+is then given whole to the vertebra at its cranial end, an arch the growth gave to a neighbour
+is seeded on its own canal roof (``roofs.py``), and the growth run again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from inference.geometry import (
 )
 from inference.segment.assign import OTHER, geodesic_labels, keep_connected
 from inference.segment.column import body_mask, split_at_endplates, trim_discs
+from inference.segment.roofs import canal_roof_markers, lost_roofs
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +39,6 @@ ARCH_BEHIND_MM = 25.0
 ARCH_MAX_PITCH = 0.9
 # a core centred this far in front of the nearest body's centroid is not bone of the column
 IN_FRONT_MM = 25.0
-# the canal behind a body (see canal_roof_markers): its depth range and the marker's size
-CANAL_MIN_MM = 6.0
-CANAL_MAX_MM = 30.0
-ROOF_HALF_THICKNESS_MM = 1.5
-ROOF_HALF_WIDTH_MM = 12.0
-ROOF_DEPTH_MM = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +173,14 @@ def separate_vertebrae(
     lut = np.zeros(int(cores.max()) + 1, dtype=bool)
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
-    roofs = canal_roof_markers(bone, aff, cents[chain], cranial)
-    markers[(roofs > 0) & (markers == 0)] = roofs[(roofs > 0) & (markers == 0)]
     labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
+    roofs = lost_roofs(canal_roof_markers(bone, aff, cents[chain], cranial, hu), labels)
     arches = midline_arch_markers(labels, aff, cents[chain], cranial)
-    if arches is not None:  # spinous processes split between two vertebrae: grow again
-        markers[arches > 0] = arches[arches > 0]
+    if roofs is not None or arches is not None:  # arches lost to a neighbour: grow again
+        for extra in (roofs, arches):
+            if extra is not None:
+                free = (extra > 0) & (markers == 0) if extra is roofs else extra > 0
+                markers[free] = extra[free]
         labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
     if smooth is not None:
         labels = trim_discs(labels, core_rank, smooth, spacing)
@@ -191,94 +189,6 @@ def separate_vertebrae(
         out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
     )
     return Instances(out, cents[chain], extents, widths)
-
-
-@dataclass(frozen=True, slots=True)
-class Roof:
-    """A canal roof marker: ``point`` (patient mm) on the lamina junction, the slab around it
-    (``normal`` = the vertebra's axis, ``lateral``, ``back``: unit vectors) and the label."""
-
-    point: FloatArray
-    normal: FloatArray
-    lateral: FloatArray
-    back: FloatArray
-    value: int
-
-
-def canal_roof_markers(
-    bone: BoolArray, aff: FloatArray, cents: FloatArray, cranial: FloatArray
-) -> npt.NDArray[np.int16]:
-    """Markers on each vertebra's canal roof: the first bone behind its spinal canal.
-
-    From each body centroid of ``cents`` (cranial first, patient mm; not the last, which may
-    be the sacrum) a ray runs backwards in the vertebra's sagittal plane (⊥ the line through
-    its neighbours' centroids, so lordosis tilts it with the vertebra): through the body,
-    across the canal (a gap of ``CANAL_MIN_MM``–``CANAL_MAX_MM``), onto the lamina junction
-    of the same vertebra. The bone within ``ROOF_RADIUS_MM`` of that point (its connected
-    part) gets the vertebra's rank (1 = most cranial), so the arch grows from its own
-    lamina: a thin pedicle that is all cortex on thick slices costs more to cross than a
-    contact with the neighbour's processes, and the arch went to the neighbour.
-    """
-    out = np.zeros(bone.shape, dtype=np.int16)
-    n = len(cents)
-    lateral = unit(np.cross(cranial, [0.0, 1.0, 0.0]))
-    back = unit(np.cross(lateral, cranial))  # LPS +y when cranial is +z
-    steps = np.arange(0.0, 90.0, 0.5)
-    for k in range(n - 1):
-        tangent = unit(cents[max(k - 1, 0)] - cents[k + 1])
-        post = unit(back - (back @ tangent) * tangent)
-        hit = _behind_canal(bone, aff, cents[k] + np.outer(steps, post))
-        if hit is not None:
-            side = unit(np.cross(tangent, post))
-            _paint_roof(out, bone, aff, Roof(hit, tangent, side, post, k + 1))
-    return out
-
-
-def _behind_canal(bone: BoolArray, aff: FloatArray, ray: FloatArray) -> FloatArray | None:
-    """The first bone point of ``ray`` (0.5 mm steps, patient mm, starting in a body) after a
-    gap as deep as a canal, or ``None``."""
-    idx = np.rint(mm_to_index(aff, ray)).astype(int)
-    inside = np.all((idx >= 0) & (idx < bone.shape), axis=1)
-    on = np.zeros(len(ray), dtype=bool)
-    on[inside] = bone[tuple(idx[inside].T)]
-    if not on[0]:
-        return None
-    first_gap = int(np.argmin(on))
-    if on[first_gap]:
-        return None
-    after = np.nonzero(on[first_gap:])[0]
-    if after.size == 0:
-        return None
-    depth = 0.5 * float(after[0])
-    if not CANAL_MIN_MM <= depth <= CANAL_MAX_MM:
-        return None
-    out: FloatArray = ray[first_gap + int(after[0])]
-    return out
-
-
-def _paint_roof(out: npt.NDArray[np.int16], bone: BoolArray, aff: FloatArray, roof: Roof) -> None:
-    """Set ``roof.value`` on the bone of the roof's slab (see :class:`Roof`) connected to its
-    point, where ``out`` is still 0."""
-    spacing = voxel_spacing(aff)
-    c = np.rint(mm_to_index(aff, roof.point)[0]).astype(int)
-    r = np.ceil(max(ROOF_HALF_WIDTH_MM, ROOF_DEPTH_MM) / spacing).astype(int)
-    lo, hi = np.maximum(c - r, 0), np.minimum(c + r + 1, bone.shape)
-    if np.any(hi <= lo) or np.any(c < lo) or np.any(c >= hi):
-        return
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    axes = [np.arange(a, b) for a, b in zip(lo, hi, strict=True)]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float64)
-    rel = grid @ aff[:3, :3].T + aff[:3, 3] - roof.point
-    slab = (np.abs(rel @ roof.normal) <= ROOF_HALF_THICKNESS_MM) & (
-        np.abs(rel @ roof.lateral) <= ROOF_HALF_WIDTH_MM
-    )
-    slab &= np.abs(rel @ roof.back) <= ROOF_DEPTH_MM
-    cc, _ = ndimage.label(slab & bone[box])
-    here = cc[tuple(c - lo)]
-    if here == 0:
-        return
-    sub = out[box]
-    sub[(cc == here) & (sub == 0)] = roof.value
 
 
 def midline_arch_markers(
