@@ -11,7 +11,7 @@ import numpy as np
 from inference.errors import InferenceError
 from inference.geometry import FloatArray, SignedDistance, bounding_box, crop_affine, unit
 from inference.grading import FacetJoint, facet_joint
-from inference.lumbar.frames import vertebra_anatomy
+from inference.lumbar.frames import VertebraAnatomy, check_frames, vertebra_anatomy
 from inference.lumbar.planner import VertebraModel, plan_vertebra
 from inference.results import ScrewPlan, Side, VertebraLabel
 from inference.settings import PlanningSettings
@@ -59,14 +59,13 @@ def prepare_levels(
     warnings for levels without a frame."""
     labels = seg.instances
     aff = seg.work.affine
-    out: list[PreparedLevel] = []
+    found: list[tuple[int, str, tuple[slice, slice, slice], VertebraAnatomy]] = []
     warnings: list[str] = []
     for k, level in enumerate(seg.levels):
         if level not in settings.levels:
             continue
-        mask_full = labels == k + 1
-        box = bounding_box(mask_full, 12)
-        mask = mask_full[box]
+        box = bounding_box(labels == k + 1, 12)
+        mask = labels[box] == k + 1
         sub_aff = crop_affine(aff, box)
         try:
             anatomy = vertebra_anatomy(
@@ -79,7 +78,16 @@ def prepare_levels(
         except InferenceError as exc:
             warnings.append(f"{level}: no vertebra frame ({exc})")
             continue
-        model = VertebraModel.build(level, mask, sub_aff, anatomy)
+        found.append((k, level, box, anatomy))
+    # a frame far from its neighbours' (a thrown endplate fit) takes their interpolation
+    checked, frame_warnings = check_frames(
+        [f[1] for f in found], [f[3] for f in found], tuple(seg.levels)
+    )
+    warnings.extend(frame_warnings)
+    out: list[PreparedLevel] = []
+    for (k, level, box, _), anatomy in zip(found, checked, strict=True):
+        sub_aff = crop_affine(aff, box)
+        model = VertebraModel.build(level, labels[box] == k + 1, sub_aff, anatomy)
         upper = labels[box] == k if k > 0 else None
         out.append(
             PreparedLevel(

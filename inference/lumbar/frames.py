@@ -181,3 +181,89 @@ def vertebra_anatomy(
         body_back_mm=float(np.percentile(sel[:, 1], 1)),
         body_front_mm=float(np.percentile(sel[:, 1], 99)),
     )
+
+
+# Segmental lordosis between consecutive levels, degrees [src: Sci Rep 2022,
+# s41598-022-21840-x; ALGORITHMS.md]: the share of the tilt between two neighbours that falls on
+# each side of the level between them.
+SEGMENTAL_LORDOSIS_DEG = {
+    ("L1", "L2"): 1.0,
+    ("L2", "L3"): 6.0,
+    ("L3", "L4"): 9.0,
+    ("L4", "L5"): 13.0,
+    ("L5", "S1"): 22.0,
+}
+NEIGHBOUR_AGREE_DEG = 4.0  # a frame farther than this from its neighbours' interpolation is off
+
+
+def _angle_deg(u: FloatArray, v: FloatArray) -> float:
+    return float(np.degrees(np.arccos(np.clip(float(u @ v), -1.0, 1.0))))
+
+
+def _slerp(u: FloatArray, v: FloatArray, t: float) -> FloatArray:
+    """The unit vector a fraction ``t`` of the way from ``u`` to ``v`` on the great circle."""
+    omega = np.arccos(np.clip(float(u @ v), -1.0, 1.0))
+    if omega < 1e-9:
+        return u
+    return unit(np.sin((1.0 - t) * omega) * u + np.sin(t * omega) * v)
+
+
+def neighbour_superior(
+    above: str, level: str, below: str, s_above: FloatArray, s_below: FloatArray
+) -> FloatArray:
+    """The superior axis of ``level`` expected from the levels above and below it: their axes
+    interpolated in proportion to the segmental lordosis on either side (equal shares where
+    the table has no figure, e.g. an L6)."""
+    upper = SEGMENTAL_LORDOSIS_DEG.get((above, level))
+    lower = SEGMENTAL_LORDOSIS_DEG.get((level, below))
+    share = 0.5 if upper is None or lower is None else upper / (upper + lower)
+    return _slerp(unit(s_above), unit(s_below), share)
+
+
+def _consecutive(levels: list[str], k: int, spine: tuple[str, ...]) -> bool:
+    """Are ``levels[k - 1]``, ``levels[k]``, ``levels[k + 1]`` next to each other in ``spine``
+    (all levels found, cranial → caudal, e.g. with an L6 that is not planned)?"""
+    if not all(lv in spine for lv in levels[k - 1 : k + 2]):
+        return False
+    i = [spine.index(lv) for lv in levels[k - 1 : k + 2]]
+    return i[1] - i[0] == 1 and i[2] - i[1] == 1
+
+
+def check_frames(
+    levels: list[str], anatomies: list[VertebraAnatomy], spine: tuple[str, ...]
+) -> tuple[list[VertebraAnatomy], list[str]]:
+    """Frames that agree with their neighbours, and a warning for each one that did not.
+
+    ``levels`` run cranial → caudal with their ``anatomies``; ``spine`` is every level found
+    (cranial → caudal). A level whose neighbours in ``spine`` both have a frame (S1 excepted:
+    its own superior endplate) and whose superior axis lies more than ``NEIGHBOUR_AGREE_DEG``
+    from :func:`neighbour_superior` of theirs (an endplate fit thrown by 3 mm slices or a faint
+    osteoporotic shell; on 12 bench phantoms, our masks, frames within 2.2° of the truth lay
+    ≤ 3.3° from it except beside a wrong one, and wrong ones 6–9° off 4.2–10.1°) gets that
+    axis instead, the worst first, one at a time, so that one bad frame does not condemn its
+    neighbours. The body walls (``body_back_mm`` / ``body_front_mm``) are kept.
+    """
+    out = list(anatomies)
+    warnings: list[str] = []
+    fixed: set[int] = set()
+    while True:
+        worst, worst_k, worst_s = NEIGHBOUR_AGREE_DEG, -1, np.zeros(3)
+        for k in range(1, len(out) - 1):
+            if k in fixed or levels[k] == "S1" or not _consecutive(levels, k, spine):
+                continue
+            s = neighbour_superior(
+                levels[k - 1], levels[k], levels[k + 1], out[k - 1].frame.s, out[k + 1].frame.s
+            )
+            off = _angle_deg(out[k].frame.s, s)
+            if off > worst:
+                worst, worst_k, worst_s = off, k, s
+        if worst_k < 0:
+            return out, warnings
+        old = out[worst_k]
+        frame = orthonormal_frame(old.frame.origin, old.frame.a, worst_s)
+        out[worst_k] = VertebraAnatomy(frame, old.body, old.body_back_mm, old.body_front_mm)
+        fixed.add(worst_k)
+        warnings.append(
+            f"{levels[worst_k]}: endplate frame {worst:.1f}° off its neighbours'; "
+            f"interpolated from {levels[worst_k - 1]} and {levels[worst_k + 1]}"
+        )

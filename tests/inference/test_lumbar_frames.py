@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from inference.geometry import Frame, SignedDistance, VolumeSampler
-from inference.lumbar.frames import screw_angles, vertebra_anatomy
+from inference.lumbar.frames import (
+    SEGMENTAL_LORDOSIS_DEG,
+    VertebraAnatomy,
+    check_frames,
+    screw_angles,
+    vertebra_anatomy,
+)
 from inference.lumbar.isthmus import (
     S1_PTA_DEG,
     _combine,
@@ -196,3 +202,44 @@ def test_l5_axis_midway_between_the_walls_not_pulled_by_the_body() -> None:
             q, e, _, _ = centroid_line(inside, q, e)  # centroids of the narrow part only
         assert abs(screw_angles(truth, p, p + d, side)[0] - ref) < 1.0
         assert screw_angles(truth, q, q + e, side)[0] - ref > 2.5
+
+
+def _lordotic_anatomies(levels: list[str]) -> list[VertebraAnatomy]:
+    """Frames tilted level by level by the segmental lordosis (about r = x), LPS-like axes."""
+    out, tilt = [], 0.0
+    for k, level in enumerate(levels):
+        if k:
+            tilt += SEGMENTAL_LORDOSIS_DEG.get((levels[k - 1], level), 5.0)
+        t = np.radians(tilt)
+        s = np.array([0.0, np.sin(t), np.cos(t)])
+        a = np.array([0.0, np.cos(t), -np.sin(t)])
+        frame = Frame(np.array([0.0, 0.0, -30.0 * k]), np.cross(a, s), a, s)
+        out.append(VertebraAnatomy(frame, np.zeros((1, 1, 1), bool), -15.0, 15.0))
+    return out
+
+
+def _tilted(anatomy: VertebraAnatomy, deg: float) -> VertebraAnatomy:
+    f = anatomy.frame
+    t = np.radians(deg)
+    s = np.cos(t) * f.s + np.sin(t) * f.a
+    a = np.cos(t) * f.a - np.sin(t) * f.s
+    return VertebraAnatomy(Frame(f.origin, f.r, a, s), anatomy.body, -15.0, 15.0)
+
+
+def test_a_frame_far_from_its_neighbours_takes_their_interpolation() -> None:
+    # seed 6 (3 mm slices): L4's endplate fit was 9.2° off, its screws' PSA 10° off
+    levels = ["L1", "L2", "L3", "L4", "L5", "S1"]
+    good = _lordotic_anatomies(levels)
+    bad = list(good)
+    bad[3] = _tilted(good[3], 8.0)
+    bad[1] = _tilted(good[1], 2.0)  # within the tolerance: kept as it is
+    out, warnings = check_frames(levels, bad, tuple(levels))
+    assert np.degrees(np.arccos(out[3].frame.s @ good[3].frame.s)) < 0.3
+    assert abs(out[3].frame.a @ out[3].frame.s) < 1e-9
+    assert [w.split(":")[0] for w in warnings] == ["L4"]
+    assert all(out[k] is bad[k] for k in (0, 1, 2, 4, 5))
+    # an L6 between L5 and S1 that is not planned: L5's neighbours are not both in view
+    bad5 = list(good)
+    bad5[4] = _tilted(good[4], 8.0)
+    out, warnings = check_frames(levels, bad5, ("L1", "L2", "L3", "L4", "L5", "L6", "S1"))
+    assert out[4] is bad5[4] and warnings == []
