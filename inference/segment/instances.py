@@ -39,6 +39,12 @@ ARCH_BEHIND_MM = 25.0
 ARCH_MAX_PITCH = 0.9
 # a core centred this far in front of the nearest body's centroid is not bone of the column
 IN_FRONT_MM = 25.0
+# every vertebra's canal roof is seeded this wide (mm either side) after the first growth, a
+# roof that growth gave away ``roofs.ROOF_HALF_WIDTH_MM`` wide (see roofs.lost_roofs); the
+# narrow seeds cost the 2 mm phantoms up to 0.005 Dice at a few facets (the lamina's inferior
+# articular process takes the superior one below) and gave the real CT (3 mm) 0.01-0.026 at
+# L3-L5 (bench/bench_real_ct.py vs TS v2); None: wide roofs only
+NARROW_ROOF_MM: float | None = 12.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +181,11 @@ def separate_vertebrae(
     markers[lut[cores] & (markers == 0)] = OTHER
     labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
     roofs = lost_roofs(canal_roof_markers(bone, aff, cents[chain], cranial, hu), labels)
+    if NARROW_ROOF_MM is not None:
+        narrow = canal_roof_markers(
+            bone, aff, cents[chain], cranial, hu, half_width_mm=NARROW_ROOF_MM
+        )
+        roofs = narrow if roofs is None else np.where(roofs > 0, roofs, narrow)
     arches = midline_arch_markers(labels, aff, cents[chain], cranial)
     if roofs is not None or arches is not None:  # arches lost to a neighbour: grow again
         for extra in (roofs, arches):
