@@ -15,8 +15,7 @@ Run: ``.venv/bin/python bench/bench_ingest.py [--slices 300] [--size 512] [--rep
    transactions took in that run (from its receivers' logs; with several associations they
    include waiting for the job log's write lock), with the wall time of each step of its C-STORE
    handler per instance (mean/max ms: ``between`` its answer and the next request's handler call,
-   the UIDs and checksum, the instance lock, the spool write's steps, the receipt) and how many
-   folder flushes served how many spool writes.
+   the UIDs and checksum, the instance lock, the spool write's steps, the receipt).
 3. When the default analyzer loads, a lumbar phantom of the same size (1.0 × 0.8 × 0.8 mm) goes
    Orthanc → node → Orthanc; prints the time from the last C-STORE received by the node to the
    job being DONE (every result acknowledged by Orthanc), by phase and by analysis stage.

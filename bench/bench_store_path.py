@@ -14,8 +14,9 @@ SCP does (``synchronous = NORMAL``, :data:`storage.database.DEFERRED_DURABILITY`
 comparison, with ``synchronous = FULL``. The spool and the job log are in a temporary folder
 on the same file system as ``--tmp`` (default: the system's temporary folder).
 
-Then ``--threads`` writers at once into one series folder (as concurrent associations write): the
-write's steps and how many folder flushes served how many writes (the spool's group flush).
+Then ``--threads`` writers at once into one series folder (as concurrent associations write):
+files per second and the write's steps (each writer fsyncs the folder itself; the kernel may let
+concurrent fsyncs share a journal commit).
 
 Then the start-up reconciliation's scan (:func:`storage.reconcile.unrecorded_files`) over a spool of
 ``--spool-files`` small files, every one recorded in the job log: the time it adds to every start.
@@ -174,8 +175,8 @@ def filesystem(path: Path) -> str:
 
 
 def concurrent_writes(work: Path, streams: list[bytes], threads: int) -> None:
-    """``threads`` writers at once into one series folder, as concurrent associations write: the
-    write's steps and how many folder flushes served how many writes (the group flush)."""
+    """``threads`` writers at once into one series folder, as concurrent associations write:
+    files per second and the write's steps."""
     spool = Spool(work / "concurrent")
     steps: list[WriteTimes] = []
     study, series = "1.2.826.0.1.3680043.8.498.88", "1.2.826.0.1.3680043.8.498.88.1"
@@ -192,11 +193,7 @@ def concurrent_writes(work: Path, streams: list[bytes], threads: int) -> None:
     for thread in pool:
         thread.join()
     seconds = time.perf_counter() - started
-    flushes = spool.folder_flushes
-    print(
-        f"{threads} writers at once, {len(streams)} files: {len(streams) / seconds:.0f} files/s,"
-        f" {flushes.flushes} folder flushes for {flushes.requests} writes"
-    )
+    print(f"{threads} writers at once, {len(streams)} files: {len(streams) / seconds:.0f} files/s")
     for field in WriteTimes.__slots__:
         report(f"  {field.removesuffix('_s').replace('_', ' ')}",
                [1000 * getattr(t, field) for t in steps])  # fmt: skip

@@ -270,11 +270,4 @@ def receiver_main(
         receiver.close()
         joblog.close()
         channel.close()
-        flushes = receiver.spool.folder_flushes
-        logger.info(
-            "receiver %d stopped: %s; %d folder flushes for %d spool writes",
-            index,
-            receiver.handler.step_times.summary(),
-            flushes.flushes,
-            flushes.requests,
-        )
+        logger.info("receiver %d stopped: %s", index, receiver.handler.step_times.summary())

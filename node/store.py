@@ -1,10 +1,8 @@
 """The C-STORE handler: spool, record, then answer; durable before it says success.
 
 Each received instance is written to the spool exactly as it came off the wire (file meta plus the
-encoded dataset; no re-encoding), with a temporary file, fdatasync and rename, then recorded in the
-job log while the spool flushes the folder (a group flush shared with concurrent writers,
-:meth:`storage.spool.Spool.write_atomic_while`), and only when both have ended answered with
-success (0x0000). Any local failure answers a
+encoded dataset; no re-encoding), with a temporary file, fdatasync, rename and a folder fsync, then
+recorded in the job log, and only then answered with success (0x0000). Any local failure answers a
 failure status from :class:`StoreStatus`; a handler exception never escapes (pynetdicom would
 answer 0xC211 for it, we answer our own code and log the traceback).
 
@@ -252,7 +250,8 @@ class StoreHandler:
         """Spool, then record: the file on disk always holds the bytes the job log vouches for."""
         if not path.exists():
             # A new instance (the usual case): the receipt's transaction looks the UID up.
-            outcome = self._write(path, data, receipt)
+            self._write(path, data)
+            outcome = self._record(receipt)
             if outcome is ReceiptOutcome.CONFLICT:
                 # Recorded before with other bytes whose file is gone: ours must not pass for them.
                 _remove(path)
@@ -265,19 +264,14 @@ class StoreHandler:
         if recorded is not None and recorded != receipt.sha256:
             return self._record(receipt)  # CONFLICT: the first copy stays, the event is logged
         if file_content_sha256(path) != receipt.sha256:
-            # a leftover or damaged copy under this UID: replace it
-            return self._write(path, data, receipt)
+            self._write(path, data)  # a leftover or damaged copy under this UID: replace it
         return self._record(receipt)
 
-    def _write(
-        self, path: Path, data: tuple[bytes, memoryview], receipt: InstanceReceipt
-    ) -> ReceiptOutcome:
-        """Write the spool file and record it; the receipt's transaction runs once the file has
-        its name, while the spool flushes its folder (both end before the answer)."""
+    def _write(self, path: Path, data: tuple[bytes, memoryview]) -> None:
+        """Write the spool file: when this returns, its data and its name are on disk (the
+        receipt is committed only after that)."""
         try:
-            outcome, times = self.spool.write_atomic_while(
-                path, data, lambda: self._record(receipt)
-            )
+            times = self.spool.write_atomic(path, data)
         except SpoolError as exc:
             cause = exc.__cause__
             full = isinstance(cause, OSError) and cause.errno in _NO_SPACE_ERRNOS
@@ -285,7 +279,6 @@ class StoreHandler:
             raise _RefusedError(status, str(exc)) from exc
         self._written += len(data[0]) + len(data[1])
         self.step_times.add_write(times)
-        return outcome
 
     def _record(self, receipt: InstanceReceipt) -> ReceiptOutcome:
         started = time.perf_counter()

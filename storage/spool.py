@@ -2,9 +2,8 @@
 
 Layout: ``ROOT/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. Files are written
 atomically (temporary file in the same folder, fdatasync, rename, fsync of the folder), so a crash
-or a full disk never leaves a partial instance under its final name. The folder's fsync is a group
-flush (:class:`storage.folderflush.FolderFlushes`): a writer waits for a flush of its folder that
-*started* after its rename, so writers renaming into one folder at once share one fsync.
+or a full disk never leaves a partial instance under its final name; every step runs in the
+writer's own thread and has ended when :meth:`Spool.write_atomic` returns.
 :meth:`Spool.instance_lock` makes writers of the same SOP Instance UID take turns, across threads
 and processes (lock files in ``ROOT.locks``, a folder beside the spool, so the spool holds nothing
 but instances).
@@ -20,18 +19,14 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from storage.errors import InvalidUIDError, SpoolError
-from storage.folderflush import FolderFlushes
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MAX_UID_LENGTH = 64
 _UID_PATTERN = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
@@ -41,8 +36,6 @@ TMP_PREFIX = ".partial-"
 LOCK_DIR_SUFFIX = ".locks"
 #: Instance UIDs share this many lock files (by CRC-32): two UIDs rarely wait for each other.
 LOCK_STRIPES = 64
-#: Threads of a spool that flush folders while :meth:`Spool.write_atomic_while` runs its work.
-FLUSH_THREADS = 16
 #: Times :meth:`Spool.write_atomic` creates the folders and the temporary file when the folder
 #: vanishes in between (retention removes an empty series folder at that moment).
 CREATE_ATTEMPTS = 3
@@ -56,7 +49,7 @@ class WriteTimes:
     write_s: float
     datasync_s: float  # fdatasync of the temporary file
     rename_s: float
-    folder_sync_s: float  # waiting for a flush of the folder that started after the rename
+    folder_sync_s: float  # fsync of the folder after the rename
 
 
 def validate_uid(uid: str) -> str:
@@ -94,18 +87,10 @@ class Spool:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
         self._locks = _StripeLocks(self.root.with_name(self.root.name + LOCK_DIR_SUFFIX))
-        self.folder_flushes = FolderFlushes(self._sync_folder)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the lock files this object opened and stop its flush threads (it can still be
-        used; they open and start again)."""
+        """Close the lock files this object opened (it can still be used; they open again)."""
         self._locks.close()
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown()
 
     @contextmanager
     def receipt_lock(self) -> Iterator[None]:
@@ -146,50 +131,16 @@ class Spool:
         """Write ``data`` (bytes, or buffers written one after the other) to ``path`` (inside the
         spool) so that it is either whole or absent; returns how long each step took.
 
-        When it returns, the data and the file's name are on disk: the file was fdatasync'd before
-        its rename, and a flush of its folder that started after the rename has ended.
+        The steps run in this thread, one after the other: temporary file, write, fdatasync,
+        rename, fsync of the folder. When it returns, the data and the file's name are on disk.
 
         Raises
         ------
         SpoolError
             ``path`` is outside the spool, or any step failed (disk full, permissions, I/O); no
-            temporary or partial file remains, nor the file when the folder's flush failed.
+            temporary or partial file remains.
         """
         path = self._inside(path)
-        marks = self._write_renamed(path, data)
-        self._flushed(path, self.folder_flushes.flush, path.parent, self.folder_flushes.mark())
-        return _write_times(marks, time.perf_counter())
-
-    def write_atomic_while(
-        self, path: Path, data: bytes | Sequence[bytes | memoryview], work: Callable[[], T]
-    ) -> tuple[T, WriteTimes]:
-        """:meth:`write_atomic`, running ``work`` in this thread once the file has its name,
-        while a thread of the spool flushes the folder; returns what ``work`` returned.
-
-        When it returns, ``work`` is done and the file and its name are on disk. ``work``
-        (the receipt) sees the file under its final name: a crash of the process leaves it there
-        (the kernel writes it out); only a power loss during ``work`` can lose the name.
-
-        Raises
-        ------
-        SpoolError
-            As :meth:`write_atomic` (after ``work`` ran, when the folder's flush failed: the file
-            is removed, so a re-sent copy is written and flushed again). What ``work`` raises
-            propagates once the flush has ended.
-        """
-        path = self._inside(path)
-        marks = self._write_renamed(path, data)
-        flushing = self._flush_pool().submit(
-            self.folder_flushes.flush, path.parent, self.folder_flushes.mark()
-        )
-        try:
-            result = work()
-        finally:
-            self._flushed(path, flushing.result)
-        return result, _write_times(marks, time.perf_counter())
-
-    def _write_renamed(self, path: Path, data: bytes | Sequence[bytes | memoryview]) -> list[float]:
-        """Temporary file, write, fdatasync, rename to ``path``; the times between the steps."""
         started = time.perf_counter()
         fd, tmp_name = self._create_temporary(path.parent)
         marks = [started, time.perf_counter()]
@@ -205,28 +156,14 @@ class Spool:
             marks.append(time.perf_counter())
             self._replace(tmp_name, path)
             marks.append(time.perf_counter())
+            self._sync_folder(path.parent)
         except OSError as exc:
             _unlink_quietly(Path(tmp_name))
             raise SpoolError(f"cannot write {path}: {exc}", str(path)) from exc
         except BaseException:
             _unlink_quietly(Path(tmp_name))
             raise
-        return marks
-
-    def _flushed(self, path: Path, flush: Callable[..., object], *args: object) -> None:
-        """Run (or wait for) the folder ``flush``; when it fails, remove ``path``: its name may
-        not be on disk, and a re-send must not find it and pass it for kept."""
-        try:
-            flush(*args)
-        except OSError as exc:
-            _unlink_quietly(path)
-            raise SpoolError(f"cannot flush the folder of {path}: {exc}", str(path)) from exc
-
-    def _flush_pool(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(FLUSH_THREADS, thread_name_prefix="spool-flush")
-            return self._pool
+        return _write_times(marks, time.perf_counter())
 
     def _create_temporary(self, folder: Path) -> tuple[int, str]:
         """A new temporary file in ``folder`` (made when missing): its descriptor and name.

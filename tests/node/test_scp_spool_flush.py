@@ -1,6 +1,6 @@
-"""The SCP's spool writes over real associations on 127.0.0.1: an answer only after a flush of the
-folder that started after the file's rename (shared by concurrent writers), and no refusal when
-retention removes the series folder while a file is being created in it."""
+"""The SCP's spool writes over real associations on 127.0.0.1: the order of issue 7 (file written,
+renamed, its folder fsync'd, then the receipt, then the answer), and no refusal when retention
+removes the series folder while a file is being created in it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,18 +26,23 @@ _TICKS = itertools.count()
 
 
 class RecordingSpool(Spool):
-    """The real spool, recording when each file is renamed and each folder flush starts and ends
-    (ticks of :data:`_TICKS`); each flush is slowed down so that writers overlap."""
+    """The real spool, recording when each file is renamed, each folder fsync starts and ends,
+    and each receipt transaction starts (the receipt lock is taken; attributed to the file the
+    same thread renamed last), in ticks of :data:`_TICKS`. Each folder fsync is slowed down, so
+    that a receipt overlapping it would be seen."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.renamed: dict[str, int] = {}  # file name -> tick
+        self.receipts: dict[str, int] = {}  # file name -> tick
         self.flushes: list[tuple[int, int]] = []  # (start, end) ticks
         self._lock = threading.Lock()
+        self._last = threading.local()
 
     def _replace(self, tmp_name: str, path: Path) -> None:
         super()._replace(tmp_name, path)
         self.renamed[path.name] = next(_TICKS)
+        self._last.name = path.name
 
     def _sync_folder(self, folder: Path) -> None:
         start = next(_TICKS)
@@ -44,6 +50,12 @@ class RecordingSpool(Spool):
         super()._sync_folder(folder)
         with self._lock:
             self.flushes.append((start, next(_TICKS)))
+
+    @contextmanager
+    def receipt_lock(self) -> Iterator[None]:
+        with super().receipt_lock():
+            self.receipts[self._last.name] = next(_TICKS)
+            yield
 
 
 class VanishingFolderSpool(Spool):
@@ -99,7 +111,7 @@ def _send_all(port: int, paths: list[Path], answered: dict[str, tuple[int, int]]
         assoc.release()
 
 
-def test_success_comes_after_a_flush_that_started_after_the_rename(
+def test_receipt_and_success_come_after_the_folder_fsync_that_follows_the_rename(
     recording: Node, tmp_path: Path
 ) -> None:
     paths = write_series(tmp_path / "in", slices=24, size=16)
@@ -114,15 +126,17 @@ def test_success_comes_after_a_flush_that_started_after_the_rename(
         thread.join()
     spool = recording.spool
     assert isinstance(spool, RecordingSpool)
-    assert sorted(answered) == sorted(spool.renamed) and len(answered) == 24
+    assert sorted(answered) == sorted(spool.renamed) == sorted(spool.receipts)
+    assert len(answered) == 24
     for name, (status, tick) in answered.items():
         assert status == 0
-        renamed = spool.renamed[name]
-        # a flush that started after the rename ended before the success was seen
-        assert any(renamed < start and end < tick for start, end in spool.flushes), name
-    # Four associations writing into one folder at once share flushes.
-    assert len(spool.flushes) < 24
-    assert spool.folder_flushes.requests == 24
+        renamed, recorded = spool.renamed[name], spool.receipts[name]
+        # a folder fsync that started after the rename ended before the receipt transaction
+        # started, and the receipt before the success was seen
+        assert any(renamed < start and end < recorded for start, end in spool.flushes), name
+        assert recorded < tick, name
+    # every write fsyncs its folder itself
+    assert len(spool.flushes) == 24
 
 
 def test_a_series_folder_removed_while_a_file_is_created_is_made_again(

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from storage.errors import InvalidUIDError, SpoolError
-from storage.folderflush import FolderFlushes
 from storage.spool import TMP_PREFIX, Spool, validate_uid
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,90 +201,12 @@ class _FailingFlushSpool(Spool):
         raise OSError(5, "Input/output error")
 
 
-def test_a_failed_folder_flush_removes_the_file_after_the_work(tmp_path: Path) -> None:
-    # The name of a file whose folder flush failed may not be on disk: the file goes, so that a
-    # re-sent copy is written and flushed again instead of being found and passed for kept.
+def test_a_failed_folder_fsync_raises_and_leaves_no_temporary(tmp_path: Path) -> None:
+    # The folder fsync is the last step of the write: when it fails, the write is refused (the
+    # store answers a failure and records nothing) and no temporary file is left.
     spool = _FailingFlushSpool(tmp_path / "spool")
     path = spool.instance_path(STUDY, SERIES, SOP)
-    seen: list[bool] = []
-    with pytest.raises(SpoolError, match="flush"):
-        spool.write_atomic_while(path, b"data", lambda: seen.append(path.exists()))
-    assert seen == [True]  # the work ran with the file under its name
-    assert not path.exists()
-    with pytest.raises(SpoolError):
+    with pytest.raises(SpoolError, match="Input/output error"):
         spool.write_atomic(path, b"data")
-    assert list(path.parent.iterdir()) == []
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(TMP_PREFIX)]
     spool.close()
-
-
-def test_folder_flushes_are_shared_and_errors_reach_every_waiter(tmp_path: Path) -> None:
-    # While one flush of a folder runs, every writer that asks joins the next one: one more fsync
-    # for all of them. A flush that fails fails all who waited for it.
-    started, release = threading.Event(), threading.Event()
-    calls: list[Path] = []
-
-    def sync(folder: Path) -> None:
-        calls.append(folder)
-        if len(calls) == 1:
-            started.set()
-            release.wait(10)
-        elif len(calls) == 2:
-            raise OSError(5, "Input/output error")
-
-    flushes = FolderFlushes(sync)
-    errors: list[OSError | None] = []
-
-    def flush() -> None:
-        try:
-            flushes.flush(tmp_path)
-            errors.append(None)
-        except OSError as exc:
-            errors.append(exc)
-
-    first = threading.Thread(target=flush)
-    first.start()
-    assert started.wait(10)
-    others = [threading.Thread(target=flush) for _ in range(5)]
-    for thread in others:
-        thread.start()
-    while flushes.requests < 6:
-        time.sleep(0.01)
-    release.set()
-    for thread in [first, *others]:
-        thread.join(10)
-    assert len(calls) == 2 and flushes.flushes == 2
-    assert errors.count(None) == 1 and len(errors) == 6  # the first flush's writer only
-
-
-def test_a_flush_that_started_after_the_mark_covers_it(tmp_path: Path) -> None:
-    # A writer that renamed (took its mark) before the running flush started is served by that
-    # flush; one that renamed after it started needs the next.
-    started = [threading.Event(), threading.Event()]
-    release = [threading.Event(), threading.Event()]
-    calls: list[Path] = []
-
-    def sync(folder: Path) -> None:
-        calls.append(folder)
-        started[len(calls) - 1].set()
-        release[len(calls) - 1].wait(60)
-
-    flushes = FolderFlushes(sync)
-    before = flushes.mark()
-    first = threading.Thread(target=flushes.flush, args=(tmp_path,))
-    first.start()
-    assert started[0].wait(10)
-    after = flushes.mark()
-    covered = threading.Thread(target=flushes.flush, args=(tmp_path, before))
-    uncovered = threading.Thread(target=flushes.flush, args=(tmp_path, after))
-    covered.start()
-    uncovered.start()
-    while flushes.requests < 3:
-        time.sleep(0.01)
-    release[0].set()
-    assert started[1].wait(10)  # the second flush runs, for `uncovered`
-    first.join(10)
-    covered.join(10)  # returns long before the second flush is released
-    assert not covered.is_alive() and uncovered.is_alive()
-    release[1].set()
-    uncovered.join(10)
-    assert len(calls) == 2
