@@ -138,12 +138,14 @@ class Spool:
         ------
         SpoolError
             ``path`` is outside the spool, or any step failed (disk full, permissions, I/O); no
-            temporary or partial file remains.
+            temporary or partial file remains, and when the folder's fsync failed the renamed file
+            is removed too.
         """
         path = self._inside(path)
         started = time.perf_counter()
         fd, tmp_name = self._create_temporary(path.parent)
         marks = [started, time.perf_counter()]
+        renamed = False
         try:
             try:
                 for part in [data] if isinstance(data, bytes) else data:
@@ -156,9 +158,12 @@ class Spool:
             marks.append(time.perf_counter())
             self._replace(tmp_name, path)
             marks.append(time.perf_counter())
+            renamed = True
             self._sync_folder(path.parent)
         except OSError as exc:
             _unlink_quietly(Path(tmp_name))
+            if renamed:  # the name may not be on disk: a re-send must not find it and pass it
+                _unlink_quietly(path)
             raise SpoolError(f"cannot write {path}: {exc}", str(path)) from exc
         except BaseException:
             _unlink_quietly(Path(tmp_name))

@@ -201,12 +201,14 @@ class _FailingFlushSpool(Spool):
         raise OSError(5, "Input/output error")
 
 
-def test_a_failed_folder_fsync_raises_and_leaves_no_temporary(tmp_path: Path) -> None:
+def test_a_failed_folder_fsync_raises_and_leaves_no_file(tmp_path: Path) -> None:
     # The folder fsync is the last step of the write: when it fails, the write is refused (the
-    # store answers a failure and records nothing) and no temporary file is left.
+    # store answers a failure and records nothing), no temporary file is left, and the renamed
+    # file goes too: its name may not be on disk, so a re-send must write and flush it again
+    # rather than find it and record it.
     spool = _FailingFlushSpool(tmp_path / "spool")
     path = spool.instance_path(STUDY, SERIES, SOP)
     with pytest.raises(SpoolError, match="Input/output error"):
         spool.write_atomic(path, b"data")
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(TMP_PREFIX)]
+    assert list(path.parent.iterdir()) == []
     spool.close()
