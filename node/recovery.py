@@ -38,9 +38,13 @@ def recover_spool(spool: Spool, joblog: JobLog) -> int:
         The job log cannot be read or written.
     """
     recovered = 0
+    synced: set[Path] = set()
     for path in unrecorded_files(joblog, spool):
         try:
             receipt = _receipt_of(path)
+            if path.parent not in synced:  # its data was flushed before the rename; its name
+                spool.sync_folder(path.parent)  # may not be: a re-send will be acknowledged
+                synced.add(path.parent)
         except (OSError, InvalidDicomError, ValueError, StorageError) as exc:
             logger.warning("spool file %s has no receipt and cannot be read: %s", path, exc)
             continue

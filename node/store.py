@@ -263,8 +263,10 @@ class StoreHandler:
             raise _RefusedError(StoreStatus.JOB_LOG_FAILED, str(exc)) from exc
         if recorded is not None and recorded != receipt.sha256:
             return self._record(receipt)  # CONFLICT: the first copy stays, the event is logged
-        if file_content_sha256(path) != receipt.sha256:
-            self._write(path, data)  # a leftover or damaged copy under this UID: replace it
+        if recorded is None or file_content_sha256(path) != receipt.sha256:
+            # A leftover never recorded (its name may not be on disk yet) or a damaged copy:
+            # written again, flushes included, before the receipt.
+            self._write(path, data)
         return self._record(receipt)
 
     def _write(self, path: Path, data: tuple[bytes, memoryview]) -> None:

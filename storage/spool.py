@@ -159,7 +159,7 @@ class Spool:
             self._replace(tmp_name, path)
             marks.append(time.perf_counter())
             renamed = True
-            self._sync_folder(path.parent)
+            self.sync_folder(path.parent)
         except OSError as exc:
             _unlink_quietly(Path(tmp_name))
             if renamed:  # the name may not be on disk: a re-send must not find it and pass it
@@ -195,8 +195,8 @@ class Spool:
         """Rename the written temporary file to its final name (a seam for the tests' records)."""
         os.replace(tmp_name, path)
 
-    def _sync_folder(self, folder: Path) -> None:
-        """fsync ``folder`` (a seam for the tests' records)."""
+    def sync_folder(self, folder: Path) -> None:
+        """fsync ``folder``: the names renamed or created in it are on disk when this returns."""
         _fsync_dir(folder)
 
     def free_bytes(self) -> int:

@@ -5,6 +5,7 @@ removes the series folder while a file is being created in it."""
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from pydicom import dcmread
 from pynetdicom import AE
 
+from node.recovery import recover_spool
 from node.scp import StorageSCP
 from node.settings import Settings
 from storage.joblog import JobLog
@@ -44,10 +46,10 @@ class RecordingSpool(Spool):
         self.renamed[path.name] = next(_TICKS)
         self._last.name = path.name
 
-    def _sync_folder(self, folder: Path) -> None:
+    def sync_folder(self, folder: Path) -> None:
         start = next(_TICKS)
         time.sleep(0.02)
-        super()._sync_folder(folder)
+        super().sync_folder(folder)
         with self._lock:
             self.flushes.append((start, next(_TICKS)))
 
@@ -153,3 +155,41 @@ def test_a_series_folder_removed_while_a_file_is_created_is_made_again(
         assert [j.instances for j in node.joblog.jobs()] == [2]
     finally:
         node.stop()
+
+
+def test_a_file_left_unrecorded_is_written_again_before_its_receipt(
+    recording: Node, tmp_path: Path
+) -> None:
+    # A receiving process that dies between the rename and the receipt leaves a file nobody
+    # recorded, whose name may not be on disk yet (start-up recovery runs only when the node
+    # starts): when the sender sends it again, it is written again, flushes included, rather
+    # than recorded as found.
+    paths = write_series(tmp_path / "in", slices=1, size=16)
+    answered: dict[str, tuple[int, int]] = {}
+    _send_all(recording.settings.port, paths, answered)
+    database = recording.settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("DELETE FROM instances").rowcount == 1
+    spool = recording.spool
+    assert isinstance(spool, RecordingSpool)
+    spool.renamed.clear()
+    spool.flushes.clear()
+    _send_all(recording.settings.port, paths, answered)
+    assert [status for status, _ in answered.values()] == [0]
+    assert list(spool.renamed) == list(answered) and len(spool.flushes) == 1
+
+
+def test_start_up_recovery_flushes_each_folder_before_recording_its_files(
+    recording: Node, tmp_path: Path
+) -> None:
+    paths = write_series(tmp_path / "in", slices=3, size=16)
+    answered: dict[str, tuple[int, int]] = {}
+    _send_all(recording.settings.port, paths, answered)
+    database = recording.settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("DELETE FROM instances").rowcount == 3
+    spool = recording.spool
+    assert isinstance(spool, RecordingSpool)
+    spool.flushes.clear()
+    assert recover_spool(spool, recording.joblog) == 3
+    assert len(spool.flushes) == 1  # one series folder

@@ -197,7 +197,7 @@ def test_instance_lock_excludes_another_process(tmp_path: Path) -> None:
 
 
 class _FailingFlushSpool(Spool):
-    def _sync_folder(self, folder: Path) -> None:
+    def sync_folder(self, folder: Path) -> None:
         raise OSError(5, "Input/output error")
 
 
