@@ -39,7 +39,7 @@ FIT_HALF_MM = 8.0  # the centroid line is fitted within this distance of the ist
 PTA_AGREE_DEG = 6.0  # ... and its transverse slope (PTA) when that agrees this well
 LINK_MM = 4.0  # coronal pedicle sections in consecutive planes 0.5 mm apart: same track
 WALL_HALF_MM = 12.0  # the pedicle's side walls are followed this far either side of the isthmus
-WALL_REACH_MM = 25.0  # ... across the axis
+WALL_REACH_MM = 18.0  # ... across the axis
 WALL_BAND_MM = 4.5  # ... at heights within this of the axis
 WALL_STEP_MM = 0.6  # a wall that moves more than this between planes 0.5 mm apart has met bone
 WALL_MIN_MM = 4.0  # the walls' midline is fitted on at least this length
@@ -361,16 +361,18 @@ def centroid_line(
     return foot, axis, float(areas[k]), span
 
 
-def _wall_run(inside_line: npt.NDArray[np.bool_], xs: FloatArray) -> tuple[float, float]:
-    """(lower, upper) end (mm) of the run of True around ``xs`` = 0; NaNs when 0 is outside."""
+def _wall_runs(val: npt.NDArray[np.bool_], xs: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """(lower, upper) ends (mm) of the runs of True around ``xs`` = 0 along the last axis of
+    ``val``; NaN where 0 is outside, the end of ``xs`` where the run reaches it."""
     i0 = int(np.argmin(np.abs(xs)))
-    if not inside_line[i0]:
-        return float("nan"), float("nan")
-    out = np.nonzero(~inside_line)[0]
-    below, above = out[out < i0], out[out > i0]
-    lo = float(xs[below[-1] + 1]) if below.size else float(xs[0])
-    hi = float(xs[above[0] - 1]) if above.size else float(xs[-1])
-    return lo, hi
+    before = ~val[..., :i0][..., ::-1]  # walking down from i0 - 1
+    after = ~val[..., i0 + 1 :]  # walking up from i0 + 1
+    lo_gap = np.where(before.any(axis=-1), np.argmax(before, axis=-1), i0)
+    hi_gap = np.where(after.any(axis=-1), np.argmax(after, axis=-1), xs.size - 1 - i0)
+    lo = xs[i0 - lo_gap]
+    hi = xs[i0 + hi_gap]
+    inside = val[..., i0]
+    return np.where(inside, lo, np.nan), np.where(inside, hi, np.nan)
 
 
 def wall_midline(
@@ -391,7 +393,7 @@ def wall_midline(
     w = unit(np.cross(frame.s, direction))
     v = np.cross(direction, w)
     ts = np.arange(-WALL_HALF_MM, WALL_HALF_MM + 1e-9, GRID_MM)
-    xs = np.arange(-WALL_REACH_MM, WALL_REACH_MM + 1e-9, 0.1)
+    xs = np.arange(-WALL_REACH_MM, WALL_REACH_MM + 1e-9, 0.2)
     hs = np.arange(-WALL_BAND_MM, WALL_BAND_MM + 1e-9, GRID_MM)
     pts = (
         point
@@ -400,8 +402,8 @@ def wall_midline(
         + xs[None, None, :, None] * w
     )
     val = inside(pts.reshape(-1, 3), order=1).reshape(ts.size, hs.size, xs.size) > 0.5
-    ends = np.array([[_wall_run(val[i, j], xs) for j in range(hs.size)] for i in range(ts.size)])
-    lo, hi = ends[:, :, 0].mean(axis=1), ends[:, :, 1].mean(axis=1)
+    lo_all, hi_all = _wall_runs(val, xs)
+    lo, hi = lo_all.mean(axis=1), hi_all.mean(axis=1)
     ok = np.isfinite(lo) & (lo > xs[0] + 1.0) & (hi < xs[-1] - 1.0)
     k = ts.size // 2
     if not ok[k]:
