@@ -5,8 +5,8 @@ vertebral bodies along the spine form a chain of such cores. Every bone voxel th
 core it reaches along the widest bone path (a watershed on the distance transform), so posterior
 elements follow their own pedicles and thin facet contacts become the borders. A spinous
 process that growth split between two vertebrae (thick slices merge it with the laminae below)
-is then given whole to the vertebra at its cranial end, an arch the growth gave to a neighbour
-is seeded on its own canal roof (``roofs.py``), and the growth run again.
+is then given whole to the vertebra at its cranial end, every arch is seeded on its own canal
+roof (``roofs.py``), and the growth run again.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from inference.geometry import (
 )
 from inference.segment.assign import OTHER, geodesic_labels, keep_connected
 from inference.segment.column import body_mask, split_at_endplates, trim_discs
-from inference.segment.roofs import canal_roof_markers, lost_roofs
+from inference.segment.roofs import canal_roof_markers
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,6 @@ ARCH_BEHIND_MM = 25.0
 ARCH_MAX_PITCH = 0.9
 # a core centred this far in front of the nearest body's centroid is not bone of the column
 IN_FRONT_MM = 25.0
-# every vertebra's canal roof is seeded this wide (mm either side) after the first growth, a
-# roof that growth gave away ``roofs.ROOF_HALF_WIDTH_MM`` wide (see roofs.lost_roofs); the
-# narrow seeds cost the 2 mm phantoms up to 0.005 Dice at a few facets (the lamina's inferior
-# articular process takes the superior one below) and gave the real CT (3 mm) 0.01-0.026 at
-# L3-L5 (bench/bench_real_ct.py vs TS v2); None: wide roofs only
-NARROW_ROOF_MM: float | None = 12.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,18 +174,13 @@ def separate_vertebrae(
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
     labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
-    roofs = lost_roofs(canal_roof_markers(bone, aff, cents[chain], cranial, hu), labels)
-    if NARROW_ROOF_MM is not None:
-        narrow = canal_roof_markers(
-            bone, aff, cents[chain], cranial, hu, half_width_mm=NARROW_ROOF_MM
-        )
-        roofs = narrow if roofs is None else np.where(roofs > 0, roofs, narrow)
+    roofs = canal_roof_markers(bone, aff, cents[chain], cranial, hu)
     arches = midline_arch_markers(labels, aff, cents[chain], cranial)
-    if roofs is not None or arches is not None:  # arches lost to a neighbour: grow again
-        for extra in (roofs, arches):
-            if extra is not None:
-                free = (extra > 0) & (markers == 0) if extra is roofs else extra > 0
-                markers[free] = extra[free]
+    if roofs.any() or arches is not None:  # arches seeded on their own roofs: grow again
+        free = (roofs > 0) & (markers == 0)
+        markers[free] = roofs[free]
+        if arches is not None:  # spinous processes split between two vertebrae
+            markers[arches > 0] = arches[arches > 0]
         labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
     if smooth is not None:
         labels = trim_discs(labels, core_rank, smooth, spacing)

@@ -13,7 +13,7 @@ from inference.segment.assign import OTHER
 from inference.segment.bone import bone_mask
 from inference.segment.column import body_mask, split_at_endplates
 from inference.segment.instances import midline_arch_markers, separate_vertebrae
-from inference.segment.roofs import canal_roof_markers, lost_roofs
+from inference.segment.roofs import canal_roof_markers
 
 # index (slice, row, col) -> LPS (x = col, y = row, z = slice), 1 mm voxels
 AFFINE = np.array(
@@ -264,20 +264,3 @@ def test_an_arch_on_thin_cortical_pedicles_stays_with_its_own_body() -> None:
     assert (lamina == 2).mean() > 0.6
     assert (lamina[5:] == 2).all()  # all of it above where it rests on the process
     assert (inst.labels[zm - 20 : zm - 12, 74:78, 20:45] == 3).all()  # the process stays
-
-
-def test_a_roof_seeds_only_an_arch_the_first_growth_gave_away() -> None:
-    roofs = np.zeros((4, 10, 10), dtype=np.int16)
-    roofs[0] = 1  # an arch its own body reached: no seed (it would pull the neighbours' facets)
-    roofs[2] = 2  # an arch mostly grown from vertebra 3, with a bit of vertebra 1 in its slab
-    labels = np.zeros(roofs.shape, dtype=np.uint8)
-    labels[0] = 1
-    labels[2, :6] = 3
-    labels[2, 6:8] = 2
-    labels[2, 8:] = 1
-    lost = lost_roofs(roofs, labels)
-    assert lost is not None
-    assert not lost[0].any()
-    assert (lost[2, :8] == 2).all() and not lost[2, 8:].any()  # not the third vertebra's part
-    labels[2] = 2
-    assert lost_roofs(roofs, labels) is None
