@@ -18,6 +18,7 @@ from inference.lumbar.frames import (
 from inference.lumbar.isthmus import centroid_line, channel_along, coronal_track
 from inference.lumbar.planner import (
     HEAD_CLEARANCE_MM,
+    MOVED_MARGIN_MM,
     VertebraModel,
     clear_of_upper,
     head_clearance,
@@ -164,15 +165,18 @@ def test_both_screws_of_a_symmetric_vertebra_get_mirror_image_angles(psa: float)
     assert left.psa_deg == pytest.approx(psa, abs=3.0)
 
 
-def _slab_scene(level: str = "L3", block_z0: int = 5) -> tuple[VertebraModel, SignedDistance]:
-    """A bone slab (x ±15, y −30…20, z ±12 mm LPS; posterior surface y = 20) and, behind it, a
-    block of the vertebra above (an inferior articular process, z from ``block_z0`` to 5 mm
-    above) just cranial of where a screw along −y through the slab's centre enters (1 mm grid)."""
+def _slab_scene(
+    level: str = "L3", block_z0: int = 5, slab_z0: int = -12
+) -> tuple[VertebraModel, SignedDistance]:
+    """A bone slab (x ±15, y −30…20, z ``slab_z0``…12 mm LPS; posterior surface y = 20) and,
+    behind it, a block of the vertebra above (an inferior articular process, z from ``block_z0``
+    to 5 mm above) just cranial of where a screw along −y through the slab's centre enters (1 mm
+    grid)."""
     n = 81
     affine = np.eye(4)
     affine[:3, 3] = -40.0
     x, y, z = (np.indices((n, n, n)) - 40.0).astype(np.float64)
-    slab = (np.abs(x) <= 15) & (y >= -30) & (y <= 20) & (np.abs(z) <= 12)
+    slab = (np.abs(x) <= 15) & (y >= -30) & (y <= 20) & (z >= slab_z0) & (z <= 12)
     block = (np.abs(x) <= 4) & (y >= 21) & (y <= 26) & (z >= block_z0) & (z <= block_z0 + 5)
     frame = Frame(np.zeros(3), np.array([-1.0, 0, 0]), np.array([0, -1.0, 0]), np.eye(3)[2])
     anatomy = VertebraAnatomy(frame, slab, 20.0, -30.0)
@@ -193,6 +197,17 @@ def test_screw_head_is_moved_clear_of_the_vertebra_above() -> None:
     assert np.linalg.norm(shift) <= 4.0
     gr = gertzbein_robbins(model.phi, moved.screw, model.anatomy.frame, Side.LEFT)
     assert gr.grade == "A"
+
+
+def test_a_moved_screw_keeps_bone_between_its_thread_and_the_surface() -> None:
+    # the slab ends 5 mm below the screw's axis: the parallel move away from the block above must
+    # not take the thread to within MOVED_MARGIN_MM of the slab's lower surface
+    model, upper = _slab_scene(slab_z0=-5)
+    settings = PlanningSettings()
+    ch = channel_along(model.inside, np.zeros(3), np.array([0.0, -1.0, 0.0]), 100.0)
+    moved = clear_of_upper(model, sized(model, Side.LEFT, ch, settings), upper, settings)
+    assert upper_clearance(upper, moved.screw) >= HEAD_CLEARANCE_MM
+    assert float(model.phi(moved.screw.surface_points()).max()) <= -MOVED_MARGIN_MM + 1e-3
 
 
 def test_l5_screw_heads_keep_more_room_from_the_vertebra_above_than_l3() -> None:
