@@ -194,6 +194,7 @@ SEGMENTAL_LORDOSIS_DEG = {
     ("L5", "S1"): 22.0,
 }
 NEIGHBOUR_AGREE_DEG = 4.0  # a frame farther than this from its neighbours' interpolation is off
+PAIR_AGREE_DEG = 2.5  # ... unless one neighbour is this close to the table's lordosis from it
 
 
 def _angle_deg(u: FloatArray, v: FloatArray) -> float:
@@ -229,6 +230,20 @@ def _consecutive(levels: list[str], k: int, spine: tuple[str, ...]) -> bool:
     return i[1] - i[0] == 1 and i[2] - i[1] == 1
 
 
+def _apart_from_both(levels: list[str], out: list[VertebraAnatomy], k: int) -> bool:
+    """Does level ``k``'s superior axis differ from each neighbour's by more than
+    ``PAIR_AGREE_DEG`` beyond the table's segmental lordosis? A frame that agrees with one
+    neighbour is kept: the other one may be the wrong one (an end level is never checked)."""
+    for j in (k - 1, k + 1):
+        pair = (levels[min(j, k)], levels[max(j, k)])
+        expected = SEGMENTAL_LORDOSIS_DEG.get(pair)
+        if expected is None:
+            continue
+        if abs(_angle_deg(out[k].frame.s, out[j].frame.s) - expected) <= PAIR_AGREE_DEG:
+            return False
+    return True
+
+
 def check_frames(
     levels: list[str], anatomies: list[VertebraAnatomy], spine: tuple[str, ...]
 ) -> tuple[list[VertebraAnatomy], list[str]]:
@@ -241,7 +256,9 @@ def check_frames(
     osteoporotic shell; on 12 bench phantoms, our masks, frames within 2.2° of the truth lay
     ≤ 3.3° from it except beside a wrong one, and wrong ones 6–9° off 4.2–10.1°) gets that
     axis instead, the worst first, one at a time, so that one bad frame does not condemn its
-    neighbours. The body walls (``body_back_mm`` / ``body_front_mm``) are kept.
+    neighbours, and only where it is apart from both neighbours (:func:`_apart_from_both`:
+    seed 11's L1, an end level, was 11° off and its right L2 and L3 were replaced). The body
+    walls (``body_back_mm`` / ``body_front_mm``) are kept.
     """
     out = list(anatomies)
     warnings: list[str] = []
@@ -255,7 +272,7 @@ def check_frames(
                 levels[k - 1], levels[k], levels[k + 1], out[k - 1].frame.s, out[k + 1].frame.s
             )
             off = _angle_deg(out[k].frame.s, s)
-            if off > worst:
+            if off > worst and _apart_from_both(levels, out, k):
                 worst, worst_k, worst_s = off, k, s
         if worst_k < 0:
             return out, warnings

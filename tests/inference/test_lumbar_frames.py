@@ -243,3 +243,14 @@ def test_a_frame_far_from_its_neighbours_takes_their_interpolation() -> None:
     bad5[4] = _tilted(good[4], 8.0)
     out, warnings = check_frames(levels, bad5, ("L1", "L2", "L3", "L4", "L5", "L6", "S1"))
     assert out[4] is bad5[4] and warnings == []
+
+
+def test_a_frame_beside_a_wrong_end_frame_is_kept() -> None:
+    # seed 11 (3 mm slices): L1 (the top level, never checked) was 11° off, so L2's
+    # neighbours' interpolation was wrong and the right L2 and then L3 were replaced by it
+    levels = ["L1", "L2", "L3", "L4", "L5", "S1"]
+    good = _lordotic_anatomies(levels)
+    bad = list(good)
+    bad[0] = _tilted(good[0], -10.0)
+    out, warnings = check_frames(levels, bad, tuple(levels))
+    assert warnings == [] and all(o is b for o, b in zip(out, bad, strict=True))
