@@ -157,6 +157,24 @@ def test_a_series_folder_removed_while_a_file_is_created_is_made_again(
         node.stop()
 
 
+def _sent_then_forgotten(
+    node: Node, tmp_path: Path, slices: int
+) -> tuple[list[Path], dict[str, tuple[int, int]], RecordingSpool]:
+    """``slices`` instances stored, then their receipt rows deleted (as if the receiving process
+    had died between the rename and the receipt); the spool's flush record cleared."""
+    paths = write_series(tmp_path / "in", slices=slices, size=16)
+    answered: dict[str, tuple[int, int]] = {}
+    _send_all(node.settings.port, paths, answered)
+    database = node.settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("DELETE FROM instances").rowcount == slices
+    spool = node.spool
+    assert isinstance(spool, RecordingSpool)
+    spool.renamed.clear()
+    spool.flushes.clear()
+    return paths, answered, spool
+
+
 def test_a_file_left_unrecorded_is_written_again_before_its_receipt(
     recording: Node, tmp_path: Path
 ) -> None:
@@ -164,16 +182,7 @@ def test_a_file_left_unrecorded_is_written_again_before_its_receipt(
     # recorded, whose name may not be on disk yet (start-up recovery runs only when the node
     # starts): when the sender sends it again, it is written again, flushes included, rather
     # than recorded as found.
-    paths = write_series(tmp_path / "in", slices=1, size=16)
-    answered: dict[str, tuple[int, int]] = {}
-    _send_all(recording.settings.port, paths, answered)
-    database = recording.settings.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(database) as connection:
-        assert connection.execute("DELETE FROM instances").rowcount == 1
-    spool = recording.spool
-    assert isinstance(spool, RecordingSpool)
-    spool.renamed.clear()
-    spool.flushes.clear()
+    paths, answered, spool = _sent_then_forgotten(recording, tmp_path, 1)
     _send_all(recording.settings.port, paths, answered)
     assert [status for status, _ in answered.values()] == [0]
     assert list(spool.renamed) == list(answered) and len(spool.flushes) == 1
@@ -182,14 +191,6 @@ def test_a_file_left_unrecorded_is_written_again_before_its_receipt(
 def test_start_up_recovery_flushes_each_folder_before_recording_its_files(
     recording: Node, tmp_path: Path
 ) -> None:
-    paths = write_series(tmp_path / "in", slices=3, size=16)
-    answered: dict[str, tuple[int, int]] = {}
-    _send_all(recording.settings.port, paths, answered)
-    database = recording.settings.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(database) as connection:
-        assert connection.execute("DELETE FROM instances").rowcount == 3
-    spool = recording.spool
-    assert isinstance(spool, RecordingSpool)
-    spool.flushes.clear()
+    _, _, spool = _sent_then_forgotten(recording, tmp_path, 3)
     assert recover_spool(spool, recording.joblog) == 3
     assert len(spool.flushes) == 1  # one series folder
