@@ -165,6 +165,17 @@ def test_both_screws_of_a_symmetric_vertebra_get_mirror_image_angles(psa: float)
     assert left.psa_deg == pytest.approx(psa, abs=3.0)
 
 
+def test_an_axis_no_pedicle_has_is_not_planned_with_a_reason() -> None:
+    # A pedicle converges and runs near the endplate's plane (ALGORITHMS.md): an axis steeper
+    # than that followed something else (on a 3 mm phantom: the body's rim, 35 mm off).
+    v = make_vertebra((0.0, 0.0, 0.0), pta_deg=15.0, psa_deg=25.0, pedicle_radius=4.0)
+    anatomy = vertebra_anatomy(v.mask, v.affine, v.frame.s, v.frame.a)
+    model = VertebraModel.build("L3", v.mask, v.affine, anatomy)
+    plans, warnings = plan_vertebra(model, PlanningSettings(), {})
+    assert plans == []
+    assert len(warnings) == 2 and all("is not a pedicle's" in w for w in warnings)
+
+
 def _slab_scene(
     level: str = "L3", block_z0: int = 5, slab_z0: int = -12
 ) -> tuple[VertebraModel, SignedDistance]:
