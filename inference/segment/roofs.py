@@ -38,7 +38,6 @@ class Roof:
     lateral: FloatArray
     back: FloatArray
     value: int
-    half_width_mm: float = ROOF_HALF_WIDTH_MM
 
 
 def canal_roof_markers(
@@ -47,8 +46,6 @@ def canal_roof_markers(
     cents: FloatArray,
     cranial: FloatArray,
     hu: npt.NDArray[np.float32] | None = None,
-    *,
-    half_width_mm: float = ROOF_HALF_WIDTH_MM,
 ) -> npt.NDArray[np.int16]:
     """Markers on each vertebra's canal roof: the first bone behind its spinal canal.
 
@@ -57,7 +54,7 @@ def canal_roof_markers(
     its neighbours' centroids, so lordosis tilts it with the vertebra): through the body,
     across the canal (a gap of ``CANAL_MIN_MM``–``CANAL_MAX_MM``), onto the lamina junction
     of the same vertebra. The bone of a slab through that point (``ROOF_HALF_THICKNESS_MM``
-    along the column, ``half_width_mm`` sideways, ``ROOF_DEPTH_MM`` front to back) that
+    along the column, ``ROOF_HALF_WIDTH_MM`` sideways, ``ROOF_DEPTH_MM`` front to back) that
     is connected to it gets the vertebra's rank (1 = most cranial), so the arch grows from its
     own lamina: a thin pedicle that is all cortex on thick slices costs more to cross than a
     contact with the neighbour's processes, and the arch went to the neighbour. With ``hu``
@@ -75,7 +72,7 @@ def canal_roof_markers(
         hit = _behind_canal(bone, aff, cents[k] + np.outer(steps, post))
         if hit is not None:
             side = unit(np.cross(tangent, post))
-            _paint_roof(out, bone, aff, Roof(hit, tangent, side, post, k + 1, half_width_mm), hu)
+            _paint_roof(out, bone, aff, Roof(hit, tangent, side, post, k + 1), hu)
     return out
 
 
@@ -112,7 +109,7 @@ def _paint_roof(
     point (not through thin dark gaps when ``hu`` is given), where ``out`` is still 0."""
     spacing = voxel_spacing(aff)
     c = np.rint(mm_to_index(aff, roof.point)[0]).astype(int)
-    r = np.ceil(max(roof.half_width_mm, ROOF_DEPTH_MM) / spacing).astype(int)
+    r = np.ceil(max(ROOF_HALF_WIDTH_MM, ROOF_DEPTH_MM) / spacing).astype(int)
     lo, hi = np.maximum(c - r, 0), np.minimum(c + r + 1, bone.shape)
     if np.any(hi <= lo) or np.any(c < lo) or np.any(c >= hi):
         return
@@ -121,7 +118,7 @@ def _paint_roof(
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float64)
     rel = grid @ aff[:3, :3].T + aff[:3, 3] - roof.point
     slab = (np.abs(rel @ roof.normal) <= ROOF_HALF_THICKNESS_MM) & (
-        np.abs(rel @ roof.lateral) <= roof.half_width_mm
+        np.abs(rel @ roof.lateral) <= ROOF_HALF_WIDTH_MM
     )
     slab &= np.abs(rel @ roof.back) <= ROOF_DEPTH_MM
     solid = slab & bone[box]
