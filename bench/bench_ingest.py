@@ -1,7 +1,7 @@
 """Ingest rate of the node's SCP vs Orthanc and DCMTK storescp, and end-to-end latency.
 
 Run: ``.venv/bin/python bench/bench_ingest.py [--slices 300] [--size 512] [--repeat 2]
-[--associations 1 4] [--scp-processes N] [--quiet 2] [--skip-e2e]``
+[--associations 1 4] [--scp-processes N] [--pool-files N] [--quiet 2] [--skip-e2e]``
 
 1. Writes one synthetic CT series (``--slices`` × ``--size`` × ``--size``, Explicit VR LE) to tmp.
 2. Sends it with DCMTK ``storescu`` (a C++ sender, so the sender is not the bottleneck) to each
@@ -73,7 +73,9 @@ def wait_port(
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def make_series(folder: Path, slices: int, size: int) -> list[Path]:
+def make_series(
+    folder: Path, slices: int, size: int, uid: str = "1.2.826.0.1.3680043.8.498.9090"
+) -> list[Path]:
     rng = np.random.default_rng(0)
     hu = rng.normal(0, 30, size=(slices, size, size)).astype(np.float32) - 200
     hu[:, size // 3 : size // 2, size // 3 : 2 * size // 3] = 700
@@ -81,7 +83,6 @@ def make_series(folder: Path, slices: int, size: int) -> list[Path]:
     affine[:3, 0] = (0, 0, 1.0)
     affine[:3, 1] = (0, 0.7, 0)
     affine[:3, 2] = (0.7, 0, 0)
-    uid = "1.2.826.0.1.3680043.8.498.9090"
     spec = CTSeriesSpec(
         "Bench^Ingest", "BENCH1", "19700101", "O", uid + ".1", uid + ".2", uid + ".3",
         "20260101", "120000", "B1", "1", 1, "bench", "LSPINE",
@@ -167,6 +168,10 @@ def split(files: list[Path], parts: int, work: Path) -> list[Path]:
 
 #: ``scp.processes`` of the node under test (None: the node's default).
 SCP_PROCESSES: list[int | None] = [None]
+#: ``scp.pool_files`` of the node under test (None: the node's default).
+POOL_FILES: list[int | None] = [None]
+#: Rows (and columns) of the series' slices (``--size``).
+SIZE = [512]
 
 
 def node_config(
@@ -183,8 +188,11 @@ def node_config(
         f"[delivery]\npoll_seconds = 0.2\n[worker]\nlease_seconds = 300\n"
         f'analyzer = "{analyzer}"\n{dest}'
     )
+    text += "[scp]\n"
     if SCP_PROCESSES[0] is not None:
-        text += f"[scp]\nprocesses = {SCP_PROCESSES[0]}\n"
+        text += f"processes = {SCP_PROCESSES[0]}\n"
+    if POOL_FILES[0] is not None:
+        text += f"pool_files = {POOL_FILES[0]}\n"
     path = folder.parent / f"{folder.name}.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -225,11 +233,42 @@ def ingest_node(work: Path, folders: list[Path], run: int) -> tuple[float, float
     try:
         wait_port(port, process=process)
         time.sleep(1.0)  # let the worker process finish starting
+        fill_pools(work, name, port)
         return timed_storescu(port, "SPINENODE", folders, process.pid)
     finally:
         stop(process)
         lines = (work / f"{name}.log").read_text(errors="replace").splitlines()
         RECEIPT_TIMES[name] = [ln.split(": ", 1)[1] for ln in lines if "receipt transactions" in ln]
+
+
+def fill_pools(work: Path, name: str, port: int) -> None:
+    """Bring the node to its state when a series arrives after an idle moment: every receiver
+    has received before (its spool pool is made after its first write) and its pool is full
+    (docs/operations.md, Durability). Sends one-slice series of another study on as many
+    associations at once as there are receivers until every pool is full."""
+    settings = Settings()
+    processes = SCP_PROCESSES[0] if SCP_PROCESSES[0] is not None else settings.scp_processes
+    files = POOL_FILES[0] if POOL_FILES[0] is not None else settings.scp_pool_files
+    wanted = max(processes, 1) * files
+    pool = work / name / "spool.pool"
+    for attempt in range(8):
+        if sum(1 for _ in pool.glob("*/*")) >= wanted:
+            return
+        folders = [
+            make_series(
+                work / f"{name}-warm{attempt}-{i}",
+                1,
+                SIZE[0],
+                f"1.2.826.0.1.3680043.8.498.{9091 + 10 * attempt + i}",
+            )[0].parent
+            for i in range(max(processes, 1))
+        ]
+        storescu(port, "SPINENODE", folders)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(1 for _ in pool.glob("*/*")) < wanted:
+            time.sleep(0.1)
+    if sum(1 for _ in pool.glob("*/*")) < wanted:
+        raise RuntimeError(f"the spool pools in {pool} did not fill")
 
 
 def ingest_storescp(work: Path, folders: list[Path], run: int) -> tuple[float, float]:
@@ -345,12 +384,20 @@ def main() -> None:
         default=None,
         help="the node's scp.processes (default: its default)",
     )
+    parser.add_argument(
+        "--pool-files",
+        type=int,
+        default=None,
+        help="the node's scp.pool_files (default: its default; 0: no pooled spool files)",
+    )
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument(
         "--quiet", type=float, default=2.0, help="quiet period (s) for the end-to-end run"
     )
     args = parser.parse_args()
     SCP_PROCESSES[0] = args.scp_processes
+    POOL_FILES[0] = args.pool_files
+    SIZE[0] = args.size
     if not (shutil.which("storescu") and shutil.which("storescp") and orthanc_available()):
         sys.exit("needs DCMTK (storescu, storescp) and Orthanc installed")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:

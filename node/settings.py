@@ -7,7 +7,8 @@ The TOML layout (see ``deploy/spinenode.toml`` for a commented example)::
 
     [node]          ae_title, bind_address, port, data_dir, database_url, max_associations,
                     check_called_ae, min_free_mb, acse_timeout_s, dimse_timeout_s, network_timeout_s
-    [scp]           processes (receiving processes; 0: the SCP runs in the serving process)
+    [scp]           processes (receiving processes; 0: the SCP runs in the serving process),
+                    pool_files (spool files each receiving process makes ahead; 0: none)
     [tls]           enabled, cert, key, ca, require_client_cert
     [[allow]]       ae_title, host (optional)         -- empty list: any calling AE is accepted
     [scheduler]     quiet_seconds, poll_seconds
@@ -79,6 +80,11 @@ class Settings:
     receives at about one core (the GIL), so a PACS sending on several associations needs two to
     use a 2-core machine; the worker is idle while a series arrives (it starts after the quiet
     period), so the two do not compete with it. More than the machine's cores gains nothing.
+
+    ``scp_pool_files`` defaults to 160 spool files made ahead of time per receiving process
+    (:mod:`storage.spool_pool`; about 87 MB of disk each for 512 × 512 slices): a 300-slice
+    series sent on several associations is shared by the two receivers, so each fills at most
+    about 150 without waiting for new ones; 0 writes every instance the usual way.
     """
 
     ae_title: str = "SPINENODE"
@@ -93,6 +99,7 @@ class Settings:
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
     scp_processes: int = 2
+    scp_pool_files: int = 160
     tls: TLSSettings = field(default_factory=TLSSettings)
     allow: tuple[AllowedPeer, ...] = ()
     quiet_seconds: float = 10.0
@@ -192,6 +199,8 @@ class Settings:
 
 #: More receiving processes than this only add memory: each takes a core under load.
 MAX_SCP_PROCESSES = 32
+#: Pooled spool files per receiving process at most (each is the size of one instance).
+MAX_POOL_FILES = 10_000
 
 
 def is_printable_ascii(text: str) -> bool:
@@ -232,6 +241,11 @@ def _validate(s: Settings) -> None:
             f"scp.processes = {s.scp_processes} must be 0 (the SCP in the serving process) to "
             f"{MAX_SCP_PROCESSES} receiving processes",
             s.scp_processes,
+        )
+    if not 0 <= s.scp_pool_files <= MAX_POOL_FILES:
+        raise SettingsError(
+            f"scp.pool_files = {s.scp_pool_files} must be 0 (no pool) to {MAX_POOL_FILES}",
+            s.scp_pool_files,
         )
     if s.heartbeat_seconds * 2 > s.lease_seconds:
         raise SettingsError(
@@ -302,6 +316,7 @@ _FIELD_OF: dict[tuple[str, str], str] = {
     **{("worker", k): k for k in ("lease_seconds", "heartbeat_seconds", "max_job_seconds")},
     **{("delivery", k): k for k in ("max_attempts", "backoff_seconds", "backoff_max_seconds")},
     ("scp", "processes"): "scp_processes",
+    ("scp", "pool_files"): "scp_pool_files",
     ("scheduler", "quiet_seconds"): "quiet_seconds",
     ("scheduler", "poll_seconds"): "scheduler_poll_seconds",
     ("worker", "count"): "worker_count",

@@ -46,6 +46,7 @@ KEY_TYPES: dict[tuple[str, str], type] = {
     ("tls", "ca"): Path,
     ("tls", "require_client_cert"): bool,
     ("scp", "processes"): int,
+    ("scp", "pool_files"): int,
     ("scheduler", "quiet_seconds"): float,
     ("scheduler", "poll_seconds"): float,
     ("selection", "modalities"): tuple,

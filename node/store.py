@@ -30,7 +30,13 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
-from node.spoolfile import Provenance, content_sha256, encode_file_meta, file_content_sha256
+from node.spoolfile import (
+    Provenance,
+    content_sha256,
+    encode_file_meta,
+    file_content_sha256,
+    padding_trailer,
+)
 from node.wireparse import WireIdentity, WireParseError, read_identity
 from storage.errors import InvalidUIDError, SpoolError, StorageError
 from storage.joblog import JobLog
@@ -81,10 +87,12 @@ class _RefusedError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Received:
-    """What arrived: the syntax, the data set as received, and the file meta naming the sender."""
+    """What arrived: the syntax, the data set as received, its checksum and the file meta
+    naming the sender (and holding the checksum)."""
 
     syntax: str
     data: memoryview
+    sha256: str
     meta: bytes
 
 
@@ -117,6 +125,7 @@ class StepTimes:
         self._max = dict.fromkeys(STEPS, 0.0)
         self._count = dict.fromkeys(STEPS, 0)
         self.over_10ms = 0  # receipts
+        self.pooled = 0  # spool writes into pooled files
 
     def add(self, step: str, seconds: float) -> None:
         with self._lock:
@@ -126,6 +135,8 @@ class StepTimes:
             self.over_10ms += step == "receipt" and seconds > 0.01
 
     def add_write(self, times: WriteTimes) -> None:
+        with self._lock:
+            self.pooled += times.pooled
         for step, seconds in zip(
             STEPS[3:8],
             (times.create_s, times.write_s, times.datasync_s, times.rename_s, times.folder_sync_s),
@@ -144,7 +155,8 @@ class StepTimes:
         return (
             f"{self._count['receipt']} receipt transactions took {self._mean_ms('receipt'):.2f} ms"
             f" on average, {1000 * self._max['receipt']:.1f} ms at most, {self.over_10ms} over"
-            f" 10 ms; per instance, mean/max ms: {steps}"
+            f" 10 ms; {self.pooled} of {self._count['write']} spool writes into pooled files;"
+            f" per instance, mean/max ms: {steps}"
         )
 
 
@@ -209,7 +221,7 @@ class StoreHandler:
             calling_ae=str(event.assoc.requestor.ae_title),
             peer_host=str(event.assoc.requestor.address),
             path=str(path),
-            sha256=content_sha256(received.syntax, received.data),
+            sha256=received.sha256,
             size=len(received.meta) + len(received.data),
             received_at=datetime.now(UTC),
         )
@@ -218,7 +230,7 @@ class StoreHandler:
         try:
             with self.spool.instance_lock(ident.sop_instance_uid):
                 self.step_times.add("lock", time.perf_counter() - locking)
-                outcome = self._keep(path, (received.meta, received.data), receipt)
+                outcome = self._keep(path, received, receipt)
         except SpoolError as exc:  # the lock file could not be opened
             raise _RefusedError(StoreStatus.SPOOL_WRITE_FAILED, str(exc)) from exc
         if outcome is ReceiptOutcome.CONFLICT:
@@ -244,9 +256,7 @@ class StoreHandler:
                 f"only {free} bytes free in the spool, below the guard of {self.min_free_bytes}",
             )
 
-    def _keep(
-        self, path: Path, data: tuple[bytes, memoryview], receipt: InstanceReceipt
-    ) -> ReceiptOutcome:
+    def _keep(self, path: Path, data: _Received, receipt: InstanceReceipt) -> ReceiptOutcome:
         """Spool, then record: the file on disk always holds the bytes the job log vouches for."""
         if not path.exists():
             # A new instance (the usual case): the receipt's transaction looks the UID up.
@@ -269,17 +279,20 @@ class StoreHandler:
             self._write(path, data)
         return self._record(receipt)
 
-    def _write(self, path: Path, data: tuple[bytes, memoryview]) -> None:
-        """Write the spool file: when this returns, its data and its name are on disk (the
-        receipt is committed only after that)."""
+    def _write(self, path: Path, data: _Received) -> None:
+        """Write the spool file: when this returns, its data is on disk, and its name is, or
+        start-up recovery can give it back from the data (a pooled file: :mod:`node.recovery`);
+        the receipt is committed only after that."""
         try:
-            times = self.spool.write_atomic(path, data)
+            times = self.spool.write_atomic(
+                path, (data.meta, data.data), padding_trailer(data.syntax)
+            )
         except SpoolError as exc:
             cause = exc.__cause__
             full = isinstance(cause, OSError) and cause.errno in _NO_SPACE_ERRNOS
             status = StoreStatus.OUT_OF_SPACE if full else StoreStatus.SPOOL_WRITE_FAILED
             raise _RefusedError(status, str(exc)) from exc
-        self._written += len(data[0]) + len(data[1])
+        self._written += len(data.meta) + len(data.data)
         self.step_times.add_write(times)
 
     def _record(self, receipt: InstanceReceipt) -> ReceiptOutcome:
@@ -309,10 +322,16 @@ def _received(event: Event) -> _Received:
     provenance = Provenance(
         str(requestor.ae_title), str(event.assoc.acceptor.ae_title), str(requestor.address)
     )
+    data = cast(BytesIO, request.DataSet).getbuffer()
+    sha = content_sha256(syntax, data)
     meta = encode_file_meta(
-        str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), syntax, provenance
+        str(request.AffectedSOPClassUID),
+        str(request.AffectedSOPInstanceUID),
+        syntax,
+        provenance,
+        (len(data), sha),
     )
-    return _Received(syntax, cast(BytesIO, request.DataSet).getbuffer(), meta)
+    return _Received(syntax, data, sha, meta)
 
 
 def _identify(event: Event, received: _Received) -> WireIdentity:

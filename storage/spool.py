@@ -11,6 +11,7 @@ but instances).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -19,12 +20,13 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import InvalidUIDError, SpoolError
+from storage.spool_pool import DEFAULT_SLOT_BYTES, POOL_DIR_SUFFIX, FilePool, pooled_files
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,10 @@ MAX_UID_LENGTH = 64
 _UID_PATTERN = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 #: Prefix of the temporary files; never a valid UID, so never mistaken for an instance.
 TMP_PREFIX = ".partial-"
+#: What follows the data in a pooled file: given the bytes left after the data, the bytes to
+#: write there (they must make the rest of the file, zeros, part of the file's format), or None
+#: when the data cannot be padded so (the write then goes the usual way).
+Trailer = Callable[[int], bytes | None]
 #: Suffix of the folder of the instance lock files, beside the spool root.
 LOCK_DIR_SUFFIX = ".locks"
 #: Instance UIDs share this many lock files (by CRC-32): two UIDs rarely wait for each other.
@@ -50,6 +56,7 @@ class WriteTimes:
     datasync_s: float  # fdatasync of the temporary file
     rename_s: float
     folder_sync_s: float  # fsync of the folder after the rename
+    pooled: bool = False  # written into a pooled file (:mod:`storage.spool_pool`)
 
 
 def validate_uid(uid: str) -> str:
@@ -86,11 +93,37 @@ class Spool:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
+        self.pool_root = self.root.with_name(self.root.name + POOL_DIR_SUFFIX)
         self._locks = _StripeLocks(self.root.with_name(self.root.name + LOCK_DIR_SUFFIX))
+        self._pool: FilePool | None = None
+
+    def start_pool(
+        self, files: int, slot_bytes: int = DEFAULT_SLOT_BYTES, eager: bool = False
+    ) -> None:
+        """Keep ``files`` pooled files ready for :meth:`write_atomic` (:mod:`storage.spool_pool`;
+        ``slot_bytes`` the size of the first ones), in a folder of this process under
+        :attr:`pool_root`; 0 keeps none. The files are made after the first write (at once when
+        ``eager``). Start it after start-up recovery, which empties the pool folders."""
+        if files > 0 and self._pool is None:
+            folder = self.pool_root / f"{os.getpid()}-{os.urandom(4).hex()}"
+            self._pool = FilePool(folder, files, slot_bytes)
+            self._pool.start(eager)
+
+    def pool_free(self) -> int:
+        """How many pooled files are ready now (0 without a pool)."""
+        return 0 if self._pool is None else self._pool.free_count()
 
     def close(self) -> None:
-        """Close the lock files this object opened (it can still be used; they open again)."""
+        """Close the lock files this object opened (it can still be used; they open again) and
+        stop the pool (its free files are removed)."""
         self._locks.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def pooled_files(self) -> list[Path]:
+        """Every file in the pool folders of every process (start-up recovery's input)."""
+        return list(pooled_files(self.pool_root))
 
     @contextmanager
     def receipt_lock(self) -> Iterator[None]:
@@ -127,12 +160,21 @@ class Spool:
             / f"{validate_uid(sop_instance_uid)}.dcm"
         )
 
-    def write_atomic(self, path: Path, data: bytes | Sequence[bytes | memoryview]) -> WriteTimes:
+    def write_atomic(
+        self,
+        path: Path,
+        data: bytes | Sequence[bytes | memoryview],
+        trailer: Trailer | None = None,
+    ) -> WriteTimes:
         """Write ``data`` (bytes, or buffers written one after the other) to ``path`` (inside the
         spool) so that it is either whole or absent; returns how long each step took.
 
         The steps run in this thread, one after the other: temporary file, write, fdatasync,
         rename, fsync of the folder. When it returns, the data and the file's name are on disk.
+        With a pool (:meth:`start_pool`) and a ``trailer``, a pooled file that fits is used
+        instead: write (``data``, then the trailer), fdatasync, rename, no folder fsync. When it
+        returns, the data is on disk, under ``path`` or under its pool name (a power loss may
+        lose the rename; start-up recovery renames it again: the caller's data must let it).
 
         Raises
         ------
@@ -142,13 +184,18 @@ class Spool:
             is removed too.
         """
         path = self._inside(path)
+        parts: list[bytes | memoryview] = [data] if isinstance(data, bytes) else list(data)
+        if trailer is not None and self._pool is not None:
+            written = self._write_pooled(self._pool, path, parts, trailer)
+            if written is not None:
+                return written
         started = time.perf_counter()
         fd, tmp_name = self._create_temporary(path.parent)
         marks = [started, time.perf_counter()]
         renamed = False
         try:
             try:
-                for part in [data] if isinstance(data, bytes) else data:
+                for part in parts:
                     _write_all(fd, part)
                 marks.append(time.perf_counter())
                 # The data and the size (what reading it back needs), not the times: fdatasync.
@@ -169,6 +216,67 @@ class Spool:
             _unlink_quietly(Path(tmp_name))
             raise
         return _write_times(marks, time.perf_counter())
+
+    def _write_pooled(
+        self, pool: FilePool, path: Path, parts: list[bytes | memoryview], trailer: Trailer
+    ) -> WriteTimes | None:
+        """Fill a pooled file and rename it to ``path``; None when no pooled file fits."""
+        size = sum(len(part) for part in parts)
+        taken = pool.take(size)
+        if taken is None:
+            return None
+        pooled, slot = taken
+        tail = trailer(slot - size)
+        if tail is None or size + len(tail) > slot:
+            _unlink_quietly(pooled)
+            return None
+        started = time.perf_counter()
+        try:
+            fd = os.open(pooled, os.O_WRONLY)
+            try:
+                for part in [*parts, tail]:
+                    _write_all(fd, part)
+                written = time.perf_counter()
+                os.fdatasync(fd)  # overwritten blocks, same size: the data only
+            finally:
+                os.close(fd)
+            synced = time.perf_counter()
+            self._move_in(pooled, path)
+        except OSError as exc:
+            _unlink_quietly(pooled)
+            raise SpoolError(f"cannot write {path}: {exc}", str(path)) from exc
+        except BaseException:
+            _unlink_quietly(pooled)
+            raise
+        renamed = time.perf_counter()
+        return WriteTimes(0.0, written - started, synced - written, renamed - synced, 0.0, True)
+
+    def _move_in(self, pooled: Path, path: Path) -> None:
+        """Rename a filled pooled file to ``path`` (folders made when missing, again when
+        retention removes the empty series folder in between)."""
+        attempt = 1
+        while True:
+            try:
+                self._make_dirs(path.parent)
+                self._replace(str(pooled), path)
+                return
+            except FileNotFoundError:
+                if attempt >= CREATE_ATTEMPTS or not pooled.exists():
+                    raise
+                logger.info("spool folder %s went away while a file was moved in", path.parent)
+                attempt += 1
+
+    def remove_empty_pool_folders(self) -> None:
+        """Remove the pool folders left empty (start-up recovery, after emptying them)."""
+        if self.pool_root.is_dir():
+            for folder in self.pool_root.iterdir():
+                with contextlib.suppress(OSError):  # not empty, or not a folder
+                    folder.rmdir()
+
+    def place_pooled(self, pooled: Path, path: Path) -> None:
+        """Start-up recovery: rename a filled pooled file to ``path`` and flush the folder."""
+        self._move_in(pooled, self._inside(path))
+        _fsync_dir(path.parent)
 
     def _create_temporary(self, folder: Path) -> tuple[int, str]:
         """A new temporary file in ``folder`` (made when missing): its descriptor and name.

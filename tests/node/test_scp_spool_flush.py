@@ -76,8 +76,12 @@ class VanishingFolderSpool(Spool):
 
 class Node:
     def __init__(self, tmp_path: Path, port: int, spool_class: type[Spool]) -> None:
-        self.settings = Settings(
-            data_dir=tmp_path / "var", port=port, bind_address="127.0.0.1", min_free_mb=0
+        self.settings = Settings(  # the usual path: no pooled files (test_scp_spool_pool.py)
+            data_dir=tmp_path / "var",
+            port=port,
+            bind_address="127.0.0.1",
+            min_free_mb=0,
+            scp_pool_files=0,
         )
         self.joblog = JobLog.open(self.settings.database_url)
         self.scp = StorageSCP(self.settings, self.joblog)

@@ -76,6 +76,13 @@ def test_scp_processes_from_file_and_environment(tmp_path: Path) -> None:
     assert Settings.load(path, {"SPINENODE_SCP_PROCESSES": "0"}).scp_processes == 0
 
 
+def test_scp_pool_files_from_file_and_environment(tmp_path: Path) -> None:
+    assert Settings().scp_pool_files == 160
+    path = _write(tmp_path, "[scp]\npool_files = 40\n")
+    assert Settings.load(path, {}).scp_pool_files == 40
+    assert Settings.load(path, {"SPINENODE_SCP_POOL_FILES": "0"}).scp_pool_files == 0
+
+
 def test_file_and_environment(tmp_path: Path) -> None:
     path = _write(tmp_path, EXAMPLE.format(data=tmp_path / "data"))
     s = Settings.load(path, {"SPINENODE_PORT": "5555", "SPINENODE_WORKER_COUNT": "3"})
@@ -115,6 +122,7 @@ def test_backoff_is_exponential_and_capped() -> None:
         ("[nodes]\n", {}, "unknown section"),
         ("[scp]\nprocesses = -1\n", {}, "scp.processes = -1 must be 0"),
         ("", {"SPINENODE_SCP_PROCESSES": "33"}, "to 32 receiving processes"),
+        ("[scp]\npool_files = -1\n", {}, "scp.pool_files = -1 must be 0"),
         ("[scp]\nthreads = 2\n", {}, "unknown key(s) in [scp]: threads"),
         ("[worker]\nlease_seconds = 10\nheartbeat_seconds = 8\n", {}, "at most half"),
         ("[scheduler]\nquiet_seconds = -1\n", {}, "positive number of seconds"),

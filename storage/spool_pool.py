@@ -1,0 +1,222 @@
+"""Spool files made ahead of time: written with zeros and flushed, data, size and name, so that
+filling one costs a flush of its data and no journal commit.
+
+A spool write the usual way (:meth:`storage.spool.Spool.write_atomic`) waits for two journal
+commits of the file system in series: the temporary file's ``fdatasync`` (its new blocks and its
+size) and the folder's ``fsync`` after the rename. A pooled file already has its blocks (written,
+not merely allocated: overwriting them changes no extent), its size and its name on disk, so
+overwriting it in place and ``fdatasync`` leave only the data to flush (ext4 commits no
+transaction for a ``fdatasync`` that changes no size and no block map; the times it changes are
+not what ``fdatasync`` waits for). The writer then renames the filled file to its name in the
+spool without a folder flush: until the journal's next commit the name may be lost by a power
+loss, but the file is on disk under its pool name, and it carries what start-up recovery needs to
+put it back (:func:`node.recovery.restore_pooled`): the caller writes a self-checking file (the
+node's spool file meta holds the data set's length and checksum).
+
+A filler thread of the process keeps up to ``files`` free files of one size in
+``SPOOL.pool/<pid>-<random>/`` (beside the spool root, so nothing that walks the spool sees them),
+making new ones when no file has been taken for :data:`IDLE_S`, and none before the process's
+first write (an SCP that receives nothing writes nothing; the first series after a start is
+written the usual way, at the usual cost). A file is taken for one write and
+never given back: the rename moves it out, a failure removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: Suffix of the pool folder beside the spool root.
+POOL_DIR_SUFFIX = ".pool"
+#: Pooled files are a multiple of this size (bytes).
+SLOT_STEP = 64 * 1024
+#: The size of the pool's first files: a 512 × 512 16-bit slice and up to 64 KiB of header.
+DEFAULT_SLOT_BYTES = 9 * SLOT_STEP
+#: The filler switches to another size after this many writes in a row found no file of the
+#: pool's size and needed that other one (one odd instance, a scout, keeps the pool as it is).
+SWITCH_AFTER = 8
+#: A write takes a pooled file only when it leaves at most this much of it unused (bytes).
+MAX_SLACK = 2 * SLOT_STEP
+#: The filler flushes the pool folder once for this many new files.
+BATCH = 8
+#: The filler makes new files only once no file was taken for this long (s): a burst of
+#: instances spends the pool and the filler fills it again after the burst, off its path (while
+#: instances keep coming with the pool empty, they are written the usual way, at the usual cost).
+IDLE_S = 0.5
+_ZEROS = bytes(SLOT_STEP)
+
+
+def slot_for(nbytes: int) -> int:
+    """The pooled file size that holds ``nbytes`` and at least 16 bytes more (a trailer)."""
+    return -(-(nbytes + 16) // SLOT_STEP) * SLOT_STEP
+
+
+class FilePool:
+    """Free files of one size in ``folder``, made by a filler thread (see the module docstring).
+
+    Parameters
+    ----------
+    folder
+        This process's pool folder (made when missing; files already in it are left alone:
+        start-up recovery deals with them).
+    files
+        How many free files the filler keeps ready.
+    slot_bytes
+        The size of the first files (a multiple of :data:`SLOT_STEP`); the filler switches to
+        the size that :data:`SWITCH_AFTER` writes in a row needed and found no file of.
+    """
+
+    def __init__(self, folder: Path, files: int, slot_bytes: int = DEFAULT_SLOT_BYTES) -> None:
+        self.folder = Path(folder)
+        self.files = files
+        self._slot = slot_for(slot_bytes - 16)
+        self._missed = (0, 0)  # the size the last writes in a row missed, how many
+        self._free: list[Path] = []
+        self._counter = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._taken_at: float | None = None  # no write yet: nothing is made before the first
+        self._thread: threading.Thread | None = None
+
+    def start(self, eager: bool = False) -> None:
+        """Start the filler thread (a daemon); ``eager``: it makes files at once, not after the
+        first write."""
+        if eager:
+            self._taken_at = -IDLE_S
+        self._thread = threading.Thread(target=self._fill_loop, name="spool-pool", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the filler and remove the free files (nothing was written into them)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._cond:
+            free, self._free = self._free, []
+        for path in free:
+            _unlink(path)
+        with contextlib.suppress(OSError):  # not empty (a failed write's file) or not there
+            self.folder.rmdir()
+
+    def free_count(self) -> int:
+        """How many free files are ready now."""
+        with self._cond:
+            return len(self._free)
+
+    def take(self, nbytes: int) -> tuple[Path, int] | None:
+        """A free file (and its size) for a write of ``nbytes`` and a trailer of at least 16
+        bytes, or None (see ``slot_bytes``)."""
+        wanted = slot_for(nbytes)
+        stale: list[Path] = []
+        with self._cond:
+            if self._taken_at is None:
+                self._cond.notify_all()  # the filler starts now
+            self._taken_at = time.monotonic()
+            if wanted <= self._slot <= wanted + MAX_SLACK:
+                self._missed = (0, 0)
+                if self._free:
+                    self._cond.notify_all()
+                    return self._free.pop(), self._slot
+                return None
+            size, count = self._missed
+            self._missed = (wanted, count + 1 if size == wanted else 1)
+            if self._missed[1] >= SWITCH_AFTER:
+                self._slot, self._missed = wanted, (0, 0)
+                stale, self._free = self._free, []
+                self._cond.notify_all()
+        for path in stale:
+            _unlink(path)
+        return None
+
+    def _fill_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and (
+                    self._taken_at is None or len(self._free) >= self.files
+                ):
+                    self._cond.wait()
+                if self._stopping or self._taken_at is None:
+                    return
+                busy = self._taken_at + IDLE_S - time.monotonic()
+                if busy > 0:  # instances are arriving: fill the pool after them
+                    self._cond.wait(busy)
+                    continue
+                slot, missing = self._slot, self.files - len(self._free)
+            try:
+                made = self._make(slot, min(BATCH, missing))
+            except OSError as exc:
+                logger.warning("spool pool: cannot make files in %s: %s", self.folder, exc)
+                with self._cond:
+                    self._cond.wait(5.0)
+                continue
+            with self._cond:
+                if slot == self._slot and not self._stopping:
+                    self._free.extend(made)
+                    made = []
+            for path in made:  # the size changed (or closing) meanwhile
+                _unlink(path)
+
+    def _make(self, slot: int, count: int) -> list[Path]:
+        """``count`` files of ``slot`` zero bytes, each flushed, then the folder flushed."""
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.folder.parent)
+        made: list[Path] = []
+        try:
+            for _ in range(count):
+                made.append(self._make_one(slot))
+            _fsync_dir(self.folder)
+        except OSError:
+            for path in made:
+                _unlink(path)
+            raise
+        return made
+
+    def _make_one(self, slot: int) -> Path:
+        self._counter += 1
+        path = self.folder / f"{self._counter:08d}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            left = slot
+            while left:  # written zeros: fallocate alone leaves unwritten extents
+                left -= os.write(fd, _ZEROS[: min(left, SLOT_STEP)])
+            os.fdatasync(fd)
+        except OSError:
+            os.close(fd)
+            _unlink(path)
+            raise
+        os.close(fd)
+        return path
+
+
+def pooled_files(pool_root: Path) -> Iterator[Path]:
+    """Every file in every process's folder under ``pool_root`` (``SPOOL.pool``)."""
+    if not pool_root.is_dir():
+        return
+    for folder in sorted(pool_root.iterdir()):
+        if folder.is_dir() and not folder.is_symlink():
+            yield from sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("spool pool: cannot remove %s: %s", path, exc)

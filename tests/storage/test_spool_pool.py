@@ -1,0 +1,136 @@
+"""Pooled spool files (storage/spool_pool.py): made ahead with zeros and flushed, filled in place
+(same file, same size, no folder flush), renamed to the instance's name; the usual write when
+none fits; a failed pooled write leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from storage.errors import SpoolError
+from storage.spool import Spool
+from storage.spool_pool import SLOT_STEP, SWITCH_AFTER, FilePool, slot_for
+
+STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+SLOT = SLOT_STEP  # 64 KiB files: small and quick to make
+
+
+def _trailer(free: int) -> bytes:
+    return b"PAD" + free.to_bytes(4, "little")
+
+
+def _wait_full(spool: Spool, files: int) -> None:
+    deadline = time.monotonic() + 30
+    while spool.pool_free() < files:
+        assert time.monotonic() < deadline, "the pool did not fill"
+        time.sleep(0.02)
+
+
+class _RecordingSpool(Spool):
+    """The real spool, counting folder fsyncs."""
+
+    folder_syncs = 0
+
+    def sync_folder(self, folder: Path) -> None:
+        self.folder_syncs += 1
+        super().sync_folder(folder)
+
+
+@pytest.fixture
+def pooled(tmp_path: Path) -> _RecordingSpool:
+    spool = _RecordingSpool(tmp_path / "spool")
+    spool.start_pool(3, SLOT, eager=True)
+    _wait_full(spool, 3)
+    return spool
+
+
+def test_the_filler_makes_files_of_zeros_outside_the_spool(pooled: Spool) -> None:
+    files = pooled.pooled_files()
+    assert len(files) == 3
+    assert all(
+        f.is_relative_to(pooled.pool_root) and not f.is_relative_to(pooled.root) for f in files
+    )
+    assert all(f.read_bytes() == bytes(SLOT) for f in files)
+    assert list(pooled.instance_files()) == []
+    pooled.close()
+    assert pooled.pooled_files() == []  # closing removes the free files
+
+
+def test_a_pooled_write_fills_a_made_file_in_place_and_renames_it(pooled: _RecordingSpool) -> None:
+    before = {f.stat().st_ino for f in pooled.pooled_files()}
+    path = pooled.instance_path(STUDY, SERIES, SOP)
+    times = pooled.write_atomic(path, [b"head", memoryview(b"data")], _trailer)
+    assert times.pooled and times.folder_sync_s == 0.0
+    assert path.stat().st_ino in before  # the same file: its blocks were there already
+    assert path.stat().st_size == SLOT  # and its size did not change
+    tail = _trailer(SLOT - 8)
+    assert path.read_bytes() == b"headdata" + tail + bytes(SLOT - 8 - len(tail))
+    assert pooled.folder_syncs == 0  # no flush of the folder it was renamed into
+    assert len(pooled.pooled_files()) == 2
+    pooled.close()
+
+
+def test_without_a_trailer_or_a_fitting_file_the_usual_write_runs(pooled: _RecordingSpool) -> None:
+    path = pooled.instance_path(STUDY, SERIES, SOP)
+    assert not pooled.write_atomic(path, b"no trailer").pooled
+    big = pooled.instance_path(STUDY, SERIES, SOP + ".1")
+    assert not pooled.write_atomic(big, b"x" * SLOT, _trailer).pooled  # does not fit
+    refused = pooled.instance_path(STUDY, SERIES, SOP + ".2")
+    assert not pooled.write_atomic(refused, b"odd", lambda free: None).pooled
+    assert refused.read_bytes() == b"odd"
+    assert len(pooled.pooled_files()) == 2  # the refused trailer's file is not reused
+    assert pooled.folder_syncs == 3  # each usual write flushes its folder
+    pooled.close()
+
+
+class _FailingRenameSpool(Spool):
+    def _replace(self, tmp_name: str, path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+
+def test_nothing_is_made_before_the_first_write(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.start_pool(2, SLOT)
+    time.sleep(0.2)
+    assert spool.pooled_files() == []  # an SCP that receives nothing writes nothing
+    path = spool.instance_path(STUDY, SERIES, SOP)
+    assert not spool.write_atomic(path, b"first", _trailer).pooled
+    _wait_full(spool, 2)
+    spool.close()
+
+
+def test_a_failed_pooled_write_leaves_no_file(tmp_path: Path) -> None:
+    spool = _FailingRenameSpool(tmp_path / "spool")
+    spool.start_pool(2, SLOT, eager=True)
+    _wait_full(spool, 2)
+    path = spool.instance_path(STUDY, SERIES, SOP)
+    with pytest.raises(SpoolError, match="Input/output error"):
+        spool.write_atomic(path, b"data", _trailer)
+    assert not path.exists()
+    assert len(spool.pooled_files()) == 1  # the filled one is removed, not given back
+    spool.close()
+
+
+def test_the_pool_switches_size_only_after_several_writes_needed_another(tmp_path: Path) -> None:
+    pool = FilePool(tmp_path / "pool", 2, SLOT)
+    pool.start(eager=True)
+    deadline = time.monotonic() + 30
+    while pool.free_count() < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    big = 3 * SLOT
+    for _ in range(SWITCH_AFTER - 1):
+        assert pool.take(big) is None
+    assert pool.free_count() == 2  # one odd instance (or seven) keeps the pool as it is
+    assert pool.take(10) is not None
+    for _ in range(SWITCH_AFTER):
+        assert pool.take(big) is None
+    while pool.free_count() < 2:  # made again, of the new size, once no file is taken
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    taken = pool.take(big)
+    assert taken is not None and taken[1] == slot_for(big) == os.path.getsize(taken[0])
+    pool.close()
