@@ -8,7 +8,9 @@ retention sweep (:mod:`node.retention`) each run on a thread; workers are separa
 analyses in child processes, :mod:`node.isolation`). A worker that dies is started again; its job
 is taken again after the lease expires. SIGTERM/SIGINT stop everything cleanly: the SCP stops
 accepting, the threads finish their current pass, workers release or finish their job (see
-:mod:`node.worker`).
+:mod:`node.worker`), and ``serve`` returns only once every process it started has exited (each
+worker waits for its fork server; the resource tracker that *spawn* starts is stopped last). The
+signal handlers set nothing themselves (:mod:`node.stopsignal`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from types import FrameType
 from typing import Protocol
 
 from node.receivers import ReceiverPool, restart_backoff
@@ -30,6 +30,7 @@ from node.scheduler import Scheduler
 from node.scp import StorageSCP
 from node.scu import Outbox
 from node.settings import Settings
+from node.stopsignal import SignalRelay
 from node.worker import worker_main
 from storage.joblog import JobLog
 
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 #: How long a stopping worker may take to release or finish its job before it is killed.
 WORKER_STOP_GRACE_S = 30.0
+#: How long ``serve`` waits for the resource tracker to exit once its other processes are gone.
+TRACKER_STOP_S = 15.0
 
 
 class Listener(Protocol):
@@ -147,27 +150,52 @@ class Service:
 
 
 def serve(settings: Settings, verbosity: int = 0) -> int:
-    """Run the node until SIGTERM or SIGINT; returns the exit status."""
+    """Run the node until SIGTERM or SIGINT; returns the exit status once every process it
+    started has exited.
+
+    The signals set :attr:`Service.stopping` through a :class:`SignalRelay` (never from the
+    handler itself: see :mod:`node.stopsignal`).
+    """
     service = Service(settings, verbosity)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("%s received; stopping", signal.Signals(signum).name)
-        service.stopping.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        service.start()
-        logger.info(
-            "spinenode %s serving on %s:%d with %d worker(s); data in %s",
-            settings.ae_title,
-            settings.bind_address,
-            settings.port,
-            settings.worker_count,
-            settings.data_dir,
-        )
-        service.supervise()
-    finally:
-        service.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with SignalRelay(service.stopping):
+        try:
+            service.start()
+            logger.info(
+                "spinenode %s serving on %s:%d with %d worker(s); data in %s",
+                settings.ae_title,
+                settings.bind_address,
+                settings.port,
+                settings.worker_count,
+                settings.data_dir,
+            )
+            service.supervise()
+        finally:
+            service.stop()
+    stop_resource_tracker()
     return 0
+
+
+def stop_resource_tracker(timeout_s: float = TRACKER_STOP_S) -> None:
+    """Stop this process's ``multiprocessing`` resource tracker and wait for it to exit (at most
+    ``timeout_s``).
+
+    *spawn* starts the tracker as a child of the serving process on the first child it starts,
+    and every process started from here holds its pipe: it exits by itself only once all of them
+    and this process are gone, so ``serve`` used to return while it still ran (a process left
+    behind, for a service manager or a test looking right after the exit). Called once the
+    workers and receivers have been joined (the workers wait for their fork servers), so it
+    exits at once. ``ResourceTracker._stop`` is CPython's own (its tests use it); without it, or
+    when the tracker does not exit in time (a process of ours still holds its pipe), this logs
+    and returns.
+    """
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+    if stop is None:
+        logger.warning("cannot stop the multiprocessing resource tracker: no _stop here")
+        return
+    thread = threading.Thread(target=stop, name="resource-tracker-stop", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        logger.error("the multiprocessing resource tracker did not exit in %.0f s", timeout_s)

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Protocol, cast
 
 from pydicom import dcmread
@@ -41,6 +40,7 @@ from node.isolation import (
     run_in_child,
 )
 from node.settings import Settings
+from node.stopsignal import SignalRelay
 from storage.errors import StorageError
 from storage.joblog import JobLog
 from storage.records import ClaimedJob, DeliveryRequest
@@ -286,30 +286,67 @@ def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
 
 def worker_main(settings: Settings, index: int, verbosity: int, parent_pid: int) -> None:
     """Entry point of a worker process (multiprocessing *spawn*): run jobs until SIGTERM/SIGINT,
-    or until the process ``parent_pid`` (the serving process) is gone."""
+    or until the process ``parent_pid`` (the serving process) is gone; returns once its fork
+    server has exited too.
+
+    The signals are taken before anything else starts (a SIGTERM during start-up stops the
+    worker once it is up, through the same ``finally``); they set ``stop`` from a relay thread
+    (:mod:`node.stopsignal`), and interrupt a running analysis by raising in the main thread.
+    """
     from node.cli import configure_logging
 
     configure_logging(verbosity)
     stop = threading.Event()
+    name = worker_id(index)
+    workers: list[Worker] = []  # what the handler looks at (no lock taken there)
+
+    def on_signal(received: signal.Signals) -> None:
+        if workers and workers[0].analysing:
+            raise WorkerTerminatedError(received.name)
+
+    with SignalRelay(stop, on_signal=on_signal):
+        try:
+            _run_worker(settings, name, verbosity, parent_pid, stop=stop, workers=workers)
+        except WorkerTerminatedError as exc:
+            logger.info("worker %s: %s during analysis; job released", name, exc)
+        finally:
+            stop_fork_server()
+            logger.info("worker %s stopped", name)
+
+
+def _run_worker(
+    settings: Settings,
+    name: str,
+    verbosity: int,
+    parent_pid: int,
+    *,
+    stop: threading.Event,
+    workers: list[Worker],
+) -> None:
     joblog = JobLog.open(settings.database_url)
-    worker = Worker(settings, joblog, settings.analyzer, worker_id(index), verbosity)
-    prepare([settings.analyzer.partition(":")[0]])  # imported once, by the fork server
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        if worker.analysing:
-            raise WorkerTerminatedError(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    threading.Thread(
-        target=_watch_parent, args=(parent_pid, stop), name="parent-watch", daemon=True
-    ).start()
-    logger.info("worker %s started", worker.worker_id)
     try:
-        worker.run(stop, poll_seconds=min(1.0, settings.heartbeat_seconds))
-    except WorkerTerminatedError as exc:
-        logger.info("worker %s: %s during analysis; job released", worker.worker_id, exc)
+        workers.append(Worker(settings, joblog, settings.analyzer, name, verbosity))
+        prepare([settings.analyzer.partition(":")[0]])  # imported once, by the fork server
+        threading.Thread(
+            target=_watch_parent, args=(parent_pid, stop), name="parent-watch", daemon=True
+        ).start()
+        logger.info("worker %s started", name)
+        workers[0].run(stop, poll_seconds=min(1.0, settings.heartbeat_seconds))
     finally:
         joblog.close()
-        logger.info("worker %s stopped", worker.worker_id)
+
+
+def stop_fork_server() -> None:
+    """Stop this process's fork server (:func:`node.isolation.prepare`) and wait for it.
+
+    It exits by itself when this process is gone, but only after it: ``serve`` joined the worker
+    and returned while the server still ran (a process left behind). ``ForkServer._stop`` is
+    CPython's own (its tests use it); a server never started is left alone.
+    """
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)
+    if stop is None:
+        logger.warning("cannot stop the fork server: no _stop here")
+        return
+    stop()

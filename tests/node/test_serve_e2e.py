@@ -172,9 +172,12 @@ def test_sigterm_stops_the_receiving_processes_and_leaves_no_child(
         children = descendants(node.process.pid)
         assert len(children) >= 4  # three receivers and a worker
         assert send(port, write_series(tmp_path / "in", slices=4)) == [0] * 4
+        # and whatever started since (the worker's fork server, the resource tracker)
+        children += [pid for pid in descendants(node.process.pid) if pid not in children]
     finally:
         assert node.stop() == 0
-    assert not any(map(alive, children))
+    # serve returns only once every process it started (and theirs) has exited
+    assert [command_line(pid) for pid in children if alive(pid)] == []
     log = (tmp_path / "serve.log").read_text()
     assert "with 3 receiving processes" in log
     assert log.count("receipt transactions took") == 3  # each receiver stopped cleanly
@@ -196,6 +199,16 @@ def descendants(pid: int) -> list[int]:
         found.append(todo.pop())
         todo.extend(parents.get(found[-1], []))
     return found
+
+
+def command_line(pid: int) -> str:
+    """``pid`` and its command line, to name a process left behind."""
+    try:
+        return (
+            f"{pid}: " + (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")).decode()
+        )
+    except OSError:
+        return f"{pid}: (gone)"
 
 
 def alive(pid: int) -> bool:
