@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         result: int = args._run(args)
+        # Written here, not at exit: into a pipe, stdout is buffered and a listing this size is
+        # only written by the flush at exit, where a closed pipe cannot be caught any more
+        # (status 120, "Exception ignored ... BrokenPipeError").
+        sys.stdout.flush()
     except BrokenPipeError:
         # `spinenode jobs | head`: the reader left. Point stdout at /dev/null so that the flush
         # at exit does not fail again, and stop without a traceback.
