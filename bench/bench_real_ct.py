@@ -17,7 +17,10 @@ Prints, on the native 3 mm grid:
 3. Misses and excess by distance: TS v2 vertebra voxels outside all of our vertebrae, by
    distance (voxels) to our mask; our voxels outside all of TS's vertebrae, by distance to TS's;
    what the native-grid border rule added and removed against the plain nearest-neighbour map.
-4. The segment stage's wall time (working grid, bone, instances, labels).
+4. The body junctions: for each pair of neighbours, the slices where our and TS v2's upper
+   vertebra ends and lower one starts and where TS's disc lies (body/disc map = 2, with its
+   median HU); slice by slice for T12/L1 (slice index along the native axis 0, cranial up).
+5. The segment stage's wall time (working grid, bone, instances, labels).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +83,48 @@ def _by_distance(missing: np.ndarray, reference: np.ndarray) -> str:
     return f"{int(missing.sum())} voxels: ≤1 {bins[0]}, ≤2 {bins[1]}, ≤3 {bins[2]}, >3 {bins[3]}"
 
 
+def _span(mask: np.ndarray) -> str:
+    z = np.nonzero(mask.any(axis=(1, 2)))[0]
+    return f"{z.min()}–{z.max()}" if z.size else "-"
+
+
+def _between(upper: np.ndarray, lower: np.ndarray, disc: np.ndarray) -> np.ndarray:
+    """The ``disc`` voxels within 2 voxels of both vertebrae (their disc)."""
+    near_u = ndimage.binary_dilation(upper, iterations=2)
+    out: np.ndarray = near_u & ndimage.binary_dilation(lower, iterations=2) & disc
+    return out
+
+
+def junctions(ours: np.ndarray, v2: np.ndarray, disc: np.ndarray, hu: np.ndarray) -> None:
+    """Where our and TS v2's vertebrae meet, per pair of neighbours (native slices)."""
+    print("\nbody junctions (native slices; upper vertebra's span / lower one's / TS disc):")
+    for upper, lower in pairwise(LEVELS):
+        ou, ol = ours == LEVEL_TO_LABEL[upper], ours == LEVEL_TO_LABEL[lower]
+        tu, tl = v2 == V2_IDS[upper], v2 == V2_IDS[lower]
+        near = _between(tu, tl, disc)
+        z = np.nonzero(near.any(axis=(1, 2)))[0]
+        hu_disc = f"{float(np.median(hu[near])):.0f} HU" if z.size else "-"
+        print(
+            f"  {upper}/{lower}: ours {_span(ou)} / {_span(ol)}, TS {_span(tu)} / {_span(tl)},"
+            f" disc {_span(near)} ({hu_disc})"
+        )
+    upper, lower = "T12", "L1"
+    ou, ol = ours == LEVEL_TO_LABEL[upper], ours == LEVEL_TO_LABEL[lower]
+    tu, tl = v2 == V2_IDS[upper], v2 == V2_IDS[lower]
+    between = _between(tu, tl, disc)
+    zs = np.nonzero((ou & ol.any(axis=0)[None]).any(axis=(1, 2)) | (tu | tl).any(axis=(1, 2)))[0]
+    both = np.nonzero(((ou | tu).any(axis=(1, 2))) & ((ol | tl).any(axis=(1, 2))))[0]
+    if both.size:
+        print(f"  {upper}/{lower} slice by slice (voxels ours/TS, TS disc voxels and median HU):")
+        for k in range(max(int(both.min()) - 1, int(zs.min())), int(both.max()) + 2):
+            d = between[k]
+            med = f"{float(np.median(hu[k][d])):.0f}" if d.any() else "-"
+            print(
+                f"    slice {k}: {upper} {int(ou[k].sum())}/{int(tu[k].sum())},"
+                f" {lower} {int(ol[k].sum())}/{int(tl[k].sum())}, disc {int(d.sum())} ({med} HU)"
+            )
+
+
 def main() -> None:
     folder = DATA / "real-ct" / "totalseg-abdomen"
     if not (folder / "ct.nii.gz").is_file():
@@ -88,7 +134,8 @@ def main() -> None:
     hu, affine = read_nifti(folder / "ct.nii.gz")
     v1 = np.asarray(read_nifti(folder / "labels_totalseg_v1.nii.gz")[0])
     v2 = np.asarray(read_nifti(folder / "vertebrae_totalseg_v2.nii.gz")[0])
-    body = np.asarray(read_nifti(folder / "vertebral_body_and_discs.nii.gz")[0]) == 1
+    body_disc = np.asarray(read_nifti(folder / "vertebral_body_and_discs.nii.gz")[0])
+    body = body_disc == 1
     t0 = time.perf_counter()
     seg = segment_volume(np.asarray(hu, dtype=np.float32), affine)
     t_seg = time.perf_counter() - t0
@@ -141,6 +188,7 @@ def main() -> None:
         f" map: added {int(added.sum())} voxels ({int((added & ts_any).sum())} TS v2 bone),"
         f" removed {int(removed.sum())} ({int((removed & ts_any).sum())} TS v2 bone)"
     )
+    junctions(ours, v2, body_disc == 2, np.asarray(hu, dtype=np.float32))
 
 
 if __name__ == "__main__":

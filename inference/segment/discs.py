@@ -40,6 +40,8 @@ WALL_MM = 8.0
 # the dimmer endplate are disc, not bone
 DISC_FRACTION = 0.5
 MIN_BIN_VOXELS = 10
+# the two endplate peaks are at most this far apart (a lumbar disc is 8-15 mm tall)
+MAX_DISC_MM = 18.0
 # the contact plane: at least this many voxels, at most this tilt from the cores' line
 MIN_CONTACT = 30
 MAX_TILT_DEG = 40.0
@@ -104,8 +106,9 @@ def find_disc(
     contact: npt.NDArray[np.bool_] | None = None,
 ) -> Disc | None:
     """The disc between body cores ``a`` and ``b`` (masks on the grid of ``smooth_hu``), or
-    ``None`` without a valley deeper than ``MIN_DEPTH_HU`` or for cores wider than bodies
-    (cross-section radius above ``MAX_RADIUS_MM``).
+    ``None`` without a valley deeper than ``MIN_DEPTH_HU`` between two peaks inside the span
+    at most ``MAX_DISC_MM`` apart, or for cores wider than bodies (cross-section radius above
+    ``MAX_RADIUS_MM``).
 
     The profile is the mean HU in 1 mm bins along the disc's normal, over the voxels within
     the ``CORE_PERCENTILE`` of the cores' distances from the line joining their centroids
@@ -145,10 +148,11 @@ def find_disc(
     right = np.maximum.accumulate(prof[::-1])[::-1]
     depth = np.where(ok, np.minimum(left, right) - prof, -np.inf)
     j = int(np.argmax(depth))
-    if depth[j] < MIN_DEPTH_HU:
-        return None
     lo = int(np.argmax(prof[: j + 1]))
     hi = j + int(np.argmax(prof[j:]))
+    # an endplate on each side within the span, close enough for a disc: else marrow
+    if depth[j] < MIN_DEPTH_HU or lo == 0 or hi == n - 1 or hi - lo > MAX_DISC_MM:
+        return None
     level = prof[j] + DISC_FRACTION * (min(prof[lo], prof[hi]) - prof[j])
     return Disc(
         origin, axis, normal, j + 0.5, lo + 0.5, hi + 0.5, float(level), radius, float(depth[j])
