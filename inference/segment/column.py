@@ -16,6 +16,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from inference.geometry import BoolArray, bounding_box
+from inference.segment.discs import split_at_disc_valleys
 
 # dense-ring levels (HU after 0.7 mm smoothing): cortex, and cortex blurred across thick slices
 RING_LEVELS_HU = (200.0, 150.0)
@@ -214,7 +215,10 @@ def trim_discs(
     voxel labelled ``k`` within ``TRIM_NEAR_CORE_MM`` of its body core (``core_rank == k``)
     whose HU (``smooth_hu``, 1 mm smoothing) is more than ``TRIM_BELOW_MARROW_HU`` below the
     core's median is set to 0 (background). Far from the core (processes) nothing changes.
+    First the border between consecutive bodies is put on their disc and the disc's voxels
+    darker than its endplates cleared (:func:`inference.segment.discs.split_at_disc_valleys`).
     """
+    split_at_disc_valleys(labels, core_rank, smooth_hu, spacing)
     for k in np.unique(core_rank[core_rank > 0]):
         core = core_rank == k
         marrow = float(np.median(smooth_hu[core]))
