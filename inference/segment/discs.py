@@ -146,7 +146,7 @@ def find_disc(
     prof = np.where(ok, total / np.maximum(count, 1), -np.inf)
     left = np.maximum.accumulate(prof)
     right = np.maximum.accumulate(prof[::-1])[::-1]
-    depth = np.where(ok, np.minimum(left, right) - prof, -np.inf)
+    depth = np.where(ok, np.minimum(left, right) - np.where(ok, prof, 0.0), -np.inf)
     j = int(np.argmax(depth))
     lo = int(np.argmax(prof[: j + 1]))
     hi = j + int(np.argmax(prof[j:]))

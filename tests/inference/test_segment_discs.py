@@ -95,3 +95,34 @@ def test_no_valley_no_change() -> None:
     labels = np.where(body, np.where(z < 50, 2, 1), 0).astype(np.uint8)
     out = split_at_disc_valleys(labels.copy(), cores, hu, SPACING)
     assert np.array_equal(out, labels)
+
+
+def test_no_disc_without_an_endplate_on_each_side() -> None:
+    """Marrow fading from the upper core down to the lower body's endplate is no disc: the
+    profile's highest value above the dip is at its start (the core), not an endplate."""
+    z = np.arange(SHAPE[0])[:, None, None].astype(np.float64)
+    hu = np.where(z >= 33, 150.0 + (z - 33.0) * 50.0 / 46.0, 130.0) * np.ones(SHAPE)
+    hu[30:33] = 220.0
+    hu = np.where(_body(), hu, 0.0)
+    smooth = ndimage.gaussian_filter(hu, 1.0).astype(np.float32)
+    assert find_disc(_cores() == 1, _cores() == 2, smooth, SPACING) is None
+
+
+def test_no_disc_between_cores_wider_than_a_body() -> None:
+    """Cores 30 mm across the axis (a sacrum with its alae) are not two bodies, though their
+    column has a disc."""
+    shape = (80, 70, 70)
+    z = np.arange(shape[0])[:, None, None]
+    rr, cc = np.mgrid[: shape[1], : shape[2]]
+    disk = (rr - 35.0) ** 2 + (cc - 35.0) ** 2
+    hu = np.where(z < DISC[0], 130.0, 95.0) * np.ones(shape)
+    hu[DISC[0] : DISC[1]] = 60.0
+    hu[DISC[0] - 2 : DISC[0]] = 200.0
+    hu[DISC[1] : DISC[1] + 2] = 160.0
+    hu = np.where((disk <= 33.0**2)[None], hu, 0.0)
+    smooth = ndimage.gaussian_filter(hu, 1.0).astype(np.float32)
+    wide = (disk <= 30.0**2)[None]
+    a, b = wide & (z >= 60) & (z < 76), wide & (z >= 12) & (z < 30)
+    assert find_disc(a, b, smooth, SPACING) is None
+    narrow = (disk <= 12.0**2)[None]
+    assert find_disc(a & narrow, b & narrow, smooth, SPACING) is not None
