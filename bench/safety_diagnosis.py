@@ -77,14 +77,20 @@ def load(seed: int, true_masks: bool, cache: Path | None) -> tuple[Segmentation,
     return seg, ph
 
 
-def worst_breach(phi: SignedDistance, screw: Screw) -> tuple[float, np.ndarray, float] | None:
-    """(mm from the entry, point, φ) of the worst counted thread point beyond the tolerance."""
+def counted(phi: SignedDistance, screw: Screw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(points, φ, t) of the thread points the grader counts (past the entry exemption)."""
     pts = screw.surface_points(start_mm=0.0)
     vals = phi(pts)
     ring = vals.size // np.arange(0.0, screw.length + 1e-9, 0.25).size
     t = np.repeat(np.arange(0.0, screw.length + 1e-9, 0.25), ring)
-    counted = ~_not_yet_entered(phi, screw, vals) & (t >= ENTRY_SKIP_MM)
-    idx = np.nonzero(counted & (vals > BREACH_TOLERANCE_MM))[0]
+    keep = ~_not_yet_entered(phi, screw, vals) & (t >= ENTRY_SKIP_MM)
+    return pts[keep], vals[keep], t[keep]
+
+
+def worst_breach(phi: SignedDistance, screw: Screw) -> tuple[float, np.ndarray, float] | None:
+    """(mm from the entry, point, φ) of the worst counted thread point beyond the tolerance."""
+    pts, vals, t = counted(phi, screw)
+    idx = np.nonzero(vals > BREACH_TOLERANCE_MM)[0]
     if idx.size == 0:
         return None
     k = idx[int(np.argmax(vals[idx]))]
@@ -143,6 +149,14 @@ def diagnose_seed(seed: int, args: argparse.Namespace, tally: Tally) -> None:
         line = diagnose_screw(plan, ph, prepared.get(plan.level), anatomy, args.all)
         if line:
             print("   " + line)
+    planned = {(p.level, str(p.side)) for p in out.screws}
+    for v in ph["truth"]["vertebrae"]:
+        for ped in v["pedicles"] if v["level"] in LEVELS else ():
+            if (v["level"], ped["side"]) not in planned:
+                ref_d = ped["screw"]["diameter_mm"]
+                print(f"   {v['level']} {ped['side']:<5} NO PLAN (reference d {ref_d})")
+    for w in out.warnings:
+        print(f"   warning: {w}")
 
 
 def reference_plans(truth: dict[str, Any]) -> Any:
@@ -208,15 +222,16 @@ def diagnose_screw(
     wb = worst_breach(phi, screw)
     if gr.grade != "A" and wb is not None:
         t, p, val = wb
-        ana = float("nan")
+        ana, ana_max = float("nan"), float("nan")
         if anatomy is not None:
             vert = next(x for x in anatomy.vertebrae if x.level == plan.level)
             ana = float(vert.sdf(p[None, :])[0])
+            ana_max = float(vert.sdf(counted(phi, screw)[0]).max())
         ours_phi = float(ours.model.phi(p[None, :])[0]) if ours is not None else float("nan")
         ours_wb = worst_breach(ours.model.phi, screw) if ours is not None else None
         parts.append(
             f"    worst at t {t:.1f}/{screw.length:.0f} mm: phi true-voxel {val:.2f} analytic "
-            f"{ana:.2f} ours {ours_phi:.2f}; ours worst "
+            f"{ana:.2f} (thread max {ana_max:.2f}) ours {ours_phi:.2f}; ours worst "
             + (f"{ours_wb[2]:.2f} at t {ours_wb[0]:.1f}" if ours_wb else "none")
         )
     if babu > 0 and joint is not None:
