@@ -157,21 +157,23 @@ def serve(settings: Settings, verbosity: int = 0) -> int:
     handler itself: see :mod:`node.stopsignal`).
     """
     service = Service(settings, verbosity)
-    with SignalRelay(service.stopping):
-        try:
-            service.start()
-            logger.info(
-                "spinenode %s serving on %s:%d with %d worker(s); data in %s",
-                settings.ae_title,
-                settings.bind_address,
-                settings.port,
-                settings.worker_count,
-                settings.data_dir,
-            )
-            service.supervise()
-        finally:
-            service.stop()
-    stop_resource_tracker()
+    try:
+        with SignalRelay(service.stopping):
+            try:
+                service.start()
+                logger.info(
+                    "spinenode %s serving on %s:%d with %d worker(s); data in %s",
+                    settings.ae_title,
+                    settings.bind_address,
+                    settings.port,
+                    settings.worker_count,
+                    settings.data_dir,
+                )
+                service.supervise()
+            finally:
+                service.stop()
+    finally:
+        stop_resource_tracker()  # also when start-up failed (the port taken, say)
     return 0
 
 
