@@ -1,0 +1,40 @@
+"""The native border of the working grid's labels (inference.segment.grid.to_native) on a
+synthetic 3 mm CT, [slice, row, col] with a diagonal affine (LPS mm)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from inference.segment.grid import REFINE_PASSES, to_native, working_volume
+
+SOFT_HU, BONE_HU = 40.0, 700.0
+ROD = (slice(9, 12), slice(10, 12), slice(14, 20))  # native voxels of a process
+
+
+def _column_with_a_process() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
+    """A bone column through every slice (rows/cols 8..13) and a 6-voxel process sticking out
+    of it along the columns, 3 mm voxels."""
+    hu = np.full((20, 24, 24), SOFT_HU, dtype=np.float32)
+    hu[:, 8:14, 8:14] = BONE_HU
+    hu[ROD] = BONE_HU
+    return hu, np.diag([3.0, 3.0, 3.0, 1.0])
+
+
+def test_to_native_follows_a_process_beyond_the_working_label() -> None:
+    hu, affine = _column_with_a_process()
+    work = working_volume(hu, affine)
+    # the working grid's label ends at the column (the process failed its bone floor)
+    cols = np.arange(work.hu.shape[2])[None, None, :]
+    coarse = ((work.hu > 370.0) & (cols <= 3 * 13)).astype(np.uint8)
+    out = to_native(coarse, work)
+    plain = to_native(coarse, work, refine=False)
+    assert not plain[ROD].any()
+    assert REFINE_PASSES >= 3
+    # each pass takes the process one voxel further: three passes, three of its six voxels
+    rod = out[ROD]
+    taken = np.asarray(rod.any(axis=(0, 1)))
+    assert taken[:3].all()
+    assert rod[:, :, :3].all()
+    # and nothing beside the bone: the soft tissue around the column and the process stays out
+    assert not out[hu < BONE_HU].any()
