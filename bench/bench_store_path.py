@@ -18,6 +18,11 @@ Then ``--threads`` writers at once into one series folder (as concurrent associa
 files per second and the write's steps (each writer fsyncs the folder itself; the kernel may let
 concurrent fsyncs share a journal commit).
 
+Then the same with pooled spool files (:mod:`storage.spool_pool`, what the SCP does when
+``scp.pool_files`` > 0): how long making the pool took (wall and this process's CPU per file: the
+filler's cost, paid while the node is idle), then one writer and ``--threads`` writers at once
+filling pooled files (write, fdatasync, rename; no folder fsync).
+
 Then the start-up reconciliation's scan (:func:`storage.reconcile.unrecorded_files`) over a spool of
 ``--spool-files`` small files, every one recorded in the job log: the time it adds to every start.
 """
@@ -44,7 +49,12 @@ from bench_ingest import make_series  # noqa: E402
 from pynetdicom.dsutils import decode  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from node.spoolfile import Provenance, content_sha256, encode_file_meta  # noqa: E402
+from node.spoolfile import (  # noqa: E402
+    Provenance,
+    content_sha256,
+    encode_file_meta,
+    padding_trailer,
+)
 from node.wireparse import read_identity  # noqa: E402
 from storage import receipts  # noqa: E402
 from storage.database import create_database_engine  # noqa: E402
@@ -136,7 +146,7 @@ def run(work: Path, streams: list[bytes]) -> None:
             os.close(fd)
 
     def report_steps() -> None:
-        for field in WriteTimes.__slots__:
+        for field in WriteTimes.__slots__[:-1]:  # not the ``pooled`` flag
             report(f"  of which {field.removesuffix('_s').replace('_', ' ')}",
                    [1000 * getattr(t, field) for t in steps])  # fmt: skip
 
@@ -194,9 +204,57 @@ def concurrent_writes(work: Path, streams: list[bytes], threads: int) -> None:
         thread.join()
     seconds = time.perf_counter() - started
     print(f"{threads} writers at once, {len(streams)} files: {len(streams) / seconds:.0f} files/s")
-    for field in WriteTimes.__slots__:
+    for field in WriteTimes.__slots__[:-1]:
         report(f"  {field.removesuffix('_s').replace('_', ' ')}",
                [1000 * getattr(t, field) for t in steps])  # fmt: skip
+    spool.close()
+
+
+def pooled_writes(work: Path, streams: list[bytes], threads: int) -> None:
+    """Make a pool of ``len(streams)`` files, then fill them: one writer, then ``threads``."""
+    spool = Spool(work / "pooled")
+    n = len(streams)
+    study, series = "1.2.826.0.1.3680043.8.498.89", "1.2.826.0.1.3680043.8.498.89.1"
+    provenance = Provenance("BENCH", "SPINENODE", "127.0.0.1")
+    trailer = padding_trailer(SYNTAX)
+
+    def fill() -> None:
+        cpu, started = time.process_time(), time.perf_counter()
+        spool.start_pool(n, eager=True)
+        while spool.pool_free() < n:
+            time.sleep(0.005)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        print(f"pool of {n} files made in {wall:.2f} s: {1000 * wall / n:.2f} ms wall and"
+              f" {1000 * cpu / n:.2f} ms CPU (this process) per file")  # fmt: skip
+
+    def writer(first: int, step: int, pass_: int, steps: list[WriteTimes]) -> None:
+        for index in range(first, n, step):
+            sop = f"{series}.{pass_}.{index + 1}"
+            meta = encode_file_meta(
+                "1.2.840.10008.5.1.4.1.1.2", sop, SYNTAX, provenance,
+                (len(streams[index]), content_sha256(SYNTAX, streams[index])),
+            )  # fmt: skip
+            path = spool.instance_path(study, series, sop)
+            steps.append(spool.write_atomic(path, (meta, streams[index]), trailer))
+
+    for pass_, count in ((1, 1), (2, threads)):
+        fill()
+        steps: list[WriteTimes] = []
+        started = time.perf_counter()
+        pool = [
+            threading.Thread(target=writer, args=(i, count, pass_, steps)) for i in range(count)
+        ]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        seconds = time.perf_counter() - started
+        pooled = sum(t.pooled for t in steps)
+        print(f"{count} writer(s) filling pooled files, {n} files ({pooled} pooled):"
+              f" {n / seconds:.0f} files/s")  # fmt: skip
+        for field in ("write_s", "datasync_s", "rename_s"):
+            report(f"  {field.removesuffix('_s')}", [1000 * getattr(t, field) for t in steps])
+        time.sleep(0.6)  # the filler waits for a quiet moment
     spool.close()
 
 
@@ -241,6 +299,7 @@ def main() -> None:
         run(work, streams)
         if args.threads > 1:
             concurrent_writes(work, streams, args.threads)
+        pooled_writes(work, streams, args.threads)
         if args.spool_files:
             startup_scan(work, args.spool_files)
     print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))

@@ -112,7 +112,7 @@ class Receiver:
         self.index = index
         self.spool = Spool(settings.spool_dir)
         self.handler = StoreHandler(self.spool, joblog, settings.min_free_bytes)
-        self.spool.start_pool(settings.scp_pool_files)
+        self.spool.start_pool(settings.scp_pool_files, reserve=settings.min_free_bytes)
         self.ssl_context = server_ssl_context(settings)
         self.ae = build_ae(settings)
         self.ae.maximum_associations = settings.max_associations + REJECTING_HEADROOM

@@ -133,7 +133,8 @@ class StorageSCP:
         ``bind_address:port`` (TLS when ``[tls] enabled``)."""
         removed = self.spool.remove_partials()
         recovered = recover_spool(self.spool, self.handler.joblog)
-        self.spool.start_pool(self.settings.scp_pool_files)  # after recovery: it empties the pool
+        # after recovery: it empties the pool folders
+        self.spool.start_pool(self.settings.scp_pool_files, reserve=self.settings.min_free_bytes)
         handlers = [
             (evt.EVT_C_STORE, self.handler),
             (evt.EVT_REQUESTED, check_requestor, [self.settings.allow]),

@@ -98,15 +98,20 @@ class Spool:
         self._pool: FilePool | None = None
 
     def start_pool(
-        self, files: int, slot_bytes: int = DEFAULT_SLOT_BYTES, eager: bool = False
+        self,
+        files: int,
+        slot_bytes: int = DEFAULT_SLOT_BYTES,
+        eager: bool = False,
+        reserve: int = 0,
     ) -> None:
         """Keep ``files`` pooled files ready for :meth:`write_atomic` (:mod:`storage.spool_pool`;
         ``slot_bytes`` the size of the first ones), in a folder of this process under
         :attr:`pool_root`; 0 keeps none. The files are made after the first write (at once when
-        ``eager``). Start it after start-up recovery, which empties the pool folders."""
+        ``eager``), and only while more than ``reserve`` bytes stay free. Start it after
+        start-up recovery, which empties the pool folders."""
         if files > 0 and self._pool is None:
             folder = self.pool_root / f"{os.getpid()}-{os.urandom(4).hex()}"
-            self._pool = FilePool(folder, files, slot_bytes)
+            self._pool = FilePool(folder, files, slot_bytes, reserve)
             self._pool.start(eager)
 
     def pool_free(self) -> int:

@@ -71,11 +71,17 @@ class FilePool:
     slot_bytes
         The size of the first files (a multiple of :data:`SLOT_STEP`); the filler switches to
         the size that :data:`SWITCH_AFTER` writes in a row needed and found no file of.
+    reserve
+        Bytes the filler leaves free on the file system (the SCP's free-space guard): below it
+        it makes no file, so the pool never takes the space the usual writes need.
     """
 
-    def __init__(self, folder: Path, files: int, slot_bytes: int = DEFAULT_SLOT_BYTES) -> None:
+    def __init__(
+        self, folder: Path, files: int, slot_bytes: int = DEFAULT_SLOT_BYTES, reserve: int = 0
+    ) -> None:
         self.folder = Path(folder)
         self.files = files
+        self.reserve = reserve
         self._slot = slot_for(slot_bytes - 16)
         self._missed = (0, 0)  # the size the last writes in a row missed, how many
         self._free: list[Path] = []
@@ -152,7 +158,12 @@ class FilePool:
                     continue
                 slot, missing = self._slot, self.files - len(self._free)
             try:
-                made = self._make(slot, min(BATCH, missing))
+                count = min(BATCH, missing, self._room(slot))
+                if count <= 0:
+                    with self._cond:
+                        self._cond.wait(5.0)  # the disk is (nearly) full: look again later
+                    continue
+                made = self._make(slot, count)
             except OSError as exc:
                 logger.warning("spool pool: cannot make files in %s: %s", self.folder, exc)
                 with self._cond:
@@ -164,6 +175,14 @@ class FilePool:
                     made = []
             for path in made:  # the size changed (or closing) meanwhile
                 _unlink(path)
+
+    def _room(self, slot: int) -> int:
+        """How many files of ``slot`` bytes fit above the reserve now."""
+        probe = self.folder if self.folder.is_dir() else self.folder.parent
+        while not probe.is_dir() and probe != probe.parent:
+            probe = probe.parent
+        stats = os.statvfs(probe)
+        return max(0, (stats.f_bavail * stats.f_frsize - self.reserve) // slot)
 
     def _make(self, slot: int, count: int) -> list[Path]:
         """``count`` files of ``slot`` zero bytes, each flushed, then the folder flushed."""

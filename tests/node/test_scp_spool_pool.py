@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
+from dicom_io.series import load_series
 from node.scp import StorageSCP
 from node.settings import Settings
 from node.spoolfile import file_content_sha256, verified_sha256
@@ -141,6 +142,8 @@ def test_pooled_files_read_back_as_the_instances_sent(
             assert digest == verified_sha256(path) == joblog.recorded_sha256(path.stem)
     finally:
         joblog.close()
+    loaded, original = load_series(files), load_series(sent)  # what the worker's loader reads
+    assert np.array_equal(loaded.hu, original.hu) and np.allclose(loaded.affine, original.affine)
 
 
 def _pool_folder(settings: Settings) -> Path:

@@ -77,7 +77,7 @@ def test_scp_processes_from_file_and_environment(tmp_path: Path) -> None:
 
 
 def test_scp_pool_files_from_file_and_environment(tmp_path: Path) -> None:
-    assert Settings().scp_pool_files == 160
+    assert Settings().scp_pool_files == 320
     path = _write(tmp_path, "[scp]\npool_files = 40\n")
     assert Settings.load(path, {}).scp_pool_files == 40
     assert Settings.load(path, {"SPINENODE_SCP_POOL_FILES": "0"}).scp_pool_files == 0

@@ -134,3 +134,13 @@ def test_the_pool_switches_size_only_after_several_writes_needed_another(tmp_pat
     taken = pool.take(big)
     assert taken is not None and taken[1] == slot_for(big) == os.path.getsize(taken[0])
     pool.close()
+
+
+def test_the_filler_leaves_the_free_space_guard_s_reserve_alone(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.start_pool(2, SLOT, eager=True, reserve=spool.free_bytes() + 10**12)
+    time.sleep(0.3)
+    assert spool.pooled_files() == [] and spool.pool_free() == 0
+    path = spool.instance_path(STUDY, SERIES, SOP)
+    assert not spool.write_atomic(path, b"data", _trailer).pooled  # the usual write still runs
+    spool.close()
