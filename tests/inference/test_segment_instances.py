@@ -7,12 +7,18 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
+from scipy import ndimage
 
 from inference.errors import NotApplicableError
 from inference.segment.assign import OTHER
 from inference.segment.bone import bone_mask
 from inference.segment.column import body_mask, split_at_endplates
-from inference.segment.instances import midline_arch_markers, separate_vertebrae
+from inference.segment.instances import (
+    above_a_base,
+    core_trunk,
+    midline_arch_markers,
+    separate_vertebrae,
+)
 from inference.segment.roofs import canal_roof_markers
 
 # index (slice, row, col) -> LPS (x = col, y = row, z = slice), 1 mm voxels
@@ -264,3 +270,26 @@ def test_an_arch_on_thin_cortical_pedicles_stays_with_its_own_body() -> None:
     assert (lamina == 2).mean() > 0.6
     assert (lamina[5:] == 2).all()  # all of it above where it rests on the process
     assert (inst.labels[zm - 20 : zm - 12, 74:78, 20:45] == 3).all()  # the process stays
+
+
+def test_a_core_piece_beyond_a_thin_neck_is_not_a_marker() -> None:
+    # a body core (20 mm cube) reaching through a 1-voxel neck into a neighbour's thick
+    # bone (a 6 mm cube): only the body and the voxels next to it stay
+    cores = np.zeros((40, 40, 40), dtype=np.int32)
+    cores[5:25, 10:30, 10:30] = 3
+    cores[25:30, 20, 20] = 3
+    cores[30:36, 17:23, 17:23] = 3
+    box = ndimage.find_objects(cores)[2]
+    trunk = core_trunk(cores, 3, box)
+    assert trunk[5:25, 10:30, 10:30].all()
+    assert not trunk[30:36].any()
+    assert not trunk[27:30].any()  # the neck but for the voxels next to the body
+    assert core_trunk(cores, 3, None).sum() == 0
+
+
+def test_only_a_vertebra_above_a_much_larger_core_gets_its_canal_ring() -> None:
+    ranks = np.zeros((10, 10, 160), dtype=np.int16)
+    for k, width in enumerate((8, 9, 10, 30, 6), start=1):  # rank 4 = the sacral base
+        start = 32 * (k - 1)
+        ranks[:, :, start : start + width] = k
+    assert above_a_base(ranks) == {3}
