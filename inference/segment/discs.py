@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 # a voxel is moved to the other body only when this far beyond the disc's mid-plane (a real
 # endplate is concave and a wedge disc tilts against the plane across the core axis)
-MARGIN_MM = 3.0
+MARGIN_MM = 2.0
 # the valley between the endplates must be at least this much darker than the dimmer of them
 MIN_DEPTH_HU = 15.0
 # the profile's cross-section: within this percentile of the cores' distances from the axis

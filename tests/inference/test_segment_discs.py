@@ -67,7 +67,7 @@ def test_the_border_moves_from_the_upper_body_onto_the_disc() -> None:
     # the lower body's front took the disc and the upper body's lowest 10 mm
     labels = np.where(body, np.where(z < DISC[1] + 10, 2, 1), 0).astype(np.uint8)
     out = split_at_disc_valleys(labels.copy(), cores, hu, SPACING)
-    upper = body & (z >= DISC[1] + 3)
+    upper = body & (z >= DISC[1])  # from its endplate, 2.5 mm beyond the disc's mid-plane
     lower = body & (z < DISC[0] - 3)
     assert np.all(out[upper] == 1)
     assert np.all(out[lower] == 2)
