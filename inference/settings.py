@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from inference.errors import InferenceError
 from inference.verse import LUMBOSACRAL_LEVELS
 
+# a sixth lumbar vertebra is planned like the others when the labelling names one (it carries
+# pedicles like L5; its neighbours' frames and joints are found the same way)
+PLANNABLE_LEVELS: tuple[str, ...] = (*LUMBOSACRAL_LEVELS[:5], "L6", LUMBOSACRAL_LEVELS[5])
+
 
 def _steps(first: float, last: float, step: float) -> tuple[float, ...]:
     count = round((last - first) / step) + 1
@@ -32,7 +36,7 @@ class PlanningSettings:
     insertion_ratio:
         Screw length as a fraction of the entry-to-anterior-cortex channel, before snapping down.
     levels:
-        Levels to plan, in cranio-caudal order.
+        Levels to plan, in cranio-caudal order (default L1–L5, an L6 where one is found, S1).
     collision_clearance_mm:
         Minimum gap between the two screws of one vertebra.
     """
@@ -41,7 +45,7 @@ class PlanningSettings:
     diameters_mm: tuple[float, ...] = _steps(4.5, 7.5, 0.5)
     cortical_margin_mm: float = 0.5
     insertion_ratio: float = 0.8
-    levels: tuple[str, ...] = LUMBOSACRAL_LEVELS
+    levels: tuple[str, ...] = PLANNABLE_LEVELS
     collision_clearance_mm: float = 1.0
 
     def __post_init__(self) -> None:
@@ -55,6 +59,6 @@ class PlanningSettings:
             raise InferenceError("insertion_ratio must lie in (0, 1]", self.insertion_ratio)
         if self.cortical_margin_mm < 0:
             raise InferenceError("cortical_margin_mm must be >= 0", self.cortical_margin_mm)
-        unknown = [lv for lv in self.levels if lv not in LUMBOSACRAL_LEVELS]
+        unknown = [lv for lv in self.levels if lv not in PLANNABLE_LEVELS]
         if unknown:
-            raise InferenceError(f"levels must be among {LUMBOSACRAL_LEVELS}", unknown)
+            raise InferenceError(f"levels must be among {PLANNABLE_LEVELS}", unknown)

@@ -11,8 +11,9 @@ import numpy as np
 from inference.errors import InferenceError
 from inference.geometry import FloatArray, SignedDistance, bounding_box, crop_affine, unit
 from inference.grading import FacetJoint, facet_joint
+from inference.lumbar.draft import VertebraModel
 from inference.lumbar.frames import VertebraAnatomy, check_frames, vertebra_anatomy
-from inference.lumbar.planner import VertebraModel, plan_vertebra
+from inference.lumbar.planner import plan_vertebra
 from inference.results import ScrewPlan, Side, VertebraLabel
 from inference.settings import PlanningSettings
 from inference.verse import LEVEL_TO_LABEL

@@ -1,33 +1,37 @@
-"""Plan both pedicle screws of one vertebra: size from the channel and the isthmus, then the
-breach/collision correction loop, then the final grades (patient frame, LPS mm)."""
+"""Plan both pedicle screws of one vertebra: size from the channel and the isthmus (S1: from the
+room of the prior axis, :mod:`inference.lumbar.sacral`), then the breach/collision correction
+loop, the head kept clear of the vertebra above, then the final grades (patient frame, LPS mm)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from inference.errors import InferenceError
 from inference.geometry import (
-    BoolArray,
     FloatArray,
     SignedDistance,
-    VolumeSampler,
-    perpendicular_basis,
     segment_distance,
 )
 from inference.grading import (
-    BREACH_TOLERANCE_MM,
     FacetJoint,
     Screw,
     babu_grade,
     gertzbein_robbins,
 )
-from inference.lumbar.catalogue import fit_diameter, next_smaller, snap_length
-from inference.lumbar.frames import VertebraAnatomy, direction_from_angles, screw_angles
-from inference.lumbar.isthmus import Channel, channel, channel_along
+from inference.lumbar.draft import (
+    Draft,
+    VertebraModel,
+    breaches,
+    initial_draft,
+    sized,
+    step_down,
+)
+from inference.lumbar.frames import direction_from_angles, screw_angles
+from inference.lumbar.isthmus import Channel, channel_along
+from inference.lumbar.sacral import reaim, s1_draft
 from inference.results import ScrewPlan, Side
 from inference.settings import PlanningSettings
 
@@ -47,99 +51,12 @@ HEAD_SHIFTS_MM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # entry moves tried, away from 
 # inside our mask 3 mm past the entry and breached the true mask there by 0.06-0.09 mm (seeds 9,
 # 14). A pivoted screw keeps 0 mm (the same margin there cost Babu grades: seeds 3, 9, 18).
 MOVED_MARGIN_MM = 0.5
-# An S1 screw that still leaves our mask once the sizes have run out (its axis is a prior, 35° /
-# 0° in the S1 frame, not read from the image): the axis is tilted about the isthmus by REAIM_DEG,
-# in REAIM_AZIMUTHS directions each, smallest tilt first. Not moved parallel: on seed 11 a 4-6 mm
-# move found room in our mask where the true S1 has none (true GR B 0.9-1.5 mm, entry 14 mm off).
-# L1-L5 axes are measured and keep their angles (the pair stays mirror-symmetric).
-REAIM_DEG = (2.0, 4.0, 6.0)
-REAIM_AZIMUTHS = 8
 # A lumbosacral pedicle converges (PTA L1 ≈ 11° … L5 ≈ 30°, S1 35-40°; CT L5 20.7 ± 3.8°) and runs
 # near the endplate's plane (ALGORITHMS.md): a screw outside these bounds followed something other
 # than the pedicle (on 20 phantoms only three gross failures of one 3 mm phantom were, up to 35 mm
 # off the reference) and is not planned.
 PLAUSIBLE_PTA_DEG = (0.0, 50.0)
 PLAUSIBLE_PSA_DEG = 20.0
-
-
-@dataclass(frozen=True, slots=True)
-class VertebraModel:
-    """One segmented vertebra ready for planning: its mask, frame and distance fields."""
-
-    level: str
-    mask: BoolArray
-    affine: FloatArray
-    anatomy: VertebraAnatomy
-    phi: SignedDistance
-    inside: VolumeSampler
-
-    @classmethod
-    def build(
-        cls, level: str, mask: BoolArray, affine: FloatArray, anatomy: VertebraAnatomy
-    ) -> VertebraModel:
-        return cls(
-            level=level,
-            mask=mask,
-            affine=affine,
-            anatomy=anatomy,
-            phi=SignedDistance(mask, affine),
-            inside=VolumeSampler(mask.astype(np.float32), affine, 0.0),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """A screw being sized: its channel and current catalogue size."""
-
-    side: Side
-    channel: Channel
-    length: float
-    diameter: float
-
-    @property
-    def screw(self) -> Screw:
-        tip = self.channel.entry + self.length * self.channel.direction
-        return Screw(self.channel.entry, tip, self.diameter)
-
-
-def initial_draft(model: VertebraModel, side: Side, settings: PlanningSettings) -> Draft:
-    """Channel, length (insertion ratio × channel, snapped down) and fitting diameter."""
-    ch = channel(model.inside, model.phi, model.anatomy, side, sacral=model.level == "S1")
-    return sized(model, side, ch, settings)
-
-
-def sized(model: VertebraModel, side: Side, ch: Channel, settings: PlanningSettings) -> Draft:
-    """The draft screw in channel ``ch``: length = insertion ratio × channel snapped down, the
-    largest diameter that fits the pedicle's room with the cortical margin."""
-    length = snap_length(ch.length, settings.insertion_ratio, settings.lengths_mm)
-    if length is None:
-        if ch.length - 2.0 < settings.lengths_mm[0]:
-            raise InferenceError(
-                f"{model.level} {side}: channel {ch.length:.1f} mm too short for any screw",
-                ch.length,
-            )
-        length = settings.lengths_mm[0]
-    radius = ch.radius_mm
-    diameter = fit_diameter(radius, settings.cortical_margin_mm, settings.diameters_mm)
-    if diameter is None:
-        logger.info(
-            "%s %s: pedicle radius %.1f mm below the smallest screw", model.level, side, radius
-        )
-        diameter = settings.diameters_mm[0]
-    return Draft(side, ch, length, diameter)
-
-
-def _step_down(draft: Draft, settings: PlanningSettings, prefer_length: bool) -> Draft | None:
-    """One catalogue step down: diameter first (length first for a tip breach)."""
-    smaller_d = next_smaller(draft.diameter, settings.diameters_mm)
-    smaller_l = next_smaller(draft.length, settings.lengths_mm)
-    if prefer_length and smaller_l is not None:
-        return Draft(draft.side, draft.channel, smaller_l, draft.diameter)
-    if smaller_d is not None:
-        return Draft(draft.side, draft.channel, draft.length, smaller_d)
-    if smaller_l is not None:
-        return Draft(draft.side, draft.channel, smaller_l, draft.diameter)
-    return None
 
 
 def _collide(a: Draft, b: Draft, clearance: float) -> bool:
@@ -162,7 +79,7 @@ def correct(
             gr = gertzbein_robbins(model.phi, draft.screw, frame, side)
             if gr.grade == "A" and not collide:
                 continue
-            smaller = _step_down(draft, settings, prefer_length=gr.direction == "anterior")
+            smaller = step_down(draft, settings, prefer_length=gr.direction == "anterior")
             if smaller is not None:
                 drafts[side] = smaller
                 changed = True
@@ -171,74 +88,9 @@ def correct(
     return drafts
 
 
-def _largest_clear(model: VertebraModel, draft: Draft, settings: PlanningSettings) -> Draft | None:
-    """``draft`` stepped down until the grader finds no breach on our mask (diameter first,
-    length first for a tip breach); None if the catalogue runs out."""
-    current: Draft | None = draft
-    while current is not None:
-        gr = gertzbein_robbins(model.phi, current.screw, model.anatomy.frame, current.side)
-        if gr.grade == "A":
-            return current
-        current = _step_down(current, settings, prefer_length=gr.direction == "anterior")
-    return None
-
-
-def _ring(direction: FloatArray) -> list[FloatArray]:
-    """``REAIM_AZIMUTHS`` unit vectors perpendicular to ``direction``, evenly around it."""
-    u1, u2 = perpendicular_basis(direction)
-    th = 2.0 * np.pi * np.arange(REAIM_AZIMUTHS) / REAIM_AZIMUTHS
-    return [np.cos(t) * u1 + np.sin(t) * u2 for t in th]
-
-
-def _reaim_axes(ch: Channel) -> Iterator[list[tuple[FloatArray, FloatArray]]]:
-    """Rings of (isthmus point, direction): the axis tilted about the isthmus by each of
-    ``REAIM_DEG``, smallest tilt first."""
-    ring = _ring(ch.direction)
-    for deg in REAIM_DEG:
-        c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-        yield [(ch.isthmus, c * ch.direction + s * u) for u in ring]
-
-
-def reaim(model: VertebraModel, draft: Draft, settings: PlanningSettings) -> Draft:
-    """An S1 screw that breaches our mask even at the catalogue's smallest sizes, re-aimed.
-
-    Tried in rings of growing moves (:func:`_reaim_axes`); at the first ring where some axis
-    holds a screw the grader passes on our mask, the largest such screw (diameter, then length)
-    wins. Unchanged if the screw does not breach or nothing fits: screws that fit are never
-    touched, so this costs no angle where it is not needed.
-    """
-    if model.level != "S1" or not _breaches(model, draft, BREACH_TOLERANCE_MM):
-        return draft
-    area = draft.channel.isthmus_area_mm2
-    for ring in _reaim_axes(draft.channel):
-        found: list[Draft] = []
-        for point, d in ring:
-            try:
-                cand = sized(
-                    model, draft.side, channel_along(model.inside, point, d, area), settings
-                )
-            except InferenceError:
-                continue
-            fit = _largest_clear(model, cand, settings)
-            if fit is not None:
-                found.append(fit)
-        if found:
-            return max(found, key=lambda x: (x.diameter, x.length))
-    return draft
-
-
 def upper_clearance(upper: SignedDistance, screw: Screw) -> float:
     """Smallest distance (mm) from the screw's volume to the bone of the vertebra above."""
     return float(upper(screw.volume_points()).min())
-
-
-def _breaches(model: VertebraModel, draft: Draft, tolerance_mm: float = 0.0) -> bool:
-    """Does the screw leave our mask (by more than ``tolerance_mm``; a negative tolerance asks
-    for that much bone between the thread and the surface)?"""
-    gr = gertzbein_robbins(
-        model.phi, draft.screw, model.anatomy.frame, draft.side, tolerance_mm=tolerance_mm
-    )
-    return gr.grade != "A"
 
 
 def _moved(model: VertebraModel, draft: Draft, entry: FloatArray, pivot: FloatArray) -> Channel:
@@ -277,7 +129,7 @@ def _head_options(
         moves.append(option)
         yield option
     for move in moves:
-        thinner = _step_down(move, settings, prefer_length=False)
+        thinner = step_down(move, settings, prefer_length=False)
         if thinner is not None:
             yield thinner
 
@@ -307,7 +159,7 @@ def clear_of_upper(
     best, best_gap = draft, start
     for option in _head_options(model, draft, away / np.linalg.norm(away), settings):
         parallel = float(option.channel.direction @ draft.channel.direction) > 1.0 - 1e-9
-        if _breaches(model, option, -MOVED_MARGIN_MM if parallel else 0.0):
+        if breaches(model, option, -MOVED_MARGIN_MM if parallel else 0.0):
             continue
         gap = upper_clearance(upper, option.screw)
         if gap >= HEAD_CLEARANCE_MM:
@@ -388,12 +240,13 @@ def plan_vertebra(
     """
     drafts: dict[Side, Draft] = {}
     warnings: list[str] = []
+    sacral = model.level == "S1"
     for side in (Side.LEFT, Side.RIGHT):
         try:
-            drafts[side] = initial_draft(model, side, settings)
+            drafts[side] = (s1_draft if sacral else initial_draft)(model, side, settings)
         except InferenceError as exc:
             warnings.append(f"{model.level} {side}: not planned ({exc})")
-    if len(drafts) == 2:
+    if len(drafts) == 2 and not sacral:  # the S1 axes are one prior, mirror-symmetric already
         drafts = symmetric(model, drafts, settings)
     drafts = correct(model, drafts, settings)
     if upper is not None:

@@ -9,6 +9,7 @@ from scipy.spatial.transform import Rotation
 from inference.geometry import Frame, SignedDistance, segment_distance
 from inference.grading import gertzbein_robbins
 from inference.lumbar.catalogue import fit_diameter, next_smaller, snap_length
+from inference.lumbar.draft import VertebraModel, breaches, sized
 from inference.lumbar.frames import (
     VertebraAnatomy,
     direction_from_angles,
@@ -19,13 +20,11 @@ from inference.lumbar.isthmus import centroid_line, channel_along, coronal_track
 from inference.lumbar.planner import (
     HEAD_CLEARANCE_MM,
     MOVED_MARGIN_MM,
-    VertebraModel,
     clear_of_upper,
     plan_vertebra,
-    reaim,
-    sized,
     upper_clearance,
 )
+from inference.lumbar.sacral import S1_MARGIN_MM, reaim, room_points, widest
 from inference.results import Side
 from inference.settings import PlanningSettings
 from tests.inference.lumbar_helpers import make_vertebra
@@ -269,3 +268,45 @@ def test_a_screw_that_fits_is_not_re_aimed() -> None:
     ch = channel_along(model.inside, np.zeros(3), np.array([0.0, -1.0, 0.0]), 50.0)
     draft = sized(model, Side.LEFT, ch, settings)
     assert reaim(model, draft, settings) is draft
+
+
+def test_an_s1_axis_beside_the_bone_is_moved_parallel_to_where_it_has_room() -> None:
+    # the S1 track's point can sit in a gap of our mask (seeds 10, 15: channel 0.3 mm, no screw):
+    # the prior axis is moved parallel to the nearest line with room for the widest screw
+    model = _tube_model(6.0)
+    settings = PlanningSettings()
+    d = np.array([0.0, -1.0, 0.0])
+    off = channel_along(model.inside, np.array([7.0, 0.0, 0.0]), d, 30.0)
+    assert off.length < 1.0  # the point lies outside the tube
+    point = room_points(model, off, settings)[0]
+    assert np.hypot(point[0], point[2]) <= 6.0 - S1_MARGIN_MM - 3.75 + 0.5
+    moved = channel_along(model.inside, point, d, 30.0)
+    draft, kept = widest(model, sized(model, Side.LEFT, moved, settings), settings)
+    assert kept
+    assert draft.diameter == settings.diameters_mm[-1]
+    assert draft.length >= 40.0
+    assert gertzbein_robbins(model.phi, draft.screw, model.anatomy.frame, Side.LEFT).grade == "A"
+    assert _angle(draft.channel.direction, d) < 1e-6  # moved, not turned
+
+
+def test_an_s1_axis_with_room_stays_and_gets_the_widest_screw_its_room_allows() -> None:
+    model = _tube_model(4.0)
+    settings = PlanningSettings()
+    ch = channel_along(model.inside, np.zeros(3), np.array([0.0, -1.0, 0.0]), 30.0)
+    assert np.allclose(room_points(model, ch, settings)[0], ch.isthmus)
+    small = type(sized(model, Side.LEFT, ch, settings))(Side.LEFT, ch, 40.0, 4.5)
+    wide, kept = widest(model, small, settings)
+    assert kept
+    # radius 4 mm tube: the thread keeps S1_MARGIN_MM of bone up to a 6.0 mm screw (5.5 on the
+    # voxelised tube's distance field), and one size more would not
+    assert wide.diameter in {5.5, 6.0}
+    assert not breaches(model, wide, -S1_MARGIN_MM)
+    assert breaches(model, type(wide)(Side.LEFT, ch, 40.0, wide.diameter + 0.5), -S1_MARGIN_MM)
+
+
+def test_a_sixth_lumbar_vertebra_is_planned_by_default() -> None:
+    # seeds 4 and 8 have an L6, found and named: its 4 reference screws had no plan (on their
+    # cached segmentations the L6 screws grade GR A, Babu 0 on the true masks)
+    levels = PlanningSettings().levels
+    assert levels.index("L5") < levels.index("L6") < levels.index("S1")
+    assert PlanningSettings(levels=("L6",)).levels == ("L6",)
