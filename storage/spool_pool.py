@@ -16,9 +16,10 @@ node's spool file meta holds the data set's length and checksum).
 A filler thread of the process keeps up to ``files`` free files of one size in
 ``SPOOL.pool/<pid>-<random>/`` (beside the spool root, so nothing that walks the spool sees them),
 making new ones when no file has been taken for :data:`IDLE_S`, and none before the process's
-first write (an SCP that receives nothing writes nothing; the first series after a start is
-written the usual way, at the usual cost). A file is taken for one write and
-never given back: the rename moves it out, a failure removes it.
+first write of the pool's size (an SCP that receives nothing, or only instances of another size,
+writes nothing; the first series after a start is written the usual way, at the usual cost).
+A file is taken for one write and never given back: the rename moves it out, a failure removes
+it.
 """
 
 from __future__ import annotations
@@ -120,24 +121,23 @@ class FilePool:
 
     def take(self, nbytes: int) -> tuple[Path, int] | None:
         """A free file (and its size) for a write of ``nbytes`` and a trailer of at least 16
-        bytes, or None (see ``slot_bytes``)."""
+        bytes, or None (see ``slot_bytes``). Only a write that fits the pool's size (or makes
+        it switch) starts the filler or holds it back: instances of another size do not make it
+        write files nobody needs."""
         wanted = slot_for(nbytes)
         stale: list[Path] = []
         with self._cond:
-            if self._taken_at is None:
-                self._cond.notify_all()  # the filler starts now
-            self._taken_at = time.monotonic()
             if wanted <= self._slot <= wanted + MAX_SLACK:
                 self._missed = (0, 0)
-                if self._free:
-                    self._cond.notify_all()
-                    return self._free.pop(), self._slot
-                return None
+                self._taken_at = time.monotonic()
+                self._cond.notify_all()
+                return (self._free.pop(), self._slot) if self._free else None
             size, count = self._missed
             self._missed = (wanted, count + 1 if size == wanted else 1)
             if self._missed[1] >= SWITCH_AFTER:
                 self._slot, self._missed = wanted, (0, 0)
                 stale, self._free = self._free, []
+                self._taken_at = time.monotonic()
                 self._cond.notify_all()
         for path in stale:
             _unlink(path)

@@ -144,3 +144,18 @@ def test_the_filler_leaves_the_free_space_guard_s_reserve_alone(tmp_path: Path) 
     path = spool.instance_path(STUDY, SERIES, SOP)
     assert not spool.write_atomic(path, b"data", _trailer).pooled  # the usual write still runs
     spool.close()
+
+
+def test_instances_of_another_size_do_not_start_the_filler(tmp_path: Path) -> None:
+    pool = FilePool(tmp_path / "pool", 2, 4 * SLOT)
+    pool.start()
+    for _ in range(SWITCH_AFTER - 1):
+        assert pool.take(100) is None  # smaller than the pool's files by far: not pooled
+    time.sleep(0.8)  # longer than the filler's idle wait
+    assert pool.free_count() == 0 and not list((tmp_path / "pool").glob("*"))
+    assert pool.take(3 * SLOT + 100) is None  # fits: the filler starts after the idle wait
+    deadline = time.monotonic() + 30
+    while pool.free_count() < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    pool.close()
