@@ -35,6 +35,7 @@ from lumbar_metrics import (  # noqa: E402
     dice,
     identification,
     level_dice,
+    signed_rows,
     summary_rows,
     true_segmentation,
 )
@@ -157,7 +158,7 @@ def run_phantoms(seeds: list[int], true_masks: bool = False, per_screw: bool = F
             for w in out.result.warnings:
                 print(f"    warning: {w}")
     print("\nPhantoms: per level (means; distances mm, angles deg)")
-    print("\n".join(summary_rows(tally, LEVELS)))
+    print("\n".join(summary_rows(tally, LEVELS) + signed_rows(tally, LEVELS)))
     print(f"\nOnly the {n_clean} phantoms with every level found and named right:")
     print("\n".join(summary_rows(clean, LEVELS)))
     cgr, cbabu = Counter(clean.gr), Counter(clean.babu)

@@ -142,6 +142,12 @@ def compare_screws(
             tally.babu.append(babu)
             row = tally.screw[level][-1]
             tpta, tpsa = screw_angles(frame, screw.entry, screw.tip, side)
+            row.update(
+                spta=plan.pta_deg - ref["pta_deg"],
+                spsa=plan.psa_deg - ref["psa_deg"],
+                fpta=plan.pta_deg - tpta,
+                fpsa=plan.psa_deg - tpsa,
+            )
             tally.detail.append(
                 f"{level} {side:<5} PTA {plan.pta_deg:6.1f} (ref {ref['pta_deg']:6.1f}, ours in "
                 f"true frame {tpta:6.1f}) PSA {plan.psa_deg:6.1f} (ref {ref['psa_deg']:6.1f}, "
@@ -174,6 +180,27 @@ def summary_rows(tally: Tally, levels: list[str]) -> list[str]:
             f"{level:<7}{np.mean(d) if d else float('nan'):>7.3f}{len(d):>4}{m('dpta'):>8.2f}"
             f"{m('dpsa'):>8.2f}{m('entry'):>7.2f}{m('tip'):>7.2f}{m('dlen'):>7.2f}{m('ddia'):>7.2f}"
             f"{m('dice'):>8.3f}{len(s):>7}"
+        )
+    return rows
+
+
+def signed_rows(tally: Tally, levels: list[str]) -> list[str]:
+    """Printable table of the signed angle errors per level (ours − reference, degrees), each
+    split into the frame term (our angle in our frame − our screw in the true frame) and the
+    axis term (the rest: our screw in the true frame − the reference)."""
+    rows = ["", "Signed angle errors (ours - reference, mean deg; frame + axis terms)"]
+    rows.append(f"{'level':<7}{'dPTA':>7}{'frame':>7}{'axis':>7}{'dPSA':>7}{'frame':>7}{'axis':>7}")
+    every: list[dict[str, float]] = []
+    for level in [*levels, "all"]:
+        s = every if level == "all" else tally.screw.get(level, [])
+        if level != "all":
+            every += s
+        if not s:
+            continue
+        m = {k: float(np.mean([x[k] for x in s])) for k in ("spta", "fpta", "spsa", "fpsa")}
+        rows.append(
+            f"{level:<7}{m['spta']:>7.2f}{m['fpta']:>7.2f}{m['spta'] - m['fpta']:>7.2f}"
+            f"{m['spsa']:>7.2f}{m['fpsa']:>7.2f}{m['spsa'] - m['fpsa']:>7.2f}"
         )
     return rows
 
