@@ -79,11 +79,13 @@ def split_at_disc_valleys(
     ``core_rank``) onto the disc between them, and take the disc out (in place; returned).
 
     For each pair, :func:`find_disc` looks for the valley of the cross-section mean HU
-    (``smooth_hu``) between the two cores. Within ``WALL_MM`` of the cross-section, a voxel of
-    ``k`` more than ``MARGIN_MM`` beyond the valley's mid-plane towards ``k + 1`` becomes
-    ``k + 1`` and vice versa; voxels of either between the two endplate peaks and darker than
-    the disc level become background. ``spacing``: mm per array axis. Pairs without a valley
-    deeper than ``MIN_DEPTH_HU`` are left as they are.
+    (``smooth_hu``) between the two cores, along the normal of the plane where their labels
+    meet and along the line joining the cores; the deeper valley is the disc. Within
+    ``WALL_MM`` of the cross-section, a voxel of ``k`` more than ``MARGIN_MM`` beyond the
+    valley's mid-plane towards ``k + 1`` becomes ``k + 1`` and vice versa; voxels of either
+    between the two endplate peaks and darker than the disc level become background.
+    ``spacing``: mm per array axis. Pairs without a valley deeper than ``MIN_DEPTH_HU`` are
+    left as they are.
     """
     sp = np.asarray(spacing, dtype=np.float64)
     ranks = set(np.unique(core_rank[core_rank > 0]).tolist())
@@ -92,7 +94,13 @@ def split_at_disc_valleys(
             continue
         a, b = core_rank == k, core_rank == k + 1
         box = _box(a | b, sp)
-        disc = find_disc(a[box], b[box], smooth_hu[box], sp, _contact(labels[box], k))
+        # the disc shows deepest along its own normal: the contact plane's or the cores' line
+        found = [
+            find_disc(a[box], b[box], smooth_hu[box], sp, contact)
+            for contact in (_contact(labels[box], k), None)
+        ]
+        discs = [d for d in found if d is not None]
+        disc = max(discs, key=lambda d: d.depth_hu) if discs else None
         if disc is not None:
             _apply(labels[box], smooth_hu[box], disc, k, sp)
     return labels

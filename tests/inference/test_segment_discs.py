@@ -126,3 +126,15 @@ def test_no_disc_between_cores_wider_than_a_body() -> None:
     assert find_disc(a, b, smooth, SPACING) is None
     narrow = (disk <= 12.0**2)[None]
     assert find_disc(a & narrow, b & narrow, smooth, SPACING) is not None
+
+
+def test_a_tilted_contact_does_not_hide_the_disc() -> None:
+    """The growth met 30 deg off the (level) disc: the profile along the contact plane's normal
+    smears the disc; the one along the cores' line still shows it and the border moves."""
+    hu, cores, body = _column(), _cores(), _body()
+    z = np.arange(SHAPE[0])[:, None, None]
+    rr = np.mgrid[: SHAPE[1], : SHAPE[2]][0][None]
+    tilted = z < 50.0 + np.tan(np.radians(30.0)) * (rr - 20.0)
+    labels = np.where(body, np.where(tilted, 2, 1), 0).astype(np.uint8)
+    out = split_at_disc_valleys(labels.copy(), cores, hu, SPACING)
+    assert np.all(out[body & (z >= DISC[1])] == 1)
