@@ -45,6 +45,10 @@ IN_FRONT_MM = 25.0
 # every vertebra the rings cost 0.004-0.006 at L2/L3 of seed 9 (1.25 mm, SAPs taken by the
 # vertebra above)
 RING_BELOW_RATIO = 2.0
+# parts of a core that an opening cuts off and that are this small beside its largest part are
+# not markers (see core_trunk); keeping only the opened largest part thinned the real CT's
+# low-density T12 core and L1 took T12's lower slices (vs TS v2 T12/L1 0.859/0.896 -> 0.719/0.792)
+TRUNK_MIN_FRACTION = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +173,13 @@ def separate_vertebrae(
     _, radius, cores, cents, chain = best
     logger.debug("vertebral body cores at %.1f mm: %d in the chain", radius, len(chain))
     markers = np.zeros(bone.shape, dtype=np.int16)
-    boxes = ndimage.find_objects(cores)
     for rank, comp in enumerate(chain, start=1):
-        markers[core_trunk(cores, comp + 1, boxes[comp])] = rank
+        markers[cores == comp + 1] = rank
+    ringed = above_a_base(markers)
+    boxes = ndimage.find_objects(cores)
+    for rank in ringed:  # the sacral base below: its pieces beyond a thin neck are not seeds
+        comp = chain[rank]
+        markers[(markers == rank + 1) & ~core_trunk(cores, comp + 1, boxes[comp])] = 0
     core_rank = markers.copy()
     # thick bone away from the column (ilium, femoral heads) or in front of it (a contrast-filled
     # aorta the bone mask took in) competes as OTHER; thick posterior elements near the column
@@ -181,9 +189,7 @@ def separate_vertebrae(
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
     labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
-    roofs = canal_roof_markers(
-        bone, aff, cents[chain], cranial, hu, first=labels, rings=above_a_base(core_rank)
-    )
+    roofs = canal_roof_markers(bone, aff, cents[chain], cranial, hu, first=labels, rings=ringed)
     arches = midline_arch_markers(labels, aff, cents[chain], cranial)
     if roofs.any() or arches is not None:  # arches seeded on their own roofs: grow again
         free = (roofs > 0) & (markers == 0)
@@ -211,13 +217,16 @@ def above_a_base(core_rank: npt.NDArray[np.int16]) -> set[int]:
 def core_trunk(
     cores: npt.NDArray[np.int32], value: int, box: tuple[slice, ...] | None
 ) -> BoolArray:
-    """The trunk of core ``value``: its largest part after an opening with the 6-neighbour
-    cross, with the voxels of the core next to it (a 3x3x3 dilation).
+    """Core ``value`` without its small far pieces: the parts an opening with the 6-neighbour
+    cross cuts off that hold less than ``TRUNK_MIN_FRACTION`` of its largest part are taken
+    out with the core voxels next to them (a 3x3x3 dilation), and of the rest only what stays
+    connected to the large parts is kept.
 
     A core can reach into a neighbour's bone through a thin neck of thick bone (3 mm slices:
     S1's sacral base fused with L5's 16 mm pedicles across the facet); the pieces beyond the
     neck would seed the neighbour's bone with this vertebra's label, so they are left to the
-    growth. ``box`` is the core's bounding box (``ndimage.find_objects``)."""
+    growth. A core with no such piece is kept whole (thin parts of a low-density body too).
+    ``box`` is the core's bounding box (``ndimage.find_objects``)."""
     out: BoolArray = np.zeros(cores.shape, dtype=bool)
     if box is None:
         return out
@@ -228,11 +237,16 @@ def core_trunk(
     mine = cores[pad] == value
     cross = ndimage.generate_binary_structure(3, 1)
     parts, n = ndimage.label(ndimage.binary_opening(mine, cross))
-    if n == 0:
+    sizes = np.bincount(parts.ravel())
+    sizes[0] = 0
+    small = (sizes > 0) & (sizes < TRUNK_MIN_FRACTION * sizes.max()) if n else sizes > 0
+    if not small.any():
         out[pad] = mine
         return out
-    trunk = parts == int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
-    out[pad] = ndimage.binary_dilation(trunk, np.ones((3, 3, 3), dtype=bool)) & mine
+    cut = ndimage.binary_dilation(small[parts], np.ones((3, 3, 3), dtype=bool))
+    rest, _ = ndimage.label(mine & ~cut)
+    big = np.unique(rest[(sizes > 0)[parts] & ~small[parts] & (rest > 0)])
+    out[pad] = np.isin(rest, big) & (rest > 0)
     return out
 
 

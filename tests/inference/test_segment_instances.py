@@ -274,7 +274,7 @@ def test_an_arch_on_thin_cortical_pedicles_stays_with_its_own_body() -> None:
 
 def test_a_core_piece_beyond_a_thin_neck_is_not_a_marker() -> None:
     # a body core (20 mm cube) reaching through a 1-voxel neck into a neighbour's thick
-    # bone (a 6 mm cube): only the body and the voxels next to it stay
+    # bone (a 6 mm cube): the far piece goes, the body stays whole
     cores = np.zeros((40, 40, 40), dtype=np.int32)
     cores[5:25, 10:30, 10:30] = 3
     cores[25:30, 20, 20] = 3
@@ -282,9 +282,10 @@ def test_a_core_piece_beyond_a_thin_neck_is_not_a_marker() -> None:
     box = ndimage.find_objects(cores)[2]
     trunk = core_trunk(cores, 3, box)
     assert trunk[5:25, 10:30, 10:30].all()
-    assert not trunk[30:36].any()
-    assert not trunk[27:30].any()  # the neck but for the voxels next to the body
+    assert not trunk[29:].any()
     assert core_trunk(cores, 3, None).sum() == 0
+    cores[30:] = 0  # no far piece: the core is kept as it is, thin parts too
+    assert (core_trunk(cores, 3, box) == (cores == 3)).all()
 
 
 def test_only_a_vertebra_above_a_much_larger_core_gets_its_canal_ring() -> None:
