@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from inference.errors import InferenceError
 from inference.geometry import Frame, SignedDistance, segment_distance
 from inference.grading import gertzbein_robbins
 from inference.lumbar.catalogue import fit_diameter, next_smaller, snap_length
@@ -26,7 +27,7 @@ from inference.lumbar.planner import (
 )
 from inference.lumbar.sacral import S1_MARGIN_MM, reaim, room_points, widest
 from inference.results import Side
-from inference.settings import PlanningSettings
+from inference.settings import PLANNABLE_LEVELS, PlanningSettings
 from tests.inference.lumbar_helpers import make_vertebra
 
 ROTATIONS = [(0.0, 0.0, 0.0), (20.0, -10.0, 15.0), (-25.0, 5.0, -30.0)]
@@ -304,9 +305,9 @@ def test_an_s1_axis_with_room_stays_and_gets_the_widest_screw_its_room_allows() 
     assert breaches(model, type(wide)(Side.LEFT, ch, 40.0, wide.diameter + 0.5), -S1_MARGIN_MM)
 
 
-def test_a_sixth_lumbar_vertebra_is_planned_by_default() -> None:
-    # seeds 4 and 8 have an L6, found and named: its 4 reference screws had no plan (on their
-    # cached segmentations the L6 screws grade GR A, Babu 0 on the true masks)
-    levels = PlanningSettings().levels
-    assert levels.index("L5") < levels.index("L6") < levels.index("S1")
-    assert PlanningSettings(levels=("L6",)).levels == ("L6",)
+def test_a_sixth_lumbar_vertebra_may_be_asked_for_but_is_not_planned_by_default() -> None:
+    # seeds 4 and 8 have an L6: its screws grade GR A but half of them Babu 1 on the true masks
+    assert "L6" not in PlanningSettings().levels
+    assert PlanningSettings(levels=PLANNABLE_LEVELS).levels.index("L6") == 5
+    with pytest.raises(InferenceError):
+        PlanningSettings(levels=("L7",))
