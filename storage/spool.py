@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import InvalidUIDError, SpoolError
-from storage.spool_pool import DEFAULT_SLOT_BYTES, POOL_DIR_SUFFIX, FilePool, pooled_files
+from storage.spool_pool import (
+    DEFAULT_SLOT_BYTES,
+    POOL_DIR_SUFFIX,
+    FilePool,
+    fsync_dir,
+    pooled_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +287,7 @@ class Spool:
     def place_pooled(self, pooled: Path, path: Path) -> None:
         """Start-up recovery: rename a filled pooled file to ``path`` and flush the folder."""
         self._move_in(pooled, self._inside(path))
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def _create_temporary(self, folder: Path) -> tuple[int, str]:
         """A new temporary file in ``folder`` (made when missing): its descriptor and name.
@@ -310,7 +316,7 @@ class Spool:
 
     def sync_folder(self, folder: Path) -> None:
         """fsync ``folder``: the names renamed or created in it are on disk when this returns."""
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
     def free_bytes(self) -> int:
         """Bytes available to this process on the spool's file system."""
@@ -361,7 +367,7 @@ class Spool:
                 new.mkdir()
             except FileExistsError:
                 continue  # another process made it in the meantime
-            _fsync_dir(new.parent)  # the new folder's entry survives a crash
+            fsync_dir(new.parent)  # the new folder's entry survives a crash
 
 
 class _StripeLocks:
@@ -433,14 +439,6 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -188,12 +188,12 @@ class FilePool:
         """``count`` files of ``slot`` zero bytes, each flushed, then the folder flushed."""
         if not self.folder.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.folder.parent)
+            fsync_dir(self.folder.parent)
         made: list[Path] = []
         try:
             for _ in range(count):
                 made.append(self._make_one(slot))
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         except OSError:
             for path in made:
                 _unlink(path)
@@ -226,7 +226,8 @@ def pooled_files(pool_root: Path) -> Iterator[Path]:
             yield from sorted(p for p in folder.iterdir() if p.is_file())
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (its names) to disk."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
