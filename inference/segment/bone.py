@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
@@ -73,8 +75,29 @@ def border_test(smooth: npt.NDArray[np.float32], spacing: FloatArray) -> BoolArr
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class JointMaps:
+    """What :func:`refine_border`'s joint-gap test reads from the CT alone (one grid): where it
+    is above the bone border level (:func:`border_test` after the ``SMOOTH_MM`` Gaussian), and
+    how much darker each voxel is than its grey closing (HU)."""
+
+    above: BoolArray
+    depth: npt.NDArray[np.float32]
+
+
+def joint_maps(hu: npt.NDArray[np.float32], spacing: FloatArray) -> JointMaps:
+    """:class:`JointMaps` of ``hu`` (``spacing``: mm per array axis)."""
+    smooth = ndimage.gaussian_filter(hu.astype(np.float32), sigma=SMOOTH_MM / spacing)
+    touch = _neighbours(spacing, INNER_MM, faces=False)
+    depth: npt.NDArray[np.float32] = ndimage.grey_closing(smooth, footprint=touch) - smooth
+    return JointMaps(border_test(smooth, spacing), depth)
+
+
 def refine_border(
-    labels: npt.NDArray[np.uint8], hu: npt.NDArray[np.float32], spacing: FloatArray
+    labels: npt.NDArray[np.uint8],
+    hu: npt.NDArray[np.float32],
+    spacing: FloatArray,
+    maps: JointMaps | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Re-decide the labels' outer border on a finer grid than the one they were made on.
 
@@ -87,7 +110,8 @@ def refine_border(
     background, a background voxel whose centre lies inside takes the neighbouring label (the
     largest, where two meet). Where two labels meet, their voxels below the
     :func:`border_test` level and ``GAP_DEPTH_HU`` darker than their grey closing become
-    background (the gap of a joint); brighter ones, and marrow, keep their labels.
+    background (the gap of a joint); brighter ones, and marrow, keep their labels. ``maps``:
+    :func:`joint_maps` of ``hu`` when the caller has them (computed here otherwise).
     """
     inside = labels > 0
     if not inside.any():
@@ -101,14 +125,13 @@ def refine_border(
     out[inner & ~kept] = 0
     # where two labels meet, a thin dark gap between brighter bone is the joint between two
     # bones the working grid bridged: background (marrow cut by the meeting is not thin)
-    smooth = ndimage.gaussian_filter(hu.astype(np.float32), sigma=SMOOTH_MM / spacing)
-    above = border_test(smooth, spacing)
+    if maps is None:
+        maps = joint_maps(hu, spacing)
     touch = _neighbours(spacing, INNER_MM, faces=False)
     low = ndimage.grey_erosion(np.where(inside, labels, 255).astype(np.uint8), footprint=touch)
     high = ndimage.grey_dilation(labels, footprint=touch)
-    meet = inside & ((low != labels) | (high != labels)) & ~above
-    depth = ndimage.grey_closing(smooth, footprint=touch) - smooth
-    out[meet & (depth > GAP_DEPTH_HU)] = 0
+    meet = inside & ((low != labels) | (high != labels)) & ~maps.above
+    out[meet & (maps.depth > GAP_DEPTH_HU)] = 0
     take = outer & kept
     out[take] = grown[take]
     return out

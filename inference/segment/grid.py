@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from inference.errors import NotApplicableError
 from inference.geometry import FloatArray, bounding_box, index_to_mm, voxel_spacing
-from inference.segment.bone import fill_small_holes, refine_border
+from inference.segment.bone import JointMaps, fill_small_holes, joint_maps, refine_border
 
 BONE_HU = 250.0
 # the native border is re-decided until it stands, at most this many times: each pass adds at
@@ -115,9 +115,13 @@ def to_native(
         labels.astype(np.uint8), native / step, output_shape=shape, order=0, mode="constant", cval=0
     )
     if refine and work.native_hu is not None and sub.any():
+        maps: tuple[tuple[slice, ...], JointMaps] | None = None  # kept while the box stays
         for _ in range(REFINE_PASSES):
             near = bounding_box(sub > 0, 2)
-            new = fill_small_holes(refine_border(sub[near], work.native_hu[near], native), native)
+            hu = work.native_hu[near]
+            if maps is None or maps[0] != near:
+                maps = (near, joint_maps(hu, native))
+            new = fill_small_holes(refine_border(sub[near], hu, native, maps[1]), native)
             if np.array_equal(new, sub[near]):
                 break
             sub[near] = new
