@@ -17,14 +17,14 @@ from inference.lumbar.frames import (
     screw_angles,
     vertebra_anatomy,
 )
-from inference.lumbar.isthmus import centroid_line, channel_along, coronal_track
-from inference.lumbar.planner import (
+from inference.lumbar.head import (
     HEAD_CLEARANCE_MM,
     MOVED_MARGIN_MM,
     clear_of_upper,
-    plan_vertebra,
     upper_clearance,
 )
+from inference.lumbar.isthmus import centroid_line, channel_along, coronal_track
+from inference.lumbar.planner import plan_vertebra
 from inference.lumbar.sacral import S1_MARGIN_MM, reaim, room_points, widest
 from inference.results import Side
 from inference.settings import PLANNABLE_LEVELS, PlanningSettings
