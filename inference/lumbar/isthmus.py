@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 from scipy import ndimage
 
 from inference.errors import InferenceError
@@ -25,24 +24,18 @@ from inference.geometry import (
     unit,
 )
 from inference.lumbar.frames import VertebraAnatomy
+from inference.lumbar.sections import GRID_MM, MIN_SECTION_MM2, run_from, section
+from inference.lumbar.tracks import coronal_track, sacral_track
+from inference.lumbar.walls import wall_midline
 from inference.results import Side
 
-GRID_MM = 0.5
 MAX_OFFSET_MM = 2.5
-MIN_SECTION_MM2 = 12.0  # smaller than any pedicle a 4.5 mm screw could enter
-S1_PTA_DEG = 35.0  # S1 pedicle axis ≈ 35–40° convergent, PSA ≈ 0 (Zindrick; ALGORITHMS.md)
 NARROW = 1.5  # sections up to this × the isthmus area belong to the pedicle's narrow part
 TRIM = 2.0  # centroids farther than this × the median from the line are refitted without
 WIDE = 2.0  # ... and up to this × for the transverse slope (PTA), see centroid_line
 SUBVOXEL_ORDER = 1  # centroid sections: the mask interpolated and cut at 0.5 (sub-voxel)
 FIT_HALF_MM = 8.0  # the centroid line is fitted within this distance of the isthmus
 PTA_AGREE_DEG = 6.0  # the centroid line's transverse slope (PTA) is kept when the corridor's agrees
-LINK_MM = 4.0  # coronal pedicle sections in consecutive planes 0.5 mm apart: same track
-WALL_HALF_MM = 12.0  # the pedicle's side walls are followed this far either side of the isthmus
-WALL_REACH_MM = 18.0  # ... across the axis
-WALL_BAND_MM = 4.5  # ... at heights within this of the axis
-WALL_STEP_MM = 0.6  # a wall that moves more than this between planes 0.5 mm apart has met bone
-WALL_MIN_MM = 4.0  # the walls' midline is fitted on at least this length
 FRONT_BACK_MM = 1.0  # the sagittal slope (PSA) from sections from this far behind the isthmus
 FRONT_MIN = 9  # ... forward, at least this many (4 mm)
 
@@ -63,21 +56,6 @@ class Channel:
         return float(np.linalg.norm(self.exit - self.entry))
 
 
-def _section(
-    inside: VolumeSampler,
-    centre: FloatArray,
-    u: FloatArray,
-    v: FloatArray,
-    half: float,
-    *,
-    order: int = 0,
-) -> np.ndarray:
-    """0/1 image of the mask on the plane centre + i·u + j·v, |i|,|j| ≤ half (GRID_MM pixels)."""
-    g = np.arange(-half, half + 1e-9, GRID_MM)
-    pts = centre + g[:, None, None] * v + g[None, :, None] * u
-    return (inside(pts.reshape(-1, 3), order=order) > 0.5).reshape(g.size, g.size)
-
-
 def _component_at(image: np.ndarray, reach_px: int = 6) -> tuple[np.ndarray, bool]:
     """The connected component nearest the image centre (within ``reach_px``), and found-flag."""
     labels, n = ndimage.label(image)
@@ -91,135 +69,6 @@ def _component_at(image: np.ndarray, reach_px: int = 6) -> tuple[np.ndarray, boo
     if ids.size == 0:
         return labels == -1, False
     return labels == np.bincount(ids).argmax(), True
-
-
-def _coronal_candidates(
-    inside: VolumeSampler, anatomy: VertebraAnatomy, depth: float, sign: float
-) -> list[tuple[float, FloatArray]]:
-    """(area, centre) of the bone sections on one side of the plane ⊥ a at ``depth`` mm behind
-    the posterior body wall, near the pedicle's expected place."""
-    f = anatomy.frame
-    centre = f.origin + (anatomy.body_back_mm - depth) * f.a
-    img = _section(inside, centre, f.r, f.s, 40.0)
-    labels, n = ndimage.label(img)
-    if n == 0:
-        return []
-    g = np.arange(-40.0, 40.0 + 1e-9, GRID_MM)
-    idx = ndimage.center_of_mass(img, labels, range(1, n + 1))
-    area = ndimage.sum(img, labels, range(1, n + 1)) * GRID_MM**2
-    out = []
-    for (row, col), a_mm2 in zip(idx, area, strict=True):
-        rr, ss = np.interp(col, np.arange(g.size), g), np.interp(row, np.arange(g.size), g)
-        if sign * rr < 4.0 or sign * rr > 40.0 or abs(ss) > 10.0 or a_mm2 < MIN_SECTION_MM2:
-            continue
-        out.append((float(a_mm2), centre + rr * f.r + ss * f.s))
-    return out
-
-
-def coronal_track(
-    inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side
-) -> tuple[FloatArray, FloatArray]:
-    """(centre, unit axis pointing anterior) of the pedicle on ``side`` from its sections in
-    coronal planes (⊥ a) 0.5–14 mm behind the body: the sections are linked from plane to plane
-    into tracks (:func:`_link_tracks`) and the longest track is the pedicle (a fragment behind
-    the body wall, such as the bulge of a body's lower rim in 3 mm slices, is a track of a plane
-    or two); its centre is the smallest section, the axis the line through the section centres
-    where the pedicle is narrow (area < 1.5 × minimum)."""
-    f = anatomy.frame
-    sign = -1.0 if side is Side.LEFT else 1.0  # r points to patient right
-    depths = np.arange(0.5, 14.01, 0.5)
-    per_depth = [_coronal_candidates(inside, anatomy, float(d), sign) for d in depths]
-    best = pedicle_track(per_depth)
-    if not best:
-        raise InferenceError(f"no {side} pedicle found behind the vertebral body", str(side))
-    areas = np.array([a for _, a, _ in best])
-    cents = np.array([c for _, _, c in best])
-    k = int(np.argmin(areas))
-    run = _run_from(areas < 1.5 * areas[k], k)
-    if run.sum() < 4:
-        return cents[k], unit(f.a)
-    pts = cents[run]
-    axis = np.linalg.svd(pts - pts.mean(axis=0), full_matrices=False)[2][0]
-    return cents[k], unit(axis if axis @ f.a > 0 else -axis)
-
-
-def pedicle_track(
-    per_depth: list[list[tuple[float, FloatArray]]],
-) -> list[tuple[int, float, FloatArray]]:
-    """The pedicle's (plane index, area, centre) sections among the candidate sections of each
-    coronal plane (area mm², centre): the longest track of :func:`_link_tracks`; among equally
-    long ones the one that starts nearest the body, then the largest (the pedicle, not a
-    process tip). Empty when there are no candidates."""
-    tracks = _link_tracks(per_depth)
-    if not tracks:
-        return []
-    return max(tracks, key=lambda t: (len(t), -t[0][0], sum(a for _, a, _ in t)))
-
-
-def _link_tracks(
-    per_depth: list[list[tuple[float, FloatArray]]],
-) -> list[list[tuple[int, float, FloatArray]]]:
-    """Tracks of (plane index, area, centre) through consecutive coronal planes: a section
-    continues the track whose last section lies in the previous plane within ``LINK_MM`` of it
-    (the nearest; one section per track and plane, the larger section first), else it starts a
-    new track."""
-    tracks: list[list[tuple[int, float, FloatArray]]] = []
-    for i, cands in enumerate(per_depth):
-        taken: set[int] = set()
-        for a_mm2, c in sorted(cands, key=lambda ac: -ac[0]):
-            open_ = [
-                (float(np.linalg.norm(t[-1][2] - c)), j)
-                for j, t in enumerate(tracks)
-                if t[-1][0] == i - 1 and j not in taken
-            ]
-            near = [dj for dj in open_ if dj[0] <= LINK_MM]
-            if near:
-                j = min(near)[1]
-                tracks[j].append((i, a_mm2, c))
-            else:
-                j = len(tracks)
-                tracks.append([(i, a_mm2, c)])
-            taken.add(j)
-    return tracks
-
-
-def sacral_track(
-    inside: VolumeSampler, anatomy: VertebraAnatomy, side: Side
-) -> tuple[FloatArray, FloatArray]:
-    """(centre, unit axis pointing anterior) of the S1 pedicle on ``side``.
-
-    The alae flank the S1 body and merge with the pedicle in coronal sections, so the largest
-    section is the ala, not the pedicle: take the most medial bone section lateral to the canal
-    in coronal planes 3–10 mm behind the body (the smallest of them), and the axis of the
-    anatomical prior (PTA ``S1_PTA_DEG`` convergent, PSA 0 in the S1 frame).
-    """
-    f = anatomy.frame
-    sign = -1.0 if side is Side.LEFT else 1.0  # r points to patient right
-    best: tuple[float, FloatArray] | None = None
-    for depth in np.arange(3.0, 10.01, 0.5):
-        cands = _coronal_candidates(inside, anatomy, float(depth), sign)
-        if not cands:
-            continue
-        a_mm2, c = min(cands, key=lambda ac: sign * float((ac[1] - f.origin) @ f.r))
-        if best is None or a_mm2 < best[0]:
-            best = (a_mm2, c)
-    if best is None:
-        raise InferenceError(f"no {side} S1 pedicle found behind the body", str(side))
-    medial = -sign * unit(f.r)
-    axis = unit(unit(f.a) + np.tan(np.radians(S1_PTA_DEG)) * medial)
-    return best[1], axis
-
-
-def _run_from(ok: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
-    """The contiguous run of True in ``ok`` that contains index ``k``."""
-    lo, hi = k, k
-    while lo > 0 and ok[lo - 1]:
-        lo -= 1
-    while hi < ok.size - 1 and ok[hi + 1]:
-        hi += 1
-    out = np.zeros(ok.size, dtype=bool)
-    out[lo : hi + 1] = True
-    return out
 
 
 def _profile(
@@ -239,7 +88,7 @@ def _profile(
     g = np.arange(-half, half + 1e-9, GRID_MM)
     for i, t in enumerate(ts):
         centre = point + t * direction
-        comp, found = _component_at(_section(inside, centre, u, v, half, order=order))
+        comp, found = _component_at(section(inside, centre, u, v, half, order=order))
         if not found:
             continue
         rows, cols = np.nonzero(comp)
@@ -262,7 +111,7 @@ def axis_clearance(inside: VolumeSampler, point: FloatArray, direction: FloatArr
     c = round(half / GRID_MM)
     best = np.inf
     for t in np.arange(-3.0, 3.0 + 1e-9, GRID_MM):
-        img = _section(inside, point + t * direction, u, v, half)
+        img = section(inside, point + t * direction, u, v, half)
         if not img[c, c]:
             return 0.0
         dist = ndimage.distance_transform_edt(img, sampling=GRID_MM)
@@ -345,7 +194,7 @@ def centroid_line(
         raise InferenceError("pedicle lost while searching the isthmus")
     k = int(np.argmin(areas))
     near = np.abs(ts - ts[k]) <= FIT_HALF_MM
-    narrow = _run_from(areas < NARROW * areas[k], k) & near
+    narrow = run_from(areas < NARROW * areas[k], k) & near
     span = float(np.ptp(ts[narrow]))
     if narrow.sum() < 5:
         return cents[k], direction, float(areas[k]), span
@@ -358,7 +207,7 @@ def centroid_line(
     if walls is not None:
         foot, transverse = walls
     else:
-        wide = _run_from(areas < WIDE * areas[k], k) & near
+        wide = run_from(areas < WIDE * areas[k], k) & near
         if wide.sum() > narrow.sum():
             _, transverse = _line_through(cents[wide], direction)
     front = narrow & (ts >= ts[k] - FRONT_BACK_MM)
@@ -370,79 +219,6 @@ def centroid_line(
         + (sagittal @ frame.s) / (sagittal @ frame.a) * frame.s
     )
     return foot, axis, float(areas[k]), span
-
-
-def _wall_runs(val: npt.NDArray[np.bool_], xs: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """(lower, upper) ends (mm) of the runs of True around ``xs`` = 0 along the last axis of
-    ``val``; NaN where 0 is outside, the end of ``xs`` where the run reaches it."""
-    i0 = int(np.argmin(np.abs(xs)))
-    before = ~val[..., :i0][..., ::-1]  # walking down from i0 - 1
-    after = ~val[..., i0 + 1 :]  # walking up from i0 + 1
-    lo_gap = np.where(before.any(axis=-1), np.argmax(before, axis=-1), i0)
-    hi_gap = np.where(after.any(axis=-1), np.argmax(after, axis=-1), xs.size - 1 - i0)
-    lo = xs[i0 - lo_gap]
-    hi = xs[i0 + hi_gap]
-    inside = val[..., i0]
-    return np.where(inside, lo, np.nan), np.where(inside, hi, np.nan)
-
-
-def wall_midline(
-    inside: VolumeSampler, point: FloatArray, direction: FloatArray, frame: Frame
-) -> tuple[FloatArray, FloatArray] | None:
-    """(point, direction) of the line midway between the pedicle's medial and lateral walls.
-
-    In the planes ⊥ ``direction`` every 0.5 mm within ±``WALL_HALF_MM`` of ``point``, the bone
-    run through the axis along the transverse direction w = s × d (at the axis height and
-    1 mm above and below, the mask interpolated and cut at 0.5) gives both walls; each is
-    followed from the isthmus while it moves less than ``WALL_STEP_MM`` from plane to plane
-    (beyond, the body, the lamina or a process has joined it), and the midpoints of that run
-    are fitted by a line (at least ``WALL_MIN_MM`` long, else None). Unlike the section
-    centroids, the midpoint is not pulled towards the side where the body joins a wide, short
-    pedicle (L5) before the other wall does. The result lies in the transverse plane of
-    ``direction`` (only its transverse slope is new); patient frame of ``inside``.
-    """
-    w = unit(np.cross(frame.s, direction))
-    v = np.cross(direction, w)
-    ts = np.arange(-WALL_HALF_MM, WALL_HALF_MM + 1e-9, GRID_MM)
-    xs = np.arange(-WALL_REACH_MM, WALL_REACH_MM + 1e-9, 0.2)
-    hs = np.arange(-WALL_BAND_MM, WALL_BAND_MM + 1e-9, GRID_MM)
-    pts = (
-        point
-        + ts[:, None, None, None] * direction
-        + hs[None, :, None, None] * v
-        + xs[None, None, :, None] * w
-    )
-    val = inside(pts.reshape(-1, 3), order=1).reshape(ts.size, hs.size, xs.size) > 0.5
-    lo_all, hi_all = _wall_runs(val, xs)
-    lo, hi = lo_all.mean(axis=1), hi_all.mean(axis=1)
-    ok = np.isfinite(lo) & (lo > xs[0] + 1.0) & (hi < xs[-1] - 1.0)
-    k = ts.size // 2
-    if not ok[k]:
-        return None
-    steady = np.ones(ts.size, dtype=bool)
-    steady[1:] = (np.abs(np.diff(lo)) <= WALL_STEP_MM) & (np.abs(np.diff(hi)) <= WALL_STEP_MM)
-    run = _run_from(ok, k) & _steady_span(steady, k)
-    if np.ptp(ts[run]) < WALL_MIN_MM:
-        return None
-    mid = (lo[run] + hi[run]) / 2
-    slope, offset = np.polyfit(ts[run], mid, 1)
-    return point + offset * w, unit(direction + slope * w)
-
-
-def _steady_span(steady: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
-    """Indices reachable from ``k`` through steps flagged ``steady`` (``steady[i]``: the step
-    from i − 1 to i)."""
-    out = np.zeros(steady.size, dtype=bool)
-    out[k] = True
-    i = k
-    while i + 1 < steady.size and steady[i + 1]:
-        i += 1
-        out[i] = True
-    i = k
-    while i > 0 and steady[i]:
-        i -= 1
-        out[i] = True
-    return out
 
 
 def _line_through(pts: FloatArray, direction: FloatArray) -> tuple[FloatArray, FloatArray]:

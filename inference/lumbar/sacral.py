@@ -1,7 +1,7 @@
 """S1 screws: where the sacral axis is a prior (35° convergent, 0° in the S1 frame, not read from
 the image), place it where our mask has room and size it by that room (patient frame, LPS mm).
 
-The S1 "isthmus" of :func:`inference.lumbar.isthmus.sacral_track` is a point on the S1 track, not a
+The S1 "isthmus" of :func:`inference.lumbar.tracks.sacral_track` is a point on the S1 track, not a
 narrowing: the pedicle merges with the ala and the body, so the isthmus sections' clearance that
 sizes a lumbar screw says little here (0 mm where the point sits in a gap of our mask, and the
 channel then 0.3 mm long: seeds 10 and 15 had no S1 screw on one side). An S1 screw is instead

@@ -13,14 +13,8 @@ from inference.lumbar.frames import (
     screw_angles,
     vertebra_anatomy,
 )
-from inference.lumbar.isthmus import (
-    S1_PTA_DEG,
-    _combine,
-    centroid_line,
-    channel,
-    coronal_track,
-    pedicle_track,
-)
+from inference.lumbar.isthmus import _combine, centroid_line, channel
+from inference.lumbar.tracks import S1_PTA_DEG, coronal_track, pedicle_track
 from inference.phantom import PhantomSpec
 from inference.phantom.anatomy import build_anatomy
 from inference.results import Side

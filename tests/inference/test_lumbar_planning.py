@@ -23,9 +23,10 @@ from inference.lumbar.head import (
     clear_of_upper,
     upper_clearance,
 )
-from inference.lumbar.isthmus import centroid_line, channel_along, coronal_track
+from inference.lumbar.isthmus import centroid_line, channel_along
 from inference.lumbar.planner import plan_vertebra
 from inference.lumbar.sacral import S1_MARGIN_MM, reaim, room_points, widest
+from inference.lumbar.tracks import coronal_track
 from inference.results import Side
 from inference.settings import PLANNABLE_LEVELS, PlanningSettings
 from tests.inference.lumbar_helpers import make_vertebra
