@@ -16,7 +16,8 @@ Messages on that channel, one per datagram:
 A receiver runs pynetdicom's association on the socket (event-driven when the installed pynetdicom
 is the reviewed one, :func:`node.scp.request_handler_class`), with TLS, the allowlist and the
 called-AE check as the in-process SCP, and its own job-log connection and spool handle. It stops on
-``S``, on SIGTERM, and when the channel closes (the serving process is gone): it aborts its
+``S``, on SIGTERM (its stop event set by a :class:`node.stopsignal.SignalRelay`, never by the
+handler itself), and when the channel closes (the serving process is gone): it aborts its
 associations (an instance stored but not yet answered is sent again by its sender: a duplicate) and
 exits. It logs how long its receipt transactions took (:class:`node.store.StepTimes`; they
 wait for the job log's write lock while another process writes).
@@ -31,7 +32,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from pydicom import config as pydicom_config
@@ -50,6 +50,7 @@ from node.scp import (
     server_ssl_context,
 )
 from node.settings import Settings
+from node.stopsignal import SignalRelay
 from node.store import StoreHandler
 from storage.joblog import JobLog
 from storage.spool import Spool
@@ -256,19 +257,16 @@ def receiver_main(
     configure_logging(verbosity)
     _lean_libraries(verbosity)
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the serving process stops us
-    joblog = JobLog.open(settings.database_url)
-    receiver = Receiver(settings, joblog, index, address)
-    logger.info("receiver %d started", index)
-    try:
-        receiver.run(channel, stop)
-    finally:
-        receiver.close()
-        joblog.close()
-        channel.close()
-        logger.info("receiver %d stopped: %s", index, receiver.handler.step_times.summary())
+    # SIGTERM sets `stop` from the relay's thread, never from the handler (node.stopsignal).
+    with SignalRelay(stop, signals=(signal.SIGTERM,)):
+        joblog = JobLog.open(settings.database_url)
+        receiver = Receiver(settings, joblog, index, address)
+        logger.info("receiver %d started", index)
+        try:
+            receiver.run(channel, stop)
+        finally:
+            receiver.close()
+            joblog.close()
+            channel.close()
+            logger.info("receiver %d stopped: %s", index, receiver.handler.step_times.summary())

@@ -135,3 +135,48 @@ def test_a_worker_stopped_by_sigterm_has_stopped_its_fork_server(tmp_path: Path)
             process.kill()
             process.join()
     assert [command_line(pid) for pid in helpers if alive(pid)] == []
+
+
+def test_a_receiver_stops_on_sigterm_through_the_relay_and_ignores_sigint(tmp_path: Path) -> None:
+    # node/receiver.py's handler used to set its stop event itself; the relay's thread sets it
+    # now (and logs which signal it was), so no handler ever calls Event.set().
+    import socket
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    code = f"""
+        import socket
+        from pathlib import Path
+        from node.receiver import receiver_main
+        from node.settings import Settings
+        settings = Settings(data_dir=Path({str(tmp_path / "var")!r}), min_free_mb=0)
+        settings.spool_dir.mkdir(parents=True)
+        channel = socket.socket(fileno={theirs.fileno()})
+        receiver_main(settings, 0, 1, channel, ("127.0.0.1", 0))
+        print("returned")
+        """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SPINENODE_")}
+    with ours:
+        process = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=REPO_ROOT,
+            env=environ | {"PYTHONPATH": str(REPO_ROOT)},
+            pass_fds=[theirs.fileno()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        theirs.close()
+        try:
+            ours.settimeout(HANG_S)
+            assert ours.recv(64) == b"R"  # ready: its handlers are installed
+            process.send_signal(signal.SIGINT)  # ignored: the serving process stops receivers
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=HANG_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert (process.returncode, out.strip()) == (0, "returned"), err
+    assert "node.stopsignal: SIGTERM received; stopping" in err
+    assert "SIGINT" not in err and "KeyboardInterrupt" not in err
+    assert "receiver 0 stopped: 0 receipt transactions" in err
