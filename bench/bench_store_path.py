@@ -64,6 +64,8 @@ from storage.records import InstanceReceipt  # noqa: E402
 from storage.spool import Spool, WriteTimes  # noqa: E402
 
 SYNTAX = "1.2.840.10008.1.2.1"
+#: The seconds of each step (not the ``pooled`` flag, not ``file_bytes``).
+TIME_FIELDS = [name for name in WriteTimes.__slots__ if name.endswith("_s")]
 
 
 def data_sets(folder: Path, count: int, size: int) -> list[bytes]:
@@ -146,7 +148,7 @@ def run(work: Path, streams: list[bytes]) -> None:
             os.close(fd)
 
     def report_steps() -> None:
-        for field in WriteTimes.__slots__[:-1]:  # not the ``pooled`` flag
+        for field in TIME_FIELDS:
             report(f"  of which {field.removesuffix('_s').replace('_', ' ')}",
                    [1000 * getattr(t, field) for t in steps])  # fmt: skip
 
@@ -204,7 +206,7 @@ def concurrent_writes(work: Path, streams: list[bytes], threads: int) -> None:
         thread.join()
     seconds = time.perf_counter() - started
     print(f"{threads} writers at once, {len(streams)} files: {len(streams) / seconds:.0f} files/s")
-    for field in WriteTimes.__slots__[:-1]:
+    for field in TIME_FIELDS:
         report(f"  {field.removesuffix('_s').replace('_', ' ')}",
                [1000 * getattr(t, field) for t in steps])  # fmt: skip
     spool.close()

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 from io import BytesIO
@@ -260,7 +260,7 @@ class StoreHandler:
         """Spool, then record: the file on disk always holds the bytes the job log vouches for."""
         if not path.exists():
             # A new instance (the usual case): the receipt's transaction looks the UID up.
-            self._write(path, data)
+            receipt = replace(receipt, size=self._write(path, data))
             outcome = self._record(receipt)
             if outcome is ReceiptOutcome.CONFLICT:
                 # Recorded before with other bytes whose file is gone: ours must not pass for them.
@@ -276,13 +276,14 @@ class StoreHandler:
         if recorded is None or file_content_sha256(path) != receipt.sha256:
             # A leftover never recorded (its name may not be on disk yet) or a damaged copy:
             # written again, flushes included, before the receipt.
-            self._write(path, data)
+            receipt = replace(receipt, size=self._write(path, data))
         return self._record(receipt)
 
-    def _write(self, path: Path, data: _Received) -> None:
+    def _write(self, path: Path, data: _Received) -> int:
         """Write the spool file: when this returns, its data is on disk, and its name is, or
         start-up recovery can give it back from the data (a pooled file: :mod:`node.recovery`);
-        the receipt is committed only after that."""
+        the receipt is committed only after that. Returns the file's size on disk (a pooled
+        file's is its pool size: what the receipt records, as start-up recovery does)."""
         try:
             times = self.spool.write_atomic(
                 path, (data.meta, data.data), padding_trailer(data.syntax)
@@ -294,6 +295,7 @@ class StoreHandler:
             raise _RefusedError(status, str(exc)) from exc
         self._written += len(data.meta) + len(data.data)
         self.step_times.add_write(times)
+        return times.file_bytes
 
     def _record(self, receipt: InstanceReceipt) -> ReceiptOutcome:
         started = time.perf_counter()

@@ -63,6 +63,9 @@ class WriteTimes:
     rename_s: float
     folder_sync_s: float  # fsync of the folder after the rename
     pooled: bool = False  # written into a pooled file (:mod:`storage.spool_pool`)
+    #: The file's size on disk: the data's length, or the pooled file's (padded) size. What
+    #: deleting the file frees, and what the job log records (retention's preview sums it).
+    file_bytes: int = 0
 
 
 def validate_uid(uid: str) -> str:
@@ -226,7 +229,7 @@ class Spool:
         except BaseException:
             _unlink_quietly(Path(tmp_name))
             raise
-        return _write_times(marks, time.perf_counter())
+        return _write_times(marks, time.perf_counter(), sum(len(part) for part in parts))
 
     def _write_pooled(
         self, pool: FilePool, path: Path, parts: list[bytes | memoryview], trailer: Trailer
@@ -260,7 +263,8 @@ class Spool:
             _unlink_quietly(pooled)
             raise
         renamed = time.perf_counter()
-        return WriteTimes(0.0, written - started, synced - written, renamed - synced, 0.0, True)
+        steps = (0.0, written - started, synced - written, renamed - synced, 0.0)
+        return WriteTimes(*steps, pooled=True, file_bytes=slot)
 
     def _move_in(self, pooled: Path, path: Path) -> None:
         """Rename a filled pooled file to ``path`` (folders made when missing, again when
@@ -423,10 +427,15 @@ class _StripeLocks:
                 os.close(self._fds.pop(stripe))
 
 
-def _write_times(marks: list[float], flushed: float) -> WriteTimes:
+def _write_times(marks: list[float], flushed: float, size: int) -> WriteTimes:
     started, created, written, synced, renamed = marks
     return WriteTimes(
-        created - started, written - created, synced - written, renamed - synced, flushed - renamed
+        created - started,
+        written - created,
+        synced - written,
+        renamed - synced,
+        flushed - renamed,
+        file_bytes=size,
     )
 
 
