@@ -19,7 +19,10 @@ called-AE check as the in-process SCP, and its own job-log connection and spool 
 ``S``, on SIGTERM (its stop event set by a :class:`node.stopsignal.SignalRelay`, never by the
 handler itself), and when the channel closes (the serving process is gone): it aborts its
 associations (an instance stored but not yet answered is sent again by its sender: a duplicate) and
-exits. It logs how long its receipt transactions took (:class:`node.store.StepTimes`; they
+exits. Before it serves, it empties the spool pool folders of receiving processes that are gone
+(:func:`node.recovery.restore_pooled`: the acceptor starts a receiver again when one dies, and
+the dead one's pooled files would otherwise stay until the next start). It logs how long its
+receipt transactions took (:class:`node.store.StepTimes`; they
 wait for the job log's write lock while another process writes).
 """
 
@@ -42,6 +45,7 @@ from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from node.recovery import restore_pooled
 from node.scp import (
     build_ae,
     check_requestor,
@@ -52,6 +56,7 @@ from node.scp import (
 from node.settings import Settings
 from node.stopsignal import SignalRelay
 from node.store import StoreHandler
+from storage.errors import StorageError
 from storage.joblog import JobLog
 from storage.spool import Spool
 
@@ -113,6 +118,7 @@ class Receiver:
         self.index = index
         self.spool = Spool(settings.spool_dir)
         self.handler = StoreHandler(self.spool, joblog, settings.min_free_bytes)
+        self._recover_pools(joblog)
         self.spool.start_pool(settings.scp_pool_files, reserve=settings.min_free_bytes)
         self.ssl_context = server_ssl_context(settings)
         self.ae = build_ae(settings)
@@ -131,6 +137,23 @@ class Receiver:
         self._threads: set[threading.Thread] = set()
         self._send_lock = threading.Lock()
         self._done: dict[socket.socket, _Done] = {}  # by the association's socket
+
+    def _recover_pools(self, joblog: JobLog) -> None:
+        """Empty the pool folders of the receiving processes that are gone (a receiver started
+        again mid-run finds its predecessor's): whole files back to the spool (recorded when
+        they have no receipt row), the rest removed (:func:`node.recovery.restore_pooled`). A
+        failure is logged; the folder stays for the next start."""
+        try:
+            restored = restore_pooled(self.spool, joblog, record=True)
+        except StorageError as exc:
+            logger.error("receiver %d: pool folders of stopped processes: %s", self.index, exc)
+            return
+        if restored:
+            logger.warning(
+                "receiver %d: %d whole spool files of a stopped process restored to the spool",
+                self.index,
+                restored,
+            )
 
     def _server(
         self, address: tuple[Any, ...], handlers: list[Any], handler: type[RequestHandler]

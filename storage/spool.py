@@ -11,7 +11,6 @@ but instances).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -31,6 +30,7 @@ from storage.spool_pool import (
     POOL_DIR_SUFFIX,
     FilePool,
     fsync_dir,
+    orphaned_folders,
     pooled_files,
 )
 
@@ -136,8 +136,13 @@ class Spool:
             self._pool = None
 
     def pooled_files(self) -> list[Path]:
-        """Every file in the pool folders of every process (start-up recovery's input)."""
+        """Every file in the pool folders of every process."""
         return list(pooled_files(self.pool_root))
+
+    def orphaned_pools(self) -> AbstractContextManager[list[Path]]:
+        """The pool folders of processes that are gone (recovery's input), locked by this
+        process until the block ends (:func:`storage.spool_pool.orphaned_folders`)."""
+        return orphaned_folders(self.pool_root)
 
     @contextmanager
     def receipt_lock(self) -> Iterator[None]:
@@ -280,13 +285,6 @@ class Spool:
                     raise
                 logger.info("spool folder %s went away while a file was moved in", path.parent)
                 attempt += 1
-
-    def remove_empty_pool_folders(self) -> None:
-        """Remove the pool folders left empty (start-up recovery, after emptying them)."""
-        if self.pool_root.is_dir():
-            for folder in self.pool_root.iterdir():
-                with contextlib.suppress(OSError):  # not empty, or not a folder
-                    folder.rmdir()
 
     def place_pooled(self, pooled: Path, path: Path) -> None:
         """Start-up recovery: rename a filled pooled file to ``path`` and flush the folder."""

@@ -20,16 +20,24 @@ first write of the pool's size (an SCP that receives nothing, or only instances 
 writes nothing; the first series after a start is written the usual way, at the usual cost).
 A file is taken for one write and never given back: the rename moves it out, a failure removes
 it.
+
+The pool's process holds an exclusive ``flock`` on its folder while the pool lives, so a folder
+whose lock is free belongs to a process that is gone (the kernel drops the lock with the process,
+however it ended). :func:`orphaned_folders` claims such folders: start-up recovery empties them
+all, and a receiving process started again mid-run empties the one its dead predecessor left
+(:func:`node.recovery.restore_pooled`) while the other processes' folders stay untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -47,6 +55,8 @@ SWITCH_AFTER = 8
 MAX_SLACK = 2 * SLOT_STEP
 #: The filler flushes the pool folder once for this many new files.
 BATCH = 8
+#: Times :func:`lock_new_folder` makes its folder again when an orphan sweep removed it first.
+LOCK_ATTEMPTS = 3
 #: The filler makes new files only once no file was taken for this long (s): a burst of
 #: instances spends the pool and the filler fills it again after the burst, off its path (while
 #: instances keep coming with the pool empty, they are written the usual way, at the usual cost).
@@ -91,17 +101,25 @@ class FilePool:
         self._stopping = False
         self._taken_at: float | None = None  # no write yet: nothing is made before the first
         self._thread: threading.Thread | None = None
+        self._lock_fd: int | None = None  # the folder's flock, held while the pool lives
 
     def start(self, eager: bool = False) -> None:
-        """Start the filler thread (a daemon); ``eager``: it makes files at once, not after the
-        first write."""
+        """Make and lock the folder, start the filler thread (a daemon); ``eager``: it makes
+        files at once, not after the first write. When the folder cannot be made, the pool
+        stays empty (a warning): every write goes the usual way."""
+        try:
+            self._lock_fd = lock_new_folder(self.folder)
+        except OSError as exc:
+            logger.warning("spool pool: cannot make %s (%s): no pooled files", self.folder, exc)
+            return
         if eager:
             self._taken_at = -IDLE_S
         self._thread = threading.Thread(target=self._fill_loop, name="spool-pool", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the filler and remove the free files (nothing was written into them)."""
+        """Stop the filler, remove the free files (nothing was written into them) and the
+        folder, and let go of its lock."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -113,6 +131,9 @@ class FilePool:
             _unlink(path)
         with contextlib.suppress(OSError):  # not empty (a failed write's file) or not there
             self.folder.rmdir()
+        if self._lock_fd is not None:  # a file left in it: the next recovery takes it
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def free_count(self) -> int:
         """How many free files are ready now."""
@@ -186,9 +207,11 @@ class FilePool:
 
     def _make(self, slot: int, count: int) -> list[Path]:
         """``count`` files of ``slot`` zero bytes, each flushed, then the folder flushed."""
-        if not self.folder.is_dir():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fsync_dir(self.folder.parent)
+        if not self.folder.is_dir():  # removed from outside: made and locked again
+            fd = lock_new_folder(self.folder)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            self._lock_fd = fd
         made: list[Path] = []
         try:
             for _ in range(count):
@@ -224,6 +247,65 @@ def pooled_files(pool_root: Path) -> Iterator[Path]:
     for folder in sorted(pool_root.iterdir()):
         if folder.is_dir() and not folder.is_symlink():
             yield from sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def lock_new_folder(folder: Path) -> int:
+    """Make ``folder`` (and its parents), flush its parent, and lock it (``flock``, exclusive):
+    the locked descriptor. An orphan sweep may claim the folder between its making and its
+    locking and remove it (it is empty): it is made again then (:data:`LOCK_ATTEMPTS` times).
+
+    Raises
+    ------
+    OSError
+        The folder cannot be made, opened or locked.
+    """
+    for _ in range(LOCK_ATTEMPTS):
+        folder.mkdir(parents=True, exist_ok=True)
+        fsync_dir(folder.parent)
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a sweep holds it only while it looks inside
+            if os.fstat(fd).st_nlink > 0:
+                return fd
+        except OSError:
+            os.close(fd)
+            raise
+        os.close(fd)  # removed by the sweep before this lock: make it again
+    raise OSError(f"{folder} was removed {LOCK_ATTEMPTS} times as it was made")
+
+
+@contextmanager
+def orphaned_folders(pool_root: Path) -> Iterator[list[Path]]:
+    """The pool folders under ``pool_root`` whose lock nobody holds (their process is gone),
+    locked by this process until the block ends: nobody else empties them meanwhile."""
+    held: list[tuple[Path, int]] = []
+    try:
+        if pool_root.is_dir():
+            for folder in sorted(pool_root.iterdir()):
+                fd = _try_lock(folder)
+                if fd is not None:
+                    held.append((folder, fd))
+        yield [folder for folder, _ in held]
+    finally:
+        for _, fd in held:
+            os.close(fd)
+
+
+def _try_lock(folder: Path) -> int | None:
+    """``folder``'s descriptor, locked; None when it is locked already, or not a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:  # gone, a link, a file
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: its process runs
+        os.close(fd)
+        return None
+    return fd
 
 
 def fsync_dir(folder: Path) -> None:

@@ -159,3 +159,20 @@ def test_instances_of_another_size_do_not_start_the_filler(tmp_path: Path) -> No
         assert time.monotonic() < deadline
         time.sleep(0.02)
     pool.close()
+
+
+def test_recovery_claims_only_the_folders_of_pools_whose_process_is_gone(tmp_path: Path) -> None:
+    running = Spool(tmp_path / "spool")
+    running.start_pool(1, SLOT)  # not eager: its folder (locked), no file yet
+    (live,) = running.pool_root.iterdir()
+    dead = running.pool_root / "4242-deadbeef"  # a folder whose process is gone: no lock held
+    dead.mkdir()
+    other = Spool(tmp_path / "spool")
+    with other.orphaned_pools() as folders:
+        assert folders == [dead]
+        with running.orphaned_pools() as again:
+            assert again == []  # claimed: nobody else empties it meanwhile
+    with other.orphaned_pools() as folders:
+        assert folders == [dead]  # the claim ended with the block
+    running.close()  # removes its folder and lets go of the lock
+    assert not live.exists()
