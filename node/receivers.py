@@ -99,6 +99,12 @@ class ReceiverPool:
         self.handed_over = [0] * settings.scp_processes  # per receiver index, for tests/benches
 
     @property
+    def port(self) -> int:
+        """The port it listens on (the one the system chose when ``port`` is 0); 0 before
+        :meth:`start`."""
+        return 0 if self._listener is None else int(self._listener.getsockname()[1])
+
+    @property
     def pids(self) -> list[int]:
         """Process ids of the running receivers."""
         return [c.process.pid for c in self._children if c is not None and c.process.pid]
@@ -133,7 +139,7 @@ class ReceiverPool:
             "(%d partial spool files cleaned, %d recovered)",
             self.settings.ae_title,
             self.settings.bind_address,
-            self.settings.port,
+            self.port,
             len(self._children),
             removed,
             recovered,

@@ -150,10 +150,16 @@ class StorageSCP:
             "SCP %s listening on %s:%d (%d partial spool files cleaned, %d recovered)",
             self.settings.ae_title,
             self.settings.bind_address,
-            self.settings.port,
+            self.port,
             removed,
             recovered,
         )
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one the system chose when ``port`` is 0); 0 before
+        :meth:`start`."""
+        return 0 if self._server is None else int(self._server.server_address[1])
 
     def stop(self) -> None:
         """Stop accepting; running associations are closed."""

@@ -45,6 +45,9 @@ TRACKER_STOP_S = 15.0
 class Listener(Protocol):
     """The SCP as ``serve`` runs it: in this process, or in receiving processes."""
 
+    @property
+    def port(self) -> int: ...
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -83,6 +86,11 @@ class Service:
         self.scp.start()
         # After the SCP's start-up (spool reconciliation), never concurrently with it.
         self._start_thread("retention", Retention(self.joblog, self.settings).run)
+
+    @property
+    def port(self) -> int:
+        """The port the SCP listens on once started (``port`` 0: the one the system chose)."""
+        return 0 if self.scp is None else self.scp.port
 
     def _start_thread(self, name: str, loop: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(target=loop, args=(self.stopping,), name=name, daemon=True)
@@ -165,7 +173,7 @@ def serve(settings: Settings, verbosity: int = 0) -> int:
                     "spinenode %s serving on %s:%d with %d worker(s); data in %s",
                     settings.ae_title,
                     settings.bind_address,
-                    settings.port,
+                    service.port,
                     settings.worker_count,
                     settings.data_dir,
                 )

@@ -85,6 +85,9 @@ class Settings:
     (:mod:`storage.spool_pool`; 576 KiB each for 512 × 512 slices, 184 MB of disk per process):
     a PACS that sends a 300-slice series on one association sends it all to one receiver, so
     each holds a whole series; 0 writes every instance the usual way (two journal commits).
+
+    ``port`` 0 listens on a free port that the system picks; ``serve`` logs the port it bound
+    ("serving on HOST:PORT"), for tests and for a node run next to others.
     """
 
     ae_title: str = "SPINENODE"
@@ -220,7 +223,7 @@ def validate_ae_title(value: str, where: str) -> str:
 
 def _validate(s: Settings) -> None:
     validate_ae_title(s.ae_title, "node.ae_title")
-    _check_port(s.port, "node.port")
+    _check_port(s.port, "node.port", lowest=0)  # 0: a free port, logged once bound
     module, _, attribute = s.analyzer.partition(":")
     if not module or not attribute:
         raise SettingsError(
@@ -266,9 +269,9 @@ def _validate(s: Settings) -> None:
     validate_retention(s.retention)
 
 
-def _check_port(port: int, where: str) -> None:
-    if not 1 <= port <= 65535:
-        raise SettingsError(f"{where} = {port} is not a TCP port (1 to 65535)", port)
+def _check_port(port: int, where: str, lowest: int = 1) -> None:
+    if not lowest <= port <= 65535:
+        raise SettingsError(f"{where} = {port} is not a TCP port ({lowest} to 65535)", port)
 
 
 def _validate_tls(tls: TLSSettings) -> None:

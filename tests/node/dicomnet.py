@@ -155,13 +155,17 @@ class PacsSCP:
         return 0x0000
 
     def start(self) -> PacsSCP:
+        """Listen; with ``port`` 0 on a free port the system picks, then :attr:`port`."""
         handlers = [(evt.EVT_C_STORE, self._on_store)]
-        self._server = self.ae.start_server(
+        server = self.ae.start_server(
             ("127.0.0.1", self.port),
             block=False,
             evt_handlers=handlers,  # type: ignore[arg-type]
             ssl_context=self.ssl_context,
         )
+        assert server is not None  # block=False returns the server
+        self._server = server
+        self.port = int(server.server_address[1])
         return self
 
     def stop(self) -> None:

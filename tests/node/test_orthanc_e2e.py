@@ -18,7 +18,6 @@ from storage.states import JobState
 from tests.conftest import REPO_ROOT
 from tests.node.dicomnet import wait_for, write_series
 from tests.node.orthanc import Orthanc, orthanc_available
-from tests.node.test_serve_e2e import free_tcp_port
 
 pytestmark = pytest.mark.skipif(
     not orthanc_available(), reason="Orthanc not installed (Debian package 'orthanc')"
@@ -27,12 +26,10 @@ pytestmark = pytest.mark.skipif(
 ANALYSIS_PROBLEM = analyzer_problem(Settings().analyzer)
 
 
-def _node_settings(
-    tmp_path: Path, node_port: int, orthanc_port: int, **changes: object
-) -> Settings:
+def _node_settings(tmp_path: Path, orthanc_port: int, **changes: object) -> Settings:
     settings = Settings(
         bind_address="127.0.0.1",
-        port=node_port,
+        port=0,  # a free port, read back once it listens (Service.port)
         data_dir=tmp_path / "var",
         min_free_mb=0,
         quiet_seconds=1.0,
@@ -47,22 +44,22 @@ def _node_settings(
 
 
 @pytest.fixture
-def ports() -> tuple[int, int, int]:
-    return free_tcp_port(), free_tcp_port(), free_tcp_port()
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    running = Orthanc.launch(tmp_path / "orthanc")  # on free ports, checked once it is up
+    yield running
+    running.stop()
 
 
-def _run(
-    tmp_path: Path, ports: tuple[int, int, int], series: list[Path], **changes: object
-) -> tuple[Orthanc, str, Settings]:
-    node_port, dicom_port, http_port = ports
-    settings = _node_settings(tmp_path, node_port, dicom_port, **changes)
-    orthanc = Orthanc(
-        tmp_path / "orthanc",
-        dicom_port,
-        http_port,
-        modalities={"spinenode": ("SPINENODE", "127.0.0.1", node_port)},
-    )
-    return orthanc, orthanc.upload(series), settings
+def _start_node(
+    tmp_path: Path, orthanc: Orthanc, box: list[Service], **changes: object
+) -> Settings:
+    """The node (port 0) sending to ``orthanc``, registered there on the port it bound."""
+    settings = _node_settings(tmp_path, orthanc.dicom_port, **changes)
+    service = Service(settings)
+    box.append(service)
+    service.start()
+    orthanc.add_modality("spinenode", "SPINENODE", "127.0.0.1", service.port)
+    return settings
 
 
 @pytest.fixture
@@ -74,30 +71,24 @@ def service_box() -> Iterator[list[Service]]:
 
 
 def test_results_arrive_in_the_same_study_in_orthanc(
-    tmp_path: Path, ports: tuple[int, int, int], service_box: list[Service]
+    tmp_path: Path, orthanc: Orthanc, service_box: list[Service]
 ) -> None:
-    series = write_series(tmp_path / "in", slices=6)
-    orthanc, study, settings = _run(tmp_path, ports, series, analyzer="tests.node.analyzers:mip")
-    try:
-        service = Service(settings)
-        service_box.append(service)
-        service.start()
-        orthanc.post("/modalities/spinenode/store", {"Resources": [study], "Synchronous": True})
-        assert wait_for(lambda: len(orthanc.series_modalities(study)) == 2, timeout=45)
-        assert orthanc.series_modalities(study) == ["CT", "OT"]
-        joblog = JobLog.open(settings.database_url)
-        # the delivery row is settled just after Orthanc has the result: wait for it
-        assert wait_for(lambda: [j.state for j in joblog.jobs()] == [JobState.DONE], timeout=30)
-        (job,) = joblog.jobs()
-        assert job.calling_ae == "ORTHANC"
-        joblog.close()
-    finally:
-        orthanc.stop()
+    study = orthanc.upload(write_series(tmp_path / "in", slices=6))
+    settings = _start_node(tmp_path, orthanc, service_box, analyzer="tests.node.analyzers:mip")
+    orthanc.post("/modalities/spinenode/store", {"Resources": [study], "Synchronous": True})
+    assert wait_for(lambda: len(orthanc.series_modalities(study)) == 2, timeout=45)
+    assert orthanc.series_modalities(study) == ["CT", "OT"]
+    joblog = JobLog.open(settings.database_url)
+    # the delivery row is settled just after Orthanc has the result: wait for it
+    assert wait_for(lambda: [j.state for j in joblog.jobs()] == [JobState.DONE], timeout=30)
+    (job,) = joblog.jobs()
+    assert job.calling_ae == "ORTHANC"
+    joblog.close()
 
 
 @pytest.mark.skipif(ANALYSIS_PROBLEM is not None, reason=f"real analysis: {ANALYSIS_PROBLEM}")
 def test_phantom_seg_sr_sc_arrive_in_orthanc(
-    tmp_path: Path, ports: tuple[int, int, int], service_box: list[Service]
+    tmp_path: Path, orthanc: Orthanc, service_box: list[Service]
 ) -> None:
     out = tmp_path / "phantom"
     small = ["--spacing", "2.0", "1.2", "1.2", "--fov", "220"]  # a coarse, cropped grid: fast
@@ -108,23 +99,17 @@ def test_phantom_seg_sr_sc_arrive_in_orthanc(
         check=True,
         capture_output=True,
     )
-    series = sorted((out / "dicom").rglob("*.dcm"))
-    orthanc, study, settings = _run(tmp_path, ports, series, lease_seconds=120.0)
-    try:
-        service = Service(settings)
-        service_box.append(service)
-        service.start()
-        orthanc.post("/modalities/spinenode/store", {"Resources": [study], "Synchronous": True})
-        joblog = JobLog.open(settings.database_url)
-        done = wait_for(lambda: joblog.jobs(state=JobState.DONE) != [], timeout=150)
-        (job,) = joblog.jobs()
-        detail = joblog.job(job.job_id)
-        joblog.close()
-        assert done, detail.to_json()
-        modalities = orthanc.series_modalities(study)  # every delivery was acknowledged
-        assert {"CT", "SEG", "SR"} <= set(modalities), modalities
-        assert any(m in ("OT", "SC") for m in modalities), modalities
-        assert len(detail.deliveries) >= 3
-        assert {"load", "write_dicom", "analysis"} <= {s.stage for s in detail.stages}
-    finally:
-        orthanc.stop()
+    study = orthanc.upload(sorted((out / "dicom").rglob("*.dcm")))
+    settings = _start_node(tmp_path, orthanc, service_box, lease_seconds=120.0)
+    orthanc.post("/modalities/spinenode/store", {"Resources": [study], "Synchronous": True})
+    joblog = JobLog.open(settings.database_url)
+    done = wait_for(lambda: joblog.jobs(state=JobState.DONE) != [], timeout=150)
+    (job,) = joblog.jobs()
+    detail = joblog.job(job.job_id)
+    joblog.close()
+    assert done, detail.to_json()
+    modalities = orthanc.series_modalities(study)  # every delivery was acknowledged
+    assert {"CT", "SEG", "SR"} <= set(modalities), modalities
+    assert any(m in ("OT", "SC") for m in modalities), modalities
+    assert len(detail.deliveries) >= 3
+    assert {"load", "write_dicom", "analysis"} <= {s.stage for s in detail.stages}

@@ -20,21 +20,21 @@ SOON_DAYS = "0.00002"  # about 1.7 s
 
 
 def test_serve_on_postgresql_runs_delivers_and_purges(
-    setup: tuple[Path, int, PacsSCP],  # noqa: F811
+    setup: tuple[Path, PacsSCP],  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = postgres_url()
-    config, port, pacs = setup
+    config, pacs = setup
     env = {
         "SPINENODE_DATABASE_URL": url,
         "SPINENODE_RETENTION_SPOOL_DAYS": SOON_DAYS,
         "SPINENODE_RETENTION_INTERVAL_SECONDS": "0.5",
     }
-    node = Serve(config, port, tmp_path / "serve.log", **env)
+    node = Serve(config, tmp_path / "serve.log", **env)
     joblog = JobLog.open(url)
     try:
-        assert send(port, write_series(tmp_path / "in", slices=6)) == [0] * 6
+        assert send(node.port, write_series(tmp_path / "in", slices=6)) == [0] * 6
         assert wait_for(lambda: len(pacs.received) == 1, timeout=60)
 
         def purged() -> bool:

@@ -19,19 +19,19 @@ def _events(joblog: JobLog, job_id: int) -> list[str]:
 
 
 def test_serve_purges_finished_work_after_the_retention_period(
-    setup: tuple[Path, int, PacsSCP],  # noqa: F811
+    setup: tuple[Path, PacsSCP],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    config, port, pacs = setup
+    config, pacs = setup
     env = {
         "SPINENODE_RETENTION_SPOOL_DAYS": SOON_DAYS,
         "SPINENODE_RETENTION_OUTPUTS_DAYS": SOON_DAYS,
         "SPINENODE_RETENTION_INTERVAL_SECONDS": "0.5",
     }
-    node = Serve(config, port, tmp_path / "serve.log", **env)
+    node = Serve(config, tmp_path / "serve.log", **env)
     joblog = JobLog.open(f"sqlite:///{tmp_path / 'var' / 'spinenode.db'}")
     try:
-        assert send(port, write_series(tmp_path / "in", slices=6)) == [0] * 6
+        assert send(node.port, write_series(tmp_path / "in", slices=6)) == [0] * 6
         assert wait_for(lambda: len(pacs.received) == 1, timeout=60)
 
         def purged() -> bool:
@@ -53,20 +53,20 @@ def test_serve_purges_finished_work_after_the_retention_period(
 
 
 def test_serve_stops_a_job_over_the_time_limit_and_goes_on(
-    setup: tuple[Path, int, PacsSCP],  # noqa: F811
+    setup: tuple[Path, PacsSCP],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    config, port, _ = setup
+    config, _ = setup
     env = {
         "SPINENODE_WORKER_ANALYZER": "tests.node.sleepy:sleepy",
         "SPINENODE_WORKER_MAX_JOB_SECONDS": "2",
     }
-    node = Serve(config, port, tmp_path / "serve.log", **env)
+    node = Serve(config, tmp_path / "serve.log", **env)
     joblog = JobLog.open(f"sqlite:///{tmp_path / 'var' / 'spinenode.db'}")
     try:
-        assert send(port, write_series(tmp_path / "a", slices=6)) == [0] * 6
+        assert send(node.port, write_series(tmp_path / "a", slices=6)) == [0] * 6
         other = write_series(tmp_path / "b", slices=6, series_uid=OTHER_SERIES)
-        assert send(port, other) == [0] * 6
+        assert send(node.port, other) == [0] * 6
         # one worker: both jobs fail by the limit only if it went on after the first
         assert wait_for(lambda: len(joblog.jobs(state=JobState.FAILED)) == 2, timeout=90), (
             tmp_path / "serve.log"

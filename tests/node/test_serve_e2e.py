@@ -1,15 +1,17 @@
 """`spinenode serve` end to end: an SCU sends a CT series, the results reach a pynetdicom PACS.
 
 The node runs as a real process (`python -m node serve`) with a worker process; the PACS is a
-pynetdicom storage SCP on 127.0.0.1. The analysis is ``tests.node.analyzers:mip`` (a real MIP
+pynetdicom storage SCP on 127.0.0.1. Both listen on port 0: the system gives each a free port
+and the test reads it back (the node logs "serving on 127.0.0.1:PORT"), so no port chosen ahead
+can be taken by another process in between. The analysis is ``tests.node.analyzers:mip`` (a real MIP
 secondary capture) so these tests do not depend on the image analysis being finished.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ CONFIG = """
 [node]
 ae_title = "SPINENODE"
 bind_address = "127.0.0.1"
-port = {port}
+port = 0
 data_dir = "{data}"
 min_free_mb = 0
 
@@ -53,22 +55,19 @@ port = {pacs_port}
 """
 
 
-def free_tcp_port() -> int:
-    """A free TCP port on 127.0.0.1 (the conftest fixture gives only one per test)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+#: The line ``serve`` logs once it listens (node/service.py), with the port it bound.
+SERVING = re.compile(rb"serving on 127\.0\.0\.1:(\d+) with")
 
 
 class Serve:
-    """``python -m node -v serve -c CONFIG`` as a child process, its log in a file."""
+    """``python -m node -v serve -c CONFIG`` as a child process, its log in a file; the config
+    says ``port = 0`` and :attr:`port` is the one it bound (read from its log)."""
 
-    def __init__(self, config: Path, port: int, log: Path, **env: str) -> None:
+    def __init__(self, config: Path, log: Path, **env: str) -> None:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("SPINENODE_")}
         environ |= {"PYTHONPATH": str(REPO_ROOT), **env}
-        self.port = port
         self.log = log
+        start = log.stat().st_size if log.exists() else 0  # earlier runs' lines: not ours
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "node", "-v", "serve", "-c", str(config)],
@@ -77,8 +76,14 @@ class Serve:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        up = wait_for(lambda: self.process.poll() is not None or echo(port) == 0, timeout=60)
-        if not up or self.process.poll() is not None:
+        self.port = 0
+
+        def serving() -> bool:
+            found = SERVING.search(log.read_bytes()[start:])
+            self.port = int(found.group(1)) if found else 0
+            return found is not None or self.process.poll() is not None
+
+        if not wait_for(serving, timeout=60) or not self.port or echo(self.port) != 0:
             self.stop(signal.SIGKILL)
             pytest.fail(f"spinenode serve did not start:\n{log.read_text()}")
 
@@ -93,24 +98,21 @@ class Serve:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[Path, int, PacsSCP]]:
-    port, pacs_port = free_tcp_port(), free_tcp_port()
+def setup(tmp_path: Path) -> Iterator[tuple[Path, PacsSCP]]:
+    pacs = PacsSCP(tmp_path / "pacs", 0).start()  # port 0: it reads back the one it got
     config = tmp_path / "spinenode.toml"
-    config.write_text(
-        CONFIG.format(port=port, data=tmp_path / "var", pacs_port=pacs_port), encoding="utf-8"
-    )
-    pacs = PacsSCP(tmp_path / "pacs", pacs_port).start()
-    yield config, port, pacs
+    config.write_text(CONFIG.format(data=tmp_path / "var", pacs_port=pacs.port), encoding="utf-8")
+    yield config, pacs
     pacs.stop()
 
 
 def test_series_in_results_out_with_the_job_timeline(
-    setup: tuple[Path, int, PacsSCP], tmp_path: Path
+    setup: tuple[Path, PacsSCP], tmp_path: Path
 ) -> None:
-    config, port, pacs = setup
-    node = Serve(config, port, tmp_path / "serve.log")
+    config, pacs = setup
+    node = Serve(config, tmp_path / "serve.log")
     try:
-        assert send(port, write_series(tmp_path / "in", slices=6)) == [0] * 6
+        assert send(node.port, write_series(tmp_path / "in", slices=6)) == [0] * 6
         assert wait_for(lambda: len(pacs.received) == 1, timeout=60), (
             tmp_path / "serve.log"
         ).read_text()
@@ -136,23 +138,21 @@ def test_series_in_results_out_with_the_job_timeline(
     assert "Test^Node" not in log and "NODE-TEST-1" not in log  # never the patient's name or ID
 
 
-def test_node_killed_mid_series_loses_nothing(
-    setup: tuple[Path, int, PacsSCP], tmp_path: Path
-) -> None:
-    config, port, pacs = setup
+def test_node_killed_mid_series_loses_nothing(setup: tuple[Path, PacsSCP], tmp_path: Path) -> None:
+    config, pacs = setup
     paths = write_series(tmp_path / "in", slices=6)
     hold = {"SPINENODE_SCHEDULER_QUIET_SECONDS": "3600"}  # the series stays open across restarts
-    first = Serve(config, port, tmp_path / "serve.log", **hold)
+    first = Serve(config, tmp_path / "serve.log", **hold)
     try:
-        assert send(port, paths[:3]) == [0] * 3
+        assert send(first.port, paths[:3]) == [0] * 3
         children = descendants(first.process.pid)
     finally:
         first.stop(signal.SIGKILL)  # a crash, not a clean stop
     assert wait_for(lambda: not any(map(alive, children)), timeout=30)  # no orphans keep running
-    second = Serve(config, port, tmp_path / "serve.log", **hold)
-    assert send(port, paths[3:]) == [0] * 3
+    second = Serve(config, tmp_path / "serve.log", **hold)
+    assert send(second.port, paths[3:]) == [0] * 3
     assert second.stop() == 0
-    third = Serve(config, port, tmp_path / "serve.log")  # quiet period back to 1 s
+    third = Serve(config, tmp_path / "serve.log")  # quiet period back to 1 s
     try:
         assert wait_for(lambda: len(pacs.received) == 1, timeout=60)
     finally:
@@ -164,14 +164,14 @@ def test_node_killed_mid_series_loses_nothing(
 
 
 def test_sigterm_stops_the_receiving_processes_and_leaves_no_child(
-    setup: tuple[Path, int, PacsSCP], tmp_path: Path
+    setup: tuple[Path, PacsSCP], tmp_path: Path
 ) -> None:
-    config, port, _ = setup
-    node = Serve(config, port, tmp_path / "serve.log", SPINENODE_SCP_PROCESSES="3")
+    config, _ = setup
+    node = Serve(config, tmp_path / "serve.log", SPINENODE_SCP_PROCESSES="3")
     try:
         children = descendants(node.process.pid)
         assert len(children) >= 4  # three receivers and a worker
-        assert send(port, write_series(tmp_path / "in", slices=4)) == [0] * 4
+        assert send(node.port, write_series(tmp_path / "in", slices=4)) == [0] * 4
         # and whatever started since (the worker's fork server, the resource tracker)
         children += [pid for pid in descendants(node.process.pid) if pid not in children]
     finally:
@@ -221,17 +221,17 @@ def alive(pid: int) -> bool:
 
 
 def test_worker_killed_mid_job_is_replaced_and_the_job_completes(
-    setup: tuple[Path, int, PacsSCP], tmp_path: Path
+    setup: tuple[Path, PacsSCP], tmp_path: Path
 ) -> None:
-    config, port, pacs = setup
+    config, pacs = setup
     env = {
         "SPINENODE_WORKER_ANALYZER": "tests.node.analyzers:slow_once",
         "SPINENODE_WORKER_LEASE_SECONDS": "3",
     }
-    node = Serve(config, port, tmp_path / "serve.log", **env)
+    node = Serve(config, tmp_path / "serve.log", **env)
     joblog = JobLog.open(f"sqlite:///{tmp_path / 'var' / 'spinenode.db'}")
     try:
-        assert send(port, write_series(tmp_path / "in", slices=6)) == [0] * 6
+        assert send(node.port, write_series(tmp_path / "in", slices=6)) == [0] * 6
         marker = tmp_path / "var" / "work" / "job-1" / "started"
         assert wait_for(marker.exists, timeout=60)
         holder = joblog.job(1).summary.worker or ""

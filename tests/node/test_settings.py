@@ -115,7 +115,7 @@ def test_backoff_is_exponential_and_capped() -> None:
     [
         ('[node]\nae_title = "WAY_TOO_LONG_AE_TITLE"\n', {}, "not a valid AE title"),
         ('[node]\nae_title = "BAD\\\\AE"\n', {}, "not a valid AE title"),
-        ("[node]\nport = 70000\n", {}, "not a TCP port"),
+        ("[node]\nport = 70000\n", {}, "not a TCP port (0 to 65535)"),
         ('[node]\nport = "abc"\n', {}, "not a valid int"),
         ("", {"SPINENODE_PORT": "eleven"}, "not a valid int"),
         ("[node]\nprot = 1\n", {}, "unknown key(s) in [node]: prot"),
@@ -158,3 +158,7 @@ def test_the_example_configuration_in_deploy_is_valid() -> None:
         allow=s.allow, destinations=s.destinations, routes=s.routes
     )  # the example shows the defaults
     assert [d.name for d in s.routes_for("CT_SCANNER_1")] == ["pacs", "research"]
+
+
+def test_port_0_asks_for_a_free_port(tmp_path: Path) -> None:
+    assert Settings.load(_write(tmp_path, "[node]\nport = 0\n"), {}).port == 0
