@@ -3,6 +3,7 @@ node's results come back into the same study in Orthanc (checked over Orthanc's 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from node.worker import analyzer_problem
 from storage.joblog import JobLog
 from storage.states import JobState
 from tests.conftest import REPO_ROOT
+from tests.node import orthanc as orthanc_helpers
 from tests.node.dicomnet import wait_for, write_series
 from tests.node.orthanc import Orthanc, orthanc_available
 
@@ -113,3 +115,22 @@ def test_phantom_seg_sr_sc_arrive_in_orthanc(
     assert any(m in ("OT", "SC") for m in modalities), modalities
     assert len(detail.deliveries) >= 3
     assert {"load", "write_dicom", "analysis"} <= {s.stage for s in detail.stages}
+
+
+def test_orthanc_launch_starts_again_on_other_ports_when_one_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process takes the DICOM port between the pick and Orthanc's bind: Orthanc exits,
+    # and launch starts it on two other ports.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        taken_port = int(taken.getsockname()[1])
+        free = orthanc_helpers._free_ports
+        picks = iter([[taken_port, *free(1)], free(2)])
+        monkeypatch.setattr(orthanc_helpers, "_free_ports", lambda count: next(picks))
+        running = Orthanc.launch(tmp_path / "orthanc")
+        try:
+            assert running.dicom_port != taken_port
+            assert running.get("/system")["DicomPort"] == running.dicom_port
+        finally:
+            running.stop()
+    assert "already in use" in (tmp_path / "orthanc" / "orthanc.log").read_text()
