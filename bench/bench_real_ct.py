@@ -20,7 +20,14 @@ Prints, on the native 3 mm grid:
 4. The body junctions: for each pair of neighbours, the slices where our and TS v2's upper
    vertebra ends and lower one starts and where TS's disc lies (body/disc map = 2, with its
    median HU); slice by slice for T12/L1 (slice index along the native axis 0, cranial up).
-5. The segment stage's wall time (working grid, bone, instances, labels).
+5. Where each level's Dice loss lies (L5 by slice too): our missed (FN) and extra (FP) voxels
+   by region in the level's frame, against v2, v1 and the voxels both versions agree on
+   (``regions``).
+6. What an HU rule could recover from L5's transverse processes (``tp_rule``): in the slab and
+   rows where TS's L5 processes lie, lateral of its body, the voxels outside our L5 by distance
+   to it and by HU, TS's and not TS's, and the best Dice any (distance, HU floor) pair there
+   would give with no rule elsewhere.
+7. The segment stage's wall time (working grid, bone, instances, labels).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -37,6 +45,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from inference.geometry import index_to_mm  # noqa: E402
 from inference.nifti import read_nifti  # noqa: E402
 from inference.pipeline import segment_volume  # noqa: E402
 from inference.segment.assign import OTHER  # noqa: E402
@@ -125,6 +134,146 @@ def junctions(ours: np.ndarray, v2: np.ndarray, disc: np.ndarray, hu: np.ndarray
             )
 
 
+# regions of a vertebra in its own frame (approximate at 3 mm): mm from the body's mid-plane
+# (LPS x) and behind its posterior wall (LPS y, per slice)
+MID_MM = 9.0  # the canal, the laminae's junction and the spinous process lie within this
+TP_MM = 27.0  # lateral of this: transverse processes (beyond a lumbar body's half-width)
+PEDICLE_MM = 12.0  # pedicles: up to this far behind the body's posterior wall
+REGIONS = [
+    "body",
+    "disc",
+    "body edge",
+    "pedicle",
+    "transverse",
+    "articular",
+    "lamina/spin",
+    "canal",
+]
+
+
+def region_map(
+    body: np.ndarray, disc: np.ndarray, level_body: np.ndarray, affine: np.ndarray
+) -> np.ndarray:
+    """Region name index (into ``REGIONS``) of every voxel, in the frame of the vertebra whose
+    body voxels are ``level_body`` (TS's body map: ``body``; discs: ``disc``)."""
+    idx = np.indices(body.shape).reshape(3, -1).T
+    lps = index_to_mm(affine, idx).reshape(*body.shape, 3)
+    x0 = float(lps[..., 0][level_body].mean())
+    walls = np.full(body.shape[0], np.nan)
+    for k in np.nonzero(level_body.any(axis=(1, 2)))[0]:
+        walls[k] = float(lps[k][..., 1][level_body[k]].max())  # LPS +y is posterior
+    ks = np.nonzero(~np.isnan(walls))[0]
+    near = ks[np.abs(np.arange(body.shape[0])[:, None] - ks[None]).argmin(axis=1)]
+    behind = lps[..., 1] - walls[near][:, None, None]
+    dx = np.abs(lps[..., 0] - x0)
+    out = np.full(body.shape, REGIONS.index("articular"), dtype=np.uint8)
+    out[dx < MID_MM] = REGIONS.index("lamina/spin")
+    out[(dx < MID_MM) & (behind <= PEDICLE_MM)] = REGIONS.index("canal")
+    out[(dx >= MID_MM) & (behind <= PEDICLE_MM)] = REGIONS.index("pedicle")
+    out[dx >= TP_MM] = REGIONS.index("transverse")
+    out[behind < -3.0] = REGIONS.index("body edge")
+    out[disc] = REGIONS.index("disc")
+    out[body] = REGIONS.index("body")
+    return out
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The real CT (native grid, LPS affine) and TotalSegmentator's maps on its grid."""
+
+    hu: np.ndarray
+    affine: np.ndarray
+    v1: np.ndarray
+    v2: np.ndarray
+    body_disc: np.ndarray
+
+
+def regions(ours: np.ndarray, scan: Scan) -> None:
+    """Per level: FN and FP voxels by region against v2, v1 and the voxels both agree on."""
+    v1, v2, body_disc, hu = scan.v1, scan.v2, scan.body_disc, scan.hu
+    print(
+        "\nDice loss by region (voxels; FN = TS's not our level, FP = ours not TS's; 'both' ="
+        " TS v1 and v2 agree; loss = (FN + FP) v2 / (ours + v2)):"
+    )
+    for level in LEVELS[1:6]:
+        mine = ours == LEVEL_TO_LABEL[level]
+        t1, t2 = v1 == V1_IDS[level], v2 == V2_IDS[level]
+        reg = region_map(body_disc == 1, body_disc == 2, (body_disc == 1) & t2, scan.affine)
+        denom = int(mine.sum() + t2.sum())
+        print(f"  {level} (Dice v2 {dice(mine, t2):.3f}, v1 {dice(mine, t1):.3f}):")
+        print(
+            f"    {'region':<12}{'FN v2':>6}{'v1':>5}{'both':>5}{'FP v2':>7}{'v1':>5}{'none':>5}"
+            f"{'loss':>7}  FN HU p10/50/90, FN's label in ours"
+        )
+        for r, name in enumerate(REGIONS):
+            at = reg == r
+            fn2, fn1, fnb = t2 & ~mine & at, t1 & ~mine & at, t1 & t2 & ~mine & at
+            fp2, fp1, fpn = mine & ~t2 & at, mine & ~t1 & at, mine & ~t1 & ~t2 & at
+            if not (fn2 | fn1 | fp2 | fp1).any():
+                continue
+            h = hu[fn2]
+            p = " ".join(f"{v:.0f}" for v in np.percentile(h, [10, 50, 90])) if h.size else "-"
+            print(
+                f"    {name:<12}{int(fn2.sum()):>6}{int(fn1.sum()):>5}{int(fnb.sum()):>5}"
+                f"{int(fp2.sum()):>7}{int(fp1.sum()):>5}{int(fpn.sum()):>5}"
+                f"{(fn2.sum() + fp2.sum()) / denom:>7.3f}  {p}, {_shares(ours, fn2)}"
+            )
+        if level == "L5":
+            by_slice(mine, t2, reg)
+
+
+def by_slice(mine: np.ndarray, ts: np.ndarray, reg: np.ndarray) -> None:
+    """FN and FP against ``ts`` slice by slice (native axis 0), FN split by region."""
+    print(f"    by slice: ours / TS v2 / FN / FP; FN by region ({', '.join(REGIONS)})")
+    for k in np.nonzero((mine | ts).any(axis=(1, 2)))[0]:
+        fn, fp = ts[k] & ~mine[k], mine[k] & ~ts[k]
+        split = "/".join(str(int((fn & (reg[k] == r)).sum())) for r in range(len(REGIONS)))
+        print(
+            f"      slice {k}: {int(mine[k].sum())} / {int(ts[k].sum())} / {int(fn.sum())} /"
+            f" {int(fp.sum())}; {split}"
+        )
+
+
+def tp_rule(ours: np.ndarray, scan: Scan) -> None:
+    """What any (distance, HU floor) rule could take in L5's transverse-process zone."""
+    v1, v2, body_disc, hu = scan.v1, scan.v2, scan.body_disc, scan.hu
+    mine, t2, t1 = ours == LEVEL_TO_LABEL["L5"], v2 == V2_IDS["L5"], v1 == V1_IDS["L5"]
+    reg = region_map(body_disc == 1, body_disc == 2, (body_disc == 1) & t2, scan.affine)
+    tps = t2 & (reg == REGIONS.index("transverse"))
+    if not tps.any():
+        return
+    ks, rs = np.nonzero(tps.any(axis=2)), np.nonzero(tps.any(axis=(0, 2)))[0]
+    zone = np.zeros_like(tps)
+    zone[ks[0].min() : ks[0].max() + 1, rs.min() : rs.max() + 1] = True
+    zone &= reg == REGIONS.index("transverse")
+    free = zone & (ours == 0)
+    dist = ndimage.distance_transform_edt(~mine)  # voxels
+    print(
+        f"\nL5's transverse-process zone (slices {ks[0].min()}-{ks[0].max()}, rows"
+        f" {rs.min()}-{rs.max()}, > {TP_MM:.0f} mm lateral): TS v2 {int((t2 & zone).sum())},"
+        f" v1 {int((t1 & zone).sum())}, both {int((t1 & t2 & zone).sum())}, ours"
+        f" {int((mine & zone).sum())}; unlabelled voxels there, TS v2 L5 / not, by voxels from"
+        " our L5 and HU:"
+    )
+    floors = [-1000, 0, 50, 100, 150, 250]
+    for d0, d1 in ((0, 1), (1, 2), (2, 3), (3, 5)):
+        at = free & (dist > d0 + 0.01) & (dist <= d1 + 0.01)
+        cells = []
+        for lo, hi in pairwise([*floors, 10000]):
+            m = at & (hu >= lo) & (hu < hi)
+            cells.append(f"[{lo},{hi}) {int((m & t2).sum())}/{int((m & ~t2).sum())}")
+        print(f"  ({d0},{d1}]: " + ", ".join(cells))
+    best = max(
+        (dice(mine | (free & (dist <= d + 0.01) & (hu >= f)), t2), d, f)
+        for d in (1, 2, 3, 5)
+        for f in floors
+    )
+    print(
+        f"  best rule there: within {best[1]} voxels and >= {best[2]} HU -> L5 Dice v2"
+        f" {best[0]:.3f} (now {dice(mine, t2):.3f})"
+    )
+
+
 def main() -> None:
     folder = DATA / "real-ct" / "totalseg-abdomen"
     if not (folder / "ct.nii.gz").is_file():
@@ -189,6 +338,11 @@ def main() -> None:
         f" removed {int(removed.sum())} ({int((removed & ts_any).sum())} TS v2 bone)"
     )
     junctions(ours, v2, body_disc == 2, np.asarray(hu, dtype=np.float32))
+    scan = Scan(
+        np.asarray(hu, dtype=np.float32), np.asarray(affine, dtype=np.float64), v1, v2, body_disc
+    )
+    regions(ours, scan)
+    tp_rule(ours, scan)
 
 
 if __name__ == "__main__":
