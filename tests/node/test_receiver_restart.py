@@ -38,12 +38,10 @@ def _spooled(settings: Settings, path: Path) -> Path:
     return settings.spool_dir / uids[0] / uids[1] / f"{uids[2]}.dcm"
 
 
-def test_a_receiver_started_again_empties_the_pool_folder_of_the_dead_one(
-    tmp_path: Path, free_port: int
-) -> None:
+def test_a_receiver_started_again_empties_the_pool_folder_of_the_dead_one(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "var",
-        port=free_port,
+        port=0,  # a free port the system picks (pool.port)
         bind_address="127.0.0.1",
         min_free_mb=0,
         scp_processes=2,
@@ -53,17 +51,18 @@ def test_a_receiver_started_again_empties_the_pool_folder_of_the_dead_one(
     joblog = JobLog.open(settings.database_url)
     pool = ReceiverPool(settings, joblog)
     pool.start()
+    port = pool.port
     try:
         first, second = pool.pids
         for path in paths[:2]:  # one each: both fill their pools after their first write
-            assert send(free_port, [path]) == [0]
+            assert send(port, [path]) == [0]
         assert wait_for(
             lambda: all(len(_pool_files(settings, pid)) == POOL_FILES for pid in (first, second)),
             timeout=60,
         )
         folders = [_pool_folder(settings, pid) for pid in (first, second)]
         for path in paths[2:]:  # one each again, now into pooled files
-            assert send(free_port, [path]) == [0]
+            assert send(port, [path]) == [0]
         assert pool.handed_over == [2, 2]
         acknowledged, unrecorded = _spooled(settings, paths[2]), _spooled(settings, paths[3])
         assert acknowledged.stat().st_size == DEFAULT_SLOT_BYTES
@@ -91,7 +90,7 @@ def test_a_receiver_started_again_empties_the_pool_folder_of_the_dead_one(
         assert [(e.sop_instance_uid, e.kind) for e in detail.instance_events] == [
             (unrecorded.stem, "recovered")
         ]
-        assert send(free_port, paths) == [0] * 4  # duplicates of what is kept
+        assert send(port, paths) == [0] * 4  # duplicates of what is kept
     finally:
         pool.stop()
         joblog.close()

@@ -208,35 +208,34 @@ def test_status_shows_what_retention_would_free_and_the_last_pass(
     assert "deleted 5 instances of 1 series, 0 work folders" in out
 
 
-def _network_settings(tmp_path: Path, port: int) -> Settings:
-    """An SCP on 127.0.0.1 whose series of 4+ slices are analysed."""
+def _network_settings(tmp_path: Path) -> Settings:
+    """An SCP on 127.0.0.1 (a free port the system picks: StorageSCP.port) whose series of 4+
+    slices are analysed."""
     return Settings(
         data_dir=tmp_path / "var",
-        port=port,
+        port=0,
         bind_address="127.0.0.1",
         min_free_mb=0,
         selection=SelectionRules(min_slices=4, max_slice_spacing_mm=2.5),
     )
 
 
-def test_purged_series_sent_again_over_the_network_gets_a_new_job(
-    tmp_path: Path, free_port: int
-) -> None:
-    settings = _network_settings(tmp_path, free_port)
+def test_purged_series_sent_again_over_the_network_gets_a_new_job(tmp_path: Path) -> None:
+    settings = _network_settings(tmp_path)
     joblog = JobLog.open(settings.database_url)
     scp = StorageSCP(settings, joblog)
     scp.start()
     try:
         env = Env(settings, joblog, Spool(settings.spool_dir), tmp_path / "in")
         paths = write_series(tmp_path / "a", slices=5, series_uid=SERIES["A"])
-        assert send(free_port, paths) == [0] * 5
+        assert send(scp.port, paths) == [0] * 5
         ((first, _),) = Scheduler(joblog, settings).tick(datetime.now(UTC) + timedelta(hours=1))
         assert joblog.claim("w", 60.0, datetime.now(UTC)) is not None
         joblog.transition(first, JobState.DONE, worker="w")
-        assert send(free_port, paths) == [0] * 5  # before the purge: duplicates, no new job
+        assert send(scp.port, paths) == [0] * 5  # before the purge: duplicates, no new job
         assert [j.job_id for j in joblog.jobs()] == [first]
         assert Retention(joblog, settings).sweep(datetime.now(UTC) + 8 * DAY).instances == 5
-        assert send(free_port, paths) == [0] * 5  # after it: a new arrival
+        assert send(scp.port, paths) == [0] * 5  # after it: a new arrival
         second = max(j.job_id for j in joblog.jobs())
         assert second != first and len(env.spooled("A")) == 5
         assert joblog.job(second).summary.state is JobState.RECEIVING
@@ -311,19 +310,17 @@ class _SweepDuringReceipt(JobLog):
         return super().record_instance(r)
 
 
-def test_sweep_during_a_resend_never_loses_an_acknowledged_instance(
-    tmp_path: Path, free_port: int
-) -> None:
+def test_sweep_during_a_resend_never_loses_an_acknowledged_instance(tmp_path: Path) -> None:
     # A settled series old enough to purge is sent again, and the sweep reaches it while the SCP
     # stores the first instance: that instance's file is there, and recorded, so the SCP keeps
     # it as a duplicate. Every instance the node acknowledged must be on disk with its row.
-    settings = _network_settings(tmp_path, free_port)
+    settings = _network_settings(tmp_path)
     joblog = _SweepDuringReceipt.open(settings.database_url)
     scp = StorageSCP(settings, joblog)
     scp.start()
     try:
         paths = write_series(tmp_path / "a", slices=5, series_uid=SERIES["A"])
-        assert send(free_port, paths) == [0] * 5
+        assert send(scp.port, paths) == [0] * 5
         ((first, _),) = Scheduler(joblog, settings).tick(datetime.now(UTC) + timedelta(hours=1))
         assert joblog.claim("w", 60.0, datetime.now(UTC)) is not None
         joblog.transition(first, JobState.DONE, worker="w")
@@ -331,7 +328,7 @@ def test_sweep_during_a_resend_never_loses_an_acknowledged_instance(
         reports = []
         retention = Retention(joblog, settings)
         joblog.sweep = lambda: reports.append(retention.sweep(ended + 7 * DAY))
-        assert send(free_port, paths) == [0] * 5  # every one acknowledged
+        assert send(scp.port, paths) == [0] * 5  # every one acknowledged
         assert joblog.sweeper is not None
         joblog.sweeper.join(timeout=60)
         recorded = {Path(p) for job in joblog.jobs() for p in joblog.job_instances(job.job_id)}

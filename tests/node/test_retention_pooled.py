@@ -19,12 +19,10 @@ from tests.node.dicomnet import send, wait_for, write_series
 SLICES = 5
 
 
-def test_the_preview_counts_the_pooled_files_bytes_as_deleting_them_frees(
-    tmp_path: Path, free_port: int
-) -> None:
+def test_the_preview_counts_the_pooled_files_bytes_as_deleting_them_frees(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "var",
-        port=free_port,
+        port=0,  # a free port the system picks (scp.port)
         bind_address="127.0.0.1",
         min_free_mb=0,
         scp_pool_files=0,  # the pool is started below, with files of one 64 KiB step
@@ -37,7 +35,7 @@ def test_the_preview_counts_the_pooled_files_bytes_as_deleting_them_frees(
     try:
         scp.spool.start_pool(SLICES, SLOT_STEP, eager=True)
         assert wait_for(lambda: scp.spool.pool_free() == SLICES, timeout=30, step=0.02)
-        assert send(free_port, write_series(tmp_path / "in", slices=SLICES)) == [0] * SLICES
+        assert send(scp.port, write_series(tmp_path / "in", slices=SLICES)) == [0] * SLICES
         assert scp.handler.step_times.pooled == SLICES
         files = sorted(settings.spool_dir.rglob("*.dcm"))
         sizes = [f.stat().st_size for f in files]

@@ -20,19 +20,22 @@ from storage.states import JobState
 from tests.node.dicomnet import SERIES_UID, echo, make_tls_chain, send, write_series
 
 
-def _settings(tmp_path: Path, port: int, **changes: object) -> Settings:
-    base = Settings(data_dir=tmp_path / "var", port=port, bind_address="127.0.0.1", min_free_mb=0)
+def _settings(tmp_path: Path, **changes: object) -> Settings:
+    """Port 0: the SCP listens on a free port the system picks (``Node.port``)."""
+    base = Settings(data_dir=tmp_path / "var", port=0, bind_address="127.0.0.1", min_free_mb=0)
     return base.with_changes(**changes)
 
 
 class Node:
-    """An SCP and its job log on a tmp data dir; restartable."""
+    """An SCP and its job log on a tmp data dir; restartable. ``settings.port`` is the port it
+    bound."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         self.joblog = JobLog.open(settings.database_url)
         self.scp = StorageSCP(settings, self.joblog)
         self.scp.start()
+        self.settings = settings.with_changes(port=self.scp.port)
+        self.port = self.scp.port
 
     def stop(self) -> None:
         self.scp.stop()
@@ -44,8 +47,8 @@ class Node:
 
 
 @pytest.fixture
-def node(tmp_path: Path, free_port: int) -> Iterator[Node]:
-    running = Node(_settings(tmp_path, free_port))
+def node(tmp_path: Path) -> Iterator[Node]:
+    running = Node(_settings(tmp_path))
     yield running
     running.stop()
 
@@ -122,23 +125,23 @@ def test_invalid_uid_is_refused_and_nothing_is_written(node: Node, tmp_path: Pat
     assert node.joblog.jobs() == []
 
 
-def test_called_ae_and_allowlist(tmp_path: Path, free_port: int) -> None:
+def test_called_ae_and_allowlist(tmp_path: Path) -> None:
     allow = (AllowedPeer("PACS", "127.0.0.1"), AllowedPeer("WS1", "10.9.9.9"))
-    running = Node(_settings(tmp_path, free_port, allow=allow))
+    running = Node(_settings(tmp_path, allow=allow))
     try:
-        assert echo(free_port, calling_ae="PACS") == 0
-        assert echo(free_port, calling_ae="INTRUDER") is None
-        assert echo(free_port, calling_ae="WS1") is None  # right AE, wrong host
-        assert echo(free_port, calling_ae="PACS", called_ae="SOMEONE") is None
+        assert echo(running.port, calling_ae="PACS") == 0
+        assert echo(running.port, calling_ae="INTRUDER") is None
+        assert echo(running.port, calling_ae="WS1") is None  # right AE, wrong host
+        assert echo(running.port, calling_ae="PACS", called_ae="SOMEONE") is None
     finally:
         running.stop()
 
 
-def test_free_space_guard_refuses_with_a700(tmp_path: Path, free_port: int) -> None:
-    running = Node(_settings(tmp_path, free_port, min_free_mb=1 << 40))
+def test_free_space_guard_refuses_with_a700(tmp_path: Path) -> None:
+    running = Node(_settings(tmp_path, min_free_mb=1 << 40))
     try:
         paths = write_series(tmp_path / "in", slices=2)
-        assert send(free_port, paths) == [StoreStatus.OUT_OF_SPACE] * 2
+        assert send(running.port, paths) == [StoreStatus.OUT_OF_SPACE] * 2
         assert running.spool_files() == []
     finally:
         running.stop()
@@ -164,27 +167,27 @@ def test_full_disk_refusal_leaves_no_partial_file(node: Node, tmp_path: Path) ->
     assert [j.instances for j in node.joblog.jobs()] == [1]
 
 
-def test_max_associations(tmp_path: Path, free_port: int) -> None:
-    running = Node(_settings(tmp_path, free_port, max_associations=1))
+def test_max_associations(tmp_path: Path) -> None:
+    running = Node(_settings(tmp_path, max_associations=1))
     ae = AE(ae_title="PACS")
     ae.add_requested_context("1.2.840.10008.1.1")
-    first = ae.associate("127.0.0.1", free_port, ae_title="SPINENODE")
+    first = ae.associate("127.0.0.1", running.port, ae_title="SPINENODE")
     try:
         assert first.is_established
-        assert echo(free_port) is None
+        assert echo(running.port) is None
     finally:
         first.release()
         running.stop()
 
 
-def test_restart_mid_series_loses_nothing(tmp_path: Path, free_port: int) -> None:
+def test_restart_mid_series_loses_nothing(tmp_path: Path) -> None:
     paths = write_series(tmp_path / "in", slices=6)
-    first = Node(_settings(tmp_path, free_port))
-    assert send(free_port, paths[:3]) == [0] * 3
+    first = Node(_settings(tmp_path))
+    assert send(first.port, paths[:3]) == [0] * 3
     first.stop()
-    second = Node(_settings(tmp_path, free_port))
+    second = Node(_settings(tmp_path))
     try:
-        assert send(free_port, paths[3:]) == [0] * 3
+        assert send(second.port, paths[3:]) == [0] * 3
         (job,) = second.joblog.jobs(state=JobState.RECEIVING)
         assert job.instances == 6
         assert len(second.spool_files()) == 6
@@ -192,18 +195,18 @@ def test_restart_mid_series_loses_nothing(tmp_path: Path, free_port: int) -> Non
         second.stop()
 
 
-def test_tls_association(tmp_path: Path, free_port: int) -> None:
+def test_tls_association(tmp_path: Path) -> None:
     chain = make_tls_chain(tmp_path / "tls")
     tls = TLSSettings(enabled=True, cert=chain["server"], key=chain["server_key"], ca=chain["ca"])
-    running = Node(_settings(tmp_path, free_port, tls=tls))
+    running = Node(_settings(tmp_path, tls=tls))
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=chain["ca"])
     client.load_cert_chain(chain["client"], chain["client_key"])
     try:
         paths = write_series(tmp_path / "in", slices=2)
-        assert send(free_port, paths, ssl_context=client) == [0, 0]
+        assert send(running.port, paths, ssl_context=client) == [0, 0]
         assert len(running.spool_files()) == 2
         no_cert = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=chain["ca"])
-        assert send(free_port, paths, ssl_context=no_cert) is None  # client cert required
+        assert send(running.port, paths, ssl_context=no_cert) is None  # client cert required
     finally:
         running.stop()
 

@@ -29,17 +29,18 @@ def test_installed_pynetdicom_is_the_reviewed_one() -> None:
 
 
 class _Node:
-    def __init__(self, tmp_path: Path, port: int, network_timeout_s: float = 60.0) -> None:
-        self.settings = Settings(
+    def __init__(self, tmp_path: Path, network_timeout_s: float = 60.0) -> None:
+        settings = Settings(
             data_dir=tmp_path / "var",
-            port=port,
+            port=0,  # a free port the system picks: settings.port once started
             bind_address="127.0.0.1",
             min_free_mb=0,
             network_timeout_s=network_timeout_s,
         )
-        self.joblog = JobLog.open(self.settings.database_url)
-        self.scp = StorageSCP(self.settings, self.joblog)
+        self.joblog = JobLog.open(settings.database_url)
+        self.scp = StorageSCP(settings, self.joblog)
         self.scp.start()
+        self.settings = settings.with_changes(port=self.scp.port)
 
     def acceptors(self) -> list[Association]:
         return [a for a in self.scp.ae.active_associations if a.is_acceptor]
@@ -50,8 +51,8 @@ class _Node:
 
 
 @pytest.fixture
-def node(tmp_path: Path, free_port: int) -> Iterator[_Node]:
-    running = _Node(tmp_path, free_port)
+def node(tmp_path: Path) -> Iterator[_Node]:
+    running = _Node(tmp_path)
     yield running
     running.stop()
 
@@ -92,9 +93,9 @@ def test_peer_abort_ends_the_acceptor(node: _Node) -> None:
     assert acceptor.is_aborted
 
 
-def test_stopping_the_scp_closes_an_idle_association(tmp_path: Path, free_port: int) -> None:
-    running = _Node(tmp_path, free_port)
-    assoc = _associate(free_port)
+def test_stopping_the_scp_closes_an_idle_association(tmp_path: Path) -> None:
+    running = _Node(tmp_path)
+    assoc = _associate(running.settings.port)
     acceptor = running.acceptors()[0]
     running.stop()
     acceptor.join(10)
@@ -110,34 +111,31 @@ def test_a_series_over_one_association_is_stored(node: _Node, tmp_path: Path) ->
 
 def test_falls_back_to_pynetdicom_loops_when_its_source_changed(
     tmp_path: Path,
-    free_port: int,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     changed = dict(fastassoc.REVIEWED_SOURCES, **{"Association._run_reactor": "0" * 16})
     monkeypatch.setattr(fastassoc, "REVIEWED_SOURCES", changed)
     with caplog.at_level(logging.WARNING, logger="node.scp"):
-        running = _Node(tmp_path, free_port)
+        running = _Node(tmp_path)
     try:
         assert "Association._run_reactor" in caplog.text
-        assoc = _associate(free_port)
+        assoc = _associate(running.settings.port)
         acceptor = running.acceptors()[0]
         assert not isinstance(acceptor, EventDrivenAssociation)
         assert assoc.send_c_echo().Status == 0x0000
         assoc.release()
         paths = write_series(tmp_path / "in", slices=2)
-        assert send(free_port, paths) == [0, 0]
+        assert send(running.settings.port, paths) == [0, 0]
     finally:
         running.stop()
 
 
-def test_an_idle_association_is_closed_after_the_network_timeout(
-    tmp_path: Path, free_port: int
-) -> None:
+def test_an_idle_association_is_closed_after_the_network_timeout(tmp_path: Path) -> None:
     # The event-driven reactor still checks the idle timer while it waits.
-    running = _Node(tmp_path, free_port, network_timeout_s=0.5)
+    running = _Node(tmp_path, network_timeout_s=0.5)
     try:
-        assoc = _associate(free_port)
+        assoc = _associate(running.settings.port)
         acceptor = running.acceptors()[0]
         acceptor.join(10)
         assert not acceptor.is_alive()

@@ -30,16 +30,17 @@ from tests.node.dicomnet import VERIFICATION, echo, make_tls_chain, send, wait_f
 
 
 class Pool:
-    """A :class:`ReceiverPool` and its job log on a tmp data dir."""
+    """A :class:`ReceiverPool` and its job log on a tmp data dir, listening on a free port the
+    system picks (:attr:`port`, and ``settings.port`` once started)."""
 
-    def __init__(self, tmp_path: Path, port: int, **changes: object) -> None:
-        base = Settings(
-            data_dir=tmp_path / "var", port=port, bind_address="127.0.0.1", min_free_mb=0
-        )
-        self.settings = base.with_changes(scp_processes=2, **changes)
-        self.joblog = JobLog.open(self.settings.database_url)
-        self.pool = ReceiverPool(self.settings, self.joblog)
+    def __init__(self, tmp_path: Path, **changes: object) -> None:
+        base = Settings(data_dir=tmp_path / "var", port=0, bind_address="127.0.0.1", min_free_mb=0)
+        settings = base.with_changes(scp_processes=2, **changes)
+        self.joblog = JobLog.open(settings.database_url)
+        self.pool = ReceiverPool(settings, self.joblog)
         self.pool.start()
+        self.port = self.pool.port
+        self.settings = settings.with_changes(port=self.port)
 
     def stop(self) -> None:
         self.pool.stop()
@@ -47,9 +48,9 @@ class Pool:
 
 
 @pytest.fixture
-def pool(tmp_path: Path, free_port: int) -> Iterator[Pool]:
+def pool(tmp_path: Path) -> Iterator[Pool]:
     allow = (AllowedPeer("PACS", "127.0.0.1"), AllowedPeer("WS1", "10.9.9.9"))
-    running = Pool(tmp_path, free_port, max_associations=4, allow=allow)
+    running = Pool(tmp_path, max_associations=4, allow=allow)
     yield running
     running.stop()
 
@@ -131,33 +132,33 @@ def test_conflicting_instances_at_once_in_two_processes_keep_file_and_row_alike(
         assert file_content_sha256(kept) == pool.joblog.recorded_sha256(uid)
 
 
-def test_max_associations_are_counted_across_processes(tmp_path: Path, free_port: int) -> None:
-    running = Pool(tmp_path, free_port, max_associations=2)
+def test_max_associations_are_counted_across_processes(tmp_path: Path) -> None:
+    running = Pool(tmp_path, max_associations=2)
+    port = running.port
     paths = write_series(tmp_path / "in", slices=1)
     try:
-        first, second = _associate(free_port, paths), _associate(free_port, paths)
+        first, second = _associate(port, paths), _associate(port, paths)
         assert first.is_established and second.is_established
         assert running.pool.handed_over == [1, 1]  # one in each process
-        assert echo(free_port) is None  # the third is refused although each process has one
+        assert echo(port) is None  # the third is refused although each process has one
         first.release()
         # A free place again, at once: the receiver reports the release before it answers it.
-        assert send(free_port, paths) == [0]
+        assert send(port, paths) == [0]
         second.release()
     finally:
         running.stop()
 
 
-def test_a_peer_that_associates_again_right_after_its_release_is_accepted(
-    tmp_path: Path, free_port: int
-) -> None:
+def test_a_peer_that_associates_again_right_after_its_release_is_accepted(tmp_path: Path) -> None:
     # At max_associations, each new association comes right after the release response of the
     # one before. Before the receiver reported a release ahead of its response, the serving
     # process still counted the released association and refused the next (most of the times).
-    running = Pool(tmp_path, free_port, max_associations=1)
+    running = Pool(tmp_path, max_associations=1)
+    port = running.port
     paths = write_series(tmp_path / "in", slices=1)
     try:
         for _ in range(12):
-            association = _associate(free_port, paths)
+            association = _associate(port, paths)
             assert association.is_established
             assert int(association.send_c_echo().Status) == 0
             association.release()
@@ -175,29 +176,31 @@ def test_allowlist_and_called_ae_are_checked_in_the_receivers(pool: Pool) -> Non
     assert sum(pool.pool.handed_over) == 4
 
 
-def test_tls_association_through_a_receiver(tmp_path: Path, free_port: int) -> None:
+def test_tls_association_through_a_receiver(tmp_path: Path) -> None:
     chain = make_tls_chain(tmp_path / "tls")
     tls = TLSSettings(enabled=True, cert=chain["server"], key=chain["server_key"], ca=chain["ca"])
-    running = Pool(tmp_path, free_port, tls=tls)
+    running = Pool(tmp_path, tls=tls)
+    port = running.port
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=chain["ca"])
     client.load_cert_chain(chain["client"], chain["client_key"])
     try:
         paths = write_series(tmp_path / "in", slices=2)
-        assert send(free_port, paths, ssl_context=client) == [0, 0]
+        assert send(port, paths, ssl_context=client) == [0, 0]
         assert len(list(running.settings.spool_dir.rglob("*.dcm"))) == 2
         no_cert = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=chain["ca"])
-        assert send(free_port, paths, ssl_context=no_cert) is None  # client cert required
-        assert send(free_port, paths) is None  # plain TCP to a TLS port
-        assert send(free_port, paths, ssl_context=client) == [0, 0]  # receivers still serve
+        assert send(port, paths, ssl_context=no_cert) is None  # client cert required
+        assert send(port, paths) is None  # plain TCP to a TLS port
+        assert send(port, paths, ssl_context=client) == [0, 0]  # receivers still serve
     finally:
         running.stop()
 
 
-def test_stop_ends_every_receiver(tmp_path: Path, free_port: int) -> None:
-    running = Pool(tmp_path, free_port)
+def test_stop_ends_every_receiver(tmp_path: Path) -> None:
+    running = Pool(tmp_path)
+    port = running.port
     pids = running.pool.pids
     assert len(pids) == 2
-    held = _associate(free_port, write_series(tmp_path / "in", slices=1))
+    held = _associate(port, write_series(tmp_path / "in", slices=1))
     assert held.is_established
     running.stop()  # aborts the open association
     assert held.is_aborted or wait_for(lambda: held.is_aborted, timeout=10)
@@ -215,7 +218,6 @@ def _zombie(pid: int) -> bool:
 
 def test_a_receiver_falls_back_to_pynetdicom_loops_when_its_source_changed(
     tmp_path: Path,
-    free_port: int,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -223,20 +225,21 @@ def test_a_receiver_falls_back_to_pynetdicom_loops_when_its_source_changed(
     # over on its channel is served with pynetdicom's own association loops.
     changed = dict(fastassoc.REVIEWED_SOURCES, **{"Association._run_reactor": "0" * 16})
     monkeypatch.setattr(fastassoc, "REVIEWED_SOURCES", changed)
-    settings = Settings(data_dir=tmp_path / "var", port=free_port, min_free_mb=0)
+    listener = socket.create_server(("127.0.0.1", 0))  # the acceptor's part, in this test
+    port = int(listener.getsockname()[1])
+    settings = Settings(data_dir=tmp_path / "var", port=port, min_free_mb=0)
     joblog = JobLog.open(settings.database_url)
     with caplog.at_level(logging.WARNING, logger="node.scp"):
-        receiver = Receiver(settings, joblog, 0, ("127.0.0.1", free_port))
+        receiver = Receiver(settings, joblog, 0, ("127.0.0.1", port))
     assert "Association._run_reactor" in caplog.text
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stop = threading.Event()
     serving = threading.Thread(target=receiver.run, args=(theirs, stop))
     serving.start()
     assert ours.recv(64) == READY
-    listener = socket.create_server(("127.0.0.1", free_port))
     statuses: list[list[int] | None] = []
     paths = write_series(tmp_path / "in", slices=2)
-    sender = threading.Thread(target=lambda: statuses.append(send(free_port, paths)))
+    sender = threading.Thread(target=lambda: statuses.append(send(port, paths)))
     sender.start()
     conn, address = listener.accept()
     socket.send_fds(ours, [SERVE + json.dumps(list(address)).encode()], [conn.fileno()])
@@ -253,8 +256,9 @@ def test_a_receiver_falls_back_to_pynetdicom_loops_when_its_source_changed(
     joblog.close()
 
 
-def test_a_receiver_that_dies_is_started_again(tmp_path: Path, free_port: int) -> None:
-    running = Pool(tmp_path, free_port)
+def test_a_receiver_that_dies_is_started_again(tmp_path: Path) -> None:
+    running = Pool(tmp_path)
+    port = running.port
     try:
         first, second = running.pool.pids
         os.kill(first, signal.SIGKILL)
@@ -262,6 +266,6 @@ def test_a_receiver_that_dies_is_started_again(tmp_path: Path, free_port: int) -
         assert second in running.pool.pids
         paths = write_series(tmp_path / "in", slices=2)
         for _ in range(3):  # whichever receiver gets them: all are served
-            assert wait_for(lambda: send(free_port, paths) == [0, 0], timeout=30)
+            assert wait_for(lambda: send(port, paths) == [0, 0], timeout=30)
     finally:
         running.stop()

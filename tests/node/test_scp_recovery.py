@@ -22,9 +22,10 @@ from storage.states import JobState
 from tests.node.dicomnet import SERIES_UID, send, write_series
 
 
-def _settings(tmp_path: Path, port: int) -> Settings:
+def _settings(tmp_path: Path) -> Settings:
+    """Port 0: the SCP listens on a free port the system picks (``StorageSCP.port``)."""
     return Settings(
-        data_dir=tmp_path / "var", port=port, bind_address="127.0.0.1", min_free_mb=0
+        data_dir=tmp_path / "var", port=0, bind_address="127.0.0.1", min_free_mb=0
     ).with_changes(quiet_seconds=1.0, selection=SelectionRules(min_slices=2))
 
 
@@ -34,7 +35,7 @@ def _receive(settings: Settings, paths: list[Path]) -> list[Path]:
     scp = StorageSCP(settings, joblog)
     scp.start()
     try:
-        assert send(settings.port, paths, calling_ae="CT7") == [0] * len(paths)
+        assert send(scp.port, paths, calling_ae="CT7") == [0] * len(paths)
     finally:
         scp.stop()
         joblog.close()
@@ -64,10 +65,8 @@ def _forget_receipts(settings: Settings, sop_uids: list[str]) -> None:
     connection.close()
 
 
-def test_spool_files_without_rows_are_recorded_and_their_series_scheduled(
-    tmp_path: Path, free_port: int
-) -> None:
-    settings = _settings(tmp_path, free_port)
+def test_spool_files_without_rows_are_recorded_and_their_series_scheduled(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
     files = _receive(settings, write_series(tmp_path / "in", slices=5))
     lost = [f.stem for f in files[:2]]
     _forget_receipts(settings, lost)
@@ -87,10 +86,8 @@ def test_spool_files_without_rows_are_recorded_and_their_series_scheduled(
         node.stop()
 
 
-def test_a_lost_series_is_recorded_as_new_arrival_with_its_sender(
-    tmp_path: Path, free_port: int
-) -> None:
-    settings = _settings(tmp_path, free_port)
+def test_a_lost_series_is_recorded_as_new_arrival_with_its_sender(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
     files = _receive(settings, write_series(tmp_path / "in", slices=3))
     (settings.data_dir / "spinenode.db").unlink()  # every row gone: studies, series, jobs too
     for extra in settings.data_dir.glob("spinenode.db-*"):
@@ -105,10 +102,8 @@ def test_a_lost_series_is_recorded_as_new_arrival_with_its_sender(
         node.stop()
 
 
-def test_recorded_files_are_left_alone_and_unreadable_ones_skipped(
-    tmp_path: Path, free_port: int
-) -> None:
-    settings = _settings(tmp_path, free_port)
+def test_recorded_files_are_left_alone_and_unreadable_ones_skipped(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
     files = _receive(settings, write_series(tmp_path / "in", slices=2))
     garbage = files[0].parent / "1.2.3.4.5.dcm"
     garbage.write_bytes(b"not DICOM")
@@ -123,8 +118,8 @@ def test_recorded_files_are_left_alone_and_unreadable_ones_skipped(
         node.stop()
 
 
-def test_spool_file_keeps_the_data_set_and_names_its_sender(tmp_path: Path, free_port: int) -> None:
-    settings = _settings(tmp_path, free_port)
+def test_spool_file_keeps_the_data_set_and_names_its_sender(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
     sent = write_series(tmp_path / "in", slices=1)
     (stored,) = _receive(settings, sent)
     original = sent[0].read_bytes()

@@ -75,19 +75,20 @@ class VanishingFolderSpool(Spool):
 
 
 class Node:
-    def __init__(self, tmp_path: Path, port: int, spool_class: type[Spool]) -> None:
-        self.settings = Settings(  # the usual path: no pooled files (test_scp_spool_pool.py)
+    def __init__(self, tmp_path: Path, spool_class: type[Spool]) -> None:
+        settings = Settings(  # the usual path: no pooled files (test_scp_spool_pool.py)
             data_dir=tmp_path / "var",
-            port=port,
+            port=0,  # a free port the system picks: settings.port once started
             bind_address="127.0.0.1",
             min_free_mb=0,
             scp_pool_files=0,
         )
-        self.joblog = JobLog.open(self.settings.database_url)
-        self.scp = StorageSCP(self.settings, self.joblog)
-        self.spool = spool_class(self.settings.spool_dir)
+        self.joblog = JobLog.open(settings.database_url)
+        self.scp = StorageSCP(settings, self.joblog)
+        self.spool = spool_class(settings.spool_dir)
         self.scp.spool = self.scp.handler.spool = self.spool
         self.scp.start()
+        self.settings = settings.with_changes(port=self.scp.port)
 
     def stop(self) -> None:
         self.scp.stop()
@@ -95,8 +96,8 @@ class Node:
 
 
 @pytest.fixture
-def recording(tmp_path: Path, free_port: int) -> Iterator[Node]:
-    node = Node(tmp_path, free_port, RecordingSpool)
+def recording(tmp_path: Path) -> Iterator[Node]:
+    node = Node(tmp_path, RecordingSpool)
     yield node
     node.stop()
 
@@ -145,14 +146,12 @@ def test_receipt_and_success_come_after_the_folder_fsync_that_follows_the_rename
     assert len(spool.flushes) == 24
 
 
-def test_a_series_folder_removed_while_a_file_is_created_is_made_again(
-    tmp_path: Path, free_port: int
-) -> None:
-    node = Node(tmp_path, free_port, VanishingFolderSpool)
+def test_a_series_folder_removed_while_a_file_is_created_is_made_again(tmp_path: Path) -> None:
+    node = Node(tmp_path, VanishingFolderSpool)
     try:
         paths = write_series(tmp_path / "in", slices=2, size=16)
         answered: dict[str, tuple[int, int]] = {}
-        _send_all(free_port, paths, answered)
+        _send_all(node.settings.port, paths, answered)
         assert [status for status, _ in answered.values()] == [0, 0]
         assert isinstance(node.spool, VanishingFolderSpool) and node.spool.removed == 1
         assert sorted(p.name for p in node.settings.spool_dir.rglob("*.dcm")) == sorted(answered)

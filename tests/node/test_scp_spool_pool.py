@@ -59,10 +59,10 @@ class RecordingSpool(Spool):
             yield
 
 
-def _settings(tmp_path: Path, port: int) -> Settings:
+def _settings(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "var",
-        port=port,
+        port=0,  # a free port the system picks (StorageSCP.port)
         bind_address="127.0.0.1",
         min_free_mb=0,
         scp_pool_files=0,  # the tests start the pool themselves, with small files
@@ -108,13 +108,13 @@ def _send_on_four(port: int, paths: list[Path]) -> dict[str, int]:
 
 
 @pytest.fixture
-def stored(tmp_path: Path, free_port: int) -> Iterator[tuple[Settings, list[Path], list[Path]]]:
+def stored(tmp_path: Path) -> Iterator[tuple[Settings, list[Path], list[Path]]]:
     """The sent files and the spool files after a pooled run (the SCP stopped)."""
-    settings = _settings(tmp_path, free_port)
+    settings = _settings(tmp_path)
     sent = write_series(tmp_path / "in", slices=SLICES, size=32)
     node = Node(settings)
     try:
-        answered = _send_on_four(settings.port, sent)
+        answered = _send_on_four(node.scp.port, sent)
         spool = node.spool
         assert node.scp.handler.step_times.pooled == SLICES  # every write into a pooled file
         assert spool.folder_syncs == 0

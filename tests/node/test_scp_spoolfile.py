@@ -92,20 +92,16 @@ def test_checksum_of_a_file_without_group_length_is_none(tmp_path: Path) -> None
     assert file_content_sha256(path) is None
 
 
-def test_the_same_instance_from_another_sender_is_a_duplicate(
-    tmp_path: Path, free_port: int
-) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "var", port=free_port, bind_address="127.0.0.1", min_free_mb=0
-    )
+def test_the_same_instance_from_another_sender_is_a_duplicate(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "var", port=0, bind_address="127.0.0.1", min_free_mb=0)
     joblog = JobLog.open(settings.database_url)
     scp = StorageSCP(settings, joblog)
     scp.start()
     try:
         paths = write_series(tmp_path / "in", slices=2)
-        assert send(free_port, paths, calling_ae="CT1") == [0, 0]
+        assert send(scp.port, paths, calling_ae="CT1") == [0, 0]
         kept = {p: p.read_bytes() for p in settings.spool_dir.rglob("*.dcm")}
-        assert send(free_port, paths, calling_ae="ROUTER") == [0, 0]
+        assert send(scp.port, paths, calling_ae="ROUTER") == [0, 0]
         assert {p: p.read_bytes() for p in settings.spool_dir.rglob("*.dcm")} == kept
         (job,) = joblog.jobs(state=JobState.RECEIVING)
         assert job.instances == 2

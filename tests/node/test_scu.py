@@ -53,9 +53,12 @@ def env(tmp_path: Path, free_port: int) -> Iterator[Env]:
 
 
 def test_delivered_to_the_senders_pacs(env: Env, tmp_path: Path) -> None:
-    pacs = PacsSCP(tmp_path / "pacs", env.settings.destination("pacs").port).start()
+    pacs = PacsSCP(tmp_path / "pacs", 0).start()  # a free port the system picks
+    settings = env.settings.with_changes(
+        destinations=(Destination("pacs", "PACS", "127.0.0.1", pacs.port),)
+    )
     try:
-        assert Outbox(env.joblog, env.settings).tick() == 1
+        assert Outbox(env.joblog, settings).tick() == 1
     finally:
         pacs.stop()
     detail = env.joblog.job(env.job_id)
@@ -108,12 +111,11 @@ def test_delivery_over_tls(env: Env, tmp_path: Path) -> None:
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=chain["ca"])
     server.load_cert_chain(chain["server"], chain["server_key"])
     server.verify_mode = ssl.CERT_REQUIRED
-    port = env.settings.destination("pacs").port
+    pacs = PacsSCP(tmp_path / "pacs", 0, ssl_context=server).start()  # a free port
     tls = TLSSettings(enabled=True, cert=chain["client"], key=chain["client_key"], ca=chain["ca"])
     settings = env.settings.with_changes(
-        tls=tls, destinations=(Destination("pacs", "PACS", "127.0.0.1", port, tls=True),)
+        tls=tls, destinations=(Destination("pacs", "PACS", "127.0.0.1", pacs.port, tls=True),)
     )
-    pacs = PacsSCP(tmp_path / "pacs", port, ssl_context=server).start()
     try:
         assert Outbox(env.joblog, settings).tick() == 1
     finally:
