@@ -1,0 +1,173 @@
+"""Widening rules for the real CT's L5, judged where the truth is exact (issue 4).
+
+Run: ``SPINENODE_DATA=/work/shared/data .venv/bin/python bench/real_ct_rules.py [--seeds 1,2,3,5]``
+
+TotalSegmentator's L5 on ../shared/data/real-ct/totalseg-abdomen (3 mm isotropic) holds voxels our
+border leaves out (``bench_real_ct.py``: transverse processes, the back of the body, the pedicles'
+outer layer). Each rule below takes more of them. A rule is kept only if it is right about bone,
+so every rule is also applied to phantoms scanned at the same 3 mm isotropic voxels, whose truth is
+exact (the phantoms of ``bench_lumbar.py`` have fine in-plane pixels, which hides what a rule does
+to coarse voxels), and to the bench's own 3 mm-slice phantom (seed 6). Printed: Dice per level
+L1–L5 (and S1) against TS v2 on the real CT and against the truth on the phantoms, for the
+pipeline's labels and after each rule, and each rule's mean change.
+
+Rules (on the native grid, after the pipeline's own border; ``fill_small_holes`` after each):
+
+- ``close``: each label closed within axial planes by a one-voxel cross (one-voxel notches);
+- ``grow160``: background voxels touching a label at ≥ 160 HU take it, four times over;
+- ``ring150``: voxels ≥ 150 HU within 3 voxels of a label that, with it, enclose a small hole:
+  they and the hole take the label (a thin process's cortex around fatty marrow);
+- ``ridge``: voxels ≥ 200 HU brighter by ≥ 50 HU than both neighbours along some axis (a thin
+  plate's middle) grown from the labels, four times over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from inference.geometry import voxel_spacing  # noqa: E402
+from inference.nifti import read_nifti  # noqa: E402
+from inference.phantom import PhantomSpec, generate  # noqa: E402
+from inference.pipeline import segment_volume  # noqa: E402
+from inference.segment.bone import fill_small_holes  # noqa: E402
+from inference.segment.grid import to_native  # noqa: E402
+from inference.verse import LEVEL_TO_LABEL  # noqa: E402
+
+DATA = Path(os.environ.get("SPINENODE_DATA", REPO.parent / "shared" / "data"))
+LEVELS = ["L1", "L2", "L3", "L4", "L5", "S1"]
+V2_IDS = {"L1": 31, "L2": 30, "L3": 29, "L4": 28, "L5": 27, "S1": 26}
+NAMED = [LEVEL_TO_LABEL[lv] for lv in LEVELS]
+
+Rule = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _grow(labels: np.ndarray, take_ok: np.ndarray, times: int) -> np.ndarray:
+    """Background voxels in ``take_ok`` touching a named label (26-neighbours) take it."""
+    out = labels.copy()
+    for _ in range(times):
+        named = np.where(np.isin(out, NAMED), out, 0).astype(np.uint8)
+        near = ndimage.grey_dilation(named, size=(3, 3, 3))
+        take = (out == 0) & (near > 0) & take_ok
+        if not take.any():
+            break
+        out[take] = near[take]
+    return out
+
+
+def close(labels: np.ndarray, hu: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    cross = np.zeros((1, 3, 3), dtype=bool)
+    cross[0, 1, :] = cross[0, :, 1] = True
+    out = labels.copy()
+    for value in NAMED:
+        closed = ndimage.binary_closing(labels == value, cross)
+        out[closed & (out == 0)] = value
+    return out
+
+
+def grow160(labels: np.ndarray, hu: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    return _grow(labels, hu >= 160.0, 4)
+
+
+def ring150(labels: np.ndarray, hu: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    tentative = _grow(labels, hu >= 150.0, 3)
+    filled = fill_small_holes(tentative, spacing)
+    holes = (filled != tentative) & (tentative == 0)
+    keep = holes | ((tentative != labels) & ndimage.binary_dilation(holes, np.ones((3, 3, 3))))
+    out = labels.copy()
+    out[keep] = filled[keep]
+    return out
+
+
+def ridge(labels: np.ndarray, hu: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    top = np.full(hu.shape, -np.inf, dtype=np.float32)
+    for axis in range(3):
+        top = np.maximum(top, hu - np.maximum(np.roll(hu, 1, axis), np.roll(hu, -1, axis)))
+    return _grow(labels, (top >= 50.0) & (hu >= 200.0), 4)
+
+
+RULES: dict[str, Rule] = {"close": close, "grow160": grow160, "ring150": ring150, "ridge": ridge}
+
+
+def dices(labels: np.ndarray, truth: np.ndarray, ids: dict[str, int]) -> list[float]:
+    out = []
+    for level in LEVELS:
+        a, b = labels == LEVEL_TO_LABEL[level], truth == ids[level]
+        s = int(a.sum() + b.sum())
+        out.append(2.0 * float((a & b).sum()) / s if s else float("nan"))
+    return out
+
+
+def evaluate(
+    name: str, hu: np.ndarray, affine: np.ndarray, truth: np.ndarray, ids: dict[str, int]
+) -> dict[str, list[float]]:
+    """Dice per level of the pipeline's labels and of each rule's."""
+    seg = segment_volume(hu, affine)
+    ours = to_native(seg.verse_labels(), seg.work)
+    spacing = voxel_spacing(affine)
+    rows = {"pipeline": dices(ours, truth, ids)}
+    for rule, fn in RULES.items():
+        rows[rule] = dices(fill_small_holes(fn(ours, hu, spacing), spacing), truth, ids)
+    print(f"\n{name} ({', '.join(seg.levels)}):")
+    for rule, d in rows.items():
+        print(f"  {rule:<9}" + " ".join(f"{x:7.4f}" for x in d))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1,2,3,5", help="phantom seeds at 3 mm isotropic")
+    args = parser.parse_args()
+    print("Dice per level " + " ".join(f"{lv:>7}" for lv in LEVELS))
+    deltas: dict[str, dict[str, list[list[float]]]] = {}
+    folder = DATA / "real-ct" / "totalseg-abdomen"
+    cases: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, dict]]]] = []
+    if (folder / "ct.nii.gz").is_file():
+
+        def real() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+            hu, affine = read_nifti(folder / "ct.nii.gz")
+            v2 = np.asarray(read_nifti(folder / "vertebrae_totalseg_v2.nii.gz")[0])
+            return np.asarray(hu, dtype=np.float32), affine, v2, V2_IDS
+
+        cases.append(("real CT vs TS v2", real))
+    else:
+        print(f"Real CT: skipped (no data at {folder}; set SPINENODE_DATA)")
+    own = {lv: LEVEL_TO_LABEL[lv] for lv in LEVELS}
+    specs = [(f"phantom {s}, 3 mm isotropic", s, (3.0, 3.0, 3.0)) for s in _seeds(args.seeds)]
+    specs.append(("phantom 6, 3 x 0.78 x 0.78 mm (bench_lumbar's)", 6, (3.0, 0.78, 0.78)))
+    for title, seed, spacing in specs:
+
+        def phantom(seed: int = seed, spacing: tuple = spacing) -> tuple:
+            ph = generate(PhantomSpec.from_seed(seed, "lumbar", spacing_mm=spacing))
+            return ph.hu, ph.affine, ph.labels, own
+
+        cases.append((title, phantom))
+    for title, make in cases:
+        hu, affine, truth, ids = make()
+        rows = evaluate(title, hu, np.asarray(affine, dtype=np.float64), truth, ids)
+        group = "real" if title.startswith("real") else "phantoms"
+        for rule in RULES:
+            diff = [r - p for r, p in zip(rows[rule], rows["pipeline"], strict=True)]
+            deltas.setdefault(group, {}).setdefault(rule, []).append(diff)
+    print("\nmean change per level (rule - pipeline):")
+    for group, by_rule in deltas.items():
+        for rule, diffs in by_rule.items():
+            mean = np.nanmean(np.asarray(diffs), axis=0)
+            print(f"  {group:<9}{rule:<9}" + " ".join(f"{x:+7.4f}" for x in mean))
+
+
+def _seeds(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+if __name__ == "__main__":
+    main()
