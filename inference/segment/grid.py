@@ -115,16 +115,34 @@ def to_native(
         labels.astype(np.uint8), native / step, output_shape=shape, order=0, mode="constant", cval=0
     )
     if refine and work.native_hu is not None and sub.any():
-        maps: tuple[tuple[slice, ...], JointMaps] | None = None  # kept while the box stays
+        # the joint maps once, on a box the passes' boxes stay inside (a pass adds at most one
+        # voxel layer), cut to each pass's box
+        maps: tuple[tuple[slice, ...], JointMaps] | None = None
         for _ in range(REFINE_PASSES):
             near = bounding_box(sub > 0, 2)
             hu = work.native_hu[near]
-            if maps is None or maps[0] != near:
-                maps = (near, joint_maps(hu, native))
-            new = fill_small_holes(refine_border(sub[near], hu, native, maps[1]), native)
+            if maps is None or not _inside(near, maps[0]):
+                wide = bounding_box(sub > 0, 2 + REFINE_PASSES)
+                maps = (wide, joint_maps(work.native_hu[wide], native))
+            new = fill_small_holes(
+                refine_border(sub[near], hu, native, _cut(maps[1], near, maps[0])), native
+            )
             if np.array_equal(new, sub[near]):
                 break
             sub[near] = new
     out = np.zeros(work.native_shape, dtype=np.uint8)
     out[box] = sub
     return out
+
+
+def _inside(box: tuple[slice, ...], outer: tuple[slice, ...]) -> bool:
+    """Whether ``box`` lies within ``outer`` (index slices of one array)."""
+    return all(b.start >= o.start and b.stop <= o.stop for b, o in zip(box, outer, strict=True))
+
+
+def _cut(maps: JointMaps, box: tuple[slice, ...], outer: tuple[slice, ...]) -> JointMaps:
+    """``maps`` of the box ``outer`` cut to ``box`` (which lies inside it)."""
+    part = tuple(
+        slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer, strict=True)
+    )
+    return JointMaps(maps.above[part], maps.depth[part])

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
+from inference.segment import grid
+from inference.segment.bone import JointMaps, joint_maps
 from inference.segment.grid import REFINE_PASSES, to_native, working_volume
 
 SOFT_HU, BONE_HU = 40.0, 700.0
@@ -37,4 +40,26 @@ def test_to_native_follows_a_process_beyond_the_working_label() -> None:
     assert taken[:3].all()
     assert rod[:, :, :3].all()
     # and nothing beside the bone: the soft tissue around the column and the process stays out
+    assert not out[hu < BONE_HU].any()
+
+
+def test_to_native_computes_the_joint_maps_once_while_the_box_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hu, affine = _column_with_a_process()
+    work = working_volume(hu, affine)
+    cols = np.arange(work.hu.shape[2])[None, None, :]
+    coarse = ((work.hu > 370.0) & (cols <= 3 * 13)).astype(np.uint8)
+    boxes: list[tuple[int, ...]] = []
+
+    def counted(native_hu: npt.NDArray[np.float32], spacing: npt.NDArray[np.float64]) -> JointMaps:
+        boxes.append(native_hu.shape)
+        return joint_maps(native_hu, spacing)
+
+    monkeypatch.setattr(grid, "joint_maps", counted)
+    out = to_native(coarse, work)
+    # every pass took the process a voxel further, so the labels' box grew each time; the
+    # maps were made once, on a box wide enough for all passes (3 times on e71bc04)
+    assert len(boxes) == 1
+    assert out[ROD][:, :, :3].all()
     assert not out[hu < BONE_HU].any()
