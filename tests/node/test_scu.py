@@ -1,7 +1,12 @@
-"""The outbox: deliveries to a pynetdicom PACS on 127.0.0.1, retried while it is down."""
+"""The outbox: deliveries to a pynetdicom PACS on 127.0.0.1, retried while it is down.
+
+The PACS listens on a free port the system picks (port 0); "down" is a port that this test holds
+bound and does not listen on (every connection to it is refused, and nobody else can take it):
+the destination is then changed to the PACS's port, as an admin would point the node at it."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +33,16 @@ class Env:
     job_id: int
 
 
+def _to(env: Env, pacs: PacsSCP) -> Settings:
+    """``env.settings`` with the destination on the port ``pacs`` bound."""
+    destination = Destination("pacs", "PACS", "127.0.0.1", pacs.port)
+    return env.settings.with_changes(destinations=(destination,))
+
+
 @pytest.fixture
-def env(tmp_path: Path, free_port: int) -> Iterator[Env]:
+def env(tmp_path: Path) -> Iterator[Env]:
+    down = socket.socket()
+    down.bind(("127.0.0.1", 0))  # bound, never listening: the destination is down
     settings = Settings(
         data_dir=tmp_path / "var",
         min_free_mb=0,
@@ -40,7 +53,7 @@ def env(tmp_path: Path, free_port: int) -> Iterator[Env]:
         backoff_max_seconds=60.0,
         acse_timeout_s=5.0,
         network_timeout_s=5.0,
-        destinations=(Destination("pacs", "PACS", "127.0.0.1", free_port),),
+        destinations=(Destination("pacs", "PACS", "127.0.0.1", down.getsockname()[1]),),
     )
     joblog = JobLog.open(settings.database_url)
     receive(joblog, Spool(settings.spool_dir), write_series(tmp_path / "in", slices=5))
@@ -50,15 +63,13 @@ def env(tmp_path: Path, free_port: int) -> Iterator[Env]:
     assert job_id is not None
     yield Env(settings, joblog, job_id)
     joblog.close()
+    down.close()
 
 
 def test_delivered_to_the_senders_pacs(env: Env, tmp_path: Path) -> None:
-    pacs = PacsSCP(tmp_path / "pacs", 0).start()  # a free port the system picks
-    settings = env.settings.with_changes(
-        destinations=(Destination("pacs", "PACS", "127.0.0.1", pacs.port),)
-    )
+    pacs = PacsSCP(tmp_path / "pacs", 0).start()
     try:
-        assert Outbox(env.joblog, settings).tick() == 1
+        assert Outbox(env.joblog, _to(env, pacs)).tick() == 1
     finally:
         pacs.stop()
     detail = env.joblog.job(env.job_id)
@@ -80,9 +91,9 @@ def test_destination_down_is_retried_with_backoff_then_delivered(env: Env, tmp_p
     assert delivery.next_attempt_at is not None
     assert delivery.next_attempt_at - now == timedelta(seconds=30)
     assert outbox.tick(now + timedelta(seconds=10)) == 0  # not due yet
-    pacs = PacsSCP(tmp_path / "pacs", env.settings.destination("pacs").port).start()
+    pacs = PacsSCP(tmp_path / "pacs", 0).start()
     try:
-        assert outbox.tick(now + timedelta(seconds=31)) == 1
+        assert Outbox(env.joblog, _to(env, pacs)).tick(now + timedelta(seconds=31)) == 1
     finally:
         pacs.stop()
     assert env.joblog.job(env.job_id).summary.state is JobState.DONE
@@ -98,9 +109,9 @@ def test_gives_up_after_max_attempts_and_retry_rearms(env: Env, tmp_path: Path) 
     assert detail.summary.state is JobState.FAILED
     assert detail.deliveries[0].state is DeliveryState.FAILED
     env.joblog.retry(env.job_id)  # what `spinenode retry JOB` does
-    pacs = PacsSCP(tmp_path / "pacs", env.settings.destination("pacs").port).start()
+    pacs = PacsSCP(tmp_path / "pacs", 0).start()
     try:
-        assert outbox.tick(now + timedelta(minutes=10)) == 1
+        assert Outbox(env.joblog, _to(env, pacs)).tick(now + timedelta(minutes=10)) == 1
     finally:
         pacs.stop()
     assert env.joblog.job(env.job_id).summary.state is JobState.DONE
@@ -111,7 +122,7 @@ def test_delivery_over_tls(env: Env, tmp_path: Path) -> None:
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=chain["ca"])
     server.load_cert_chain(chain["server"], chain["server_key"])
     server.verify_mode = ssl.CERT_REQUIRED
-    pacs = PacsSCP(tmp_path / "pacs", 0, ssl_context=server).start()  # a free port
+    pacs = PacsSCP(tmp_path / "pacs", 0, ssl_context=server).start()
     tls = TLSSettings(enabled=True, cert=chain["client"], key=chain["client_key"], ca=chain["ca"])
     settings = env.settings.with_changes(
         tls=tls, destinations=(Destination("pacs", "PACS", "127.0.0.1", pacs.port, tls=True),)
