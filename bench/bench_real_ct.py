@@ -218,8 +218,29 @@ def regions(ours: np.ndarray, scan: Scan) -> None:
                 f"{int(fp2.sum()):>7}{int(fp1.sum()):>5}{int(fpn.sum()):>5}"
                 f"{(fn2.sum() + fp2.sum()) / denom:>7.3f}  {p}, {_shares(ours, fn2)}"
             )
+        print("    " + _neighbours_share(ours, mine, t2, v2, denom))
         if level == "L5":
             by_slice(mine, t2, reg)
+
+
+def _neighbours_share(
+    ours: np.ndarray, mine: np.ndarray, ts: np.ndarray, v2: np.ndarray, denom: int
+) -> str:
+    """The level's loss vs v2 at each neighbour (FN we gave it + FP TS gave it) and the rest."""
+    fn, fp = ts & ~mine, mine & ~ts
+    parts = []
+    for other in LEVELS:
+        n_fn = int((fn & (ours == LEVEL_TO_LABEL[other])).sum())
+        n_fp = int((fp & (v2 == V2_IDS[other])).sum())
+        if n_fn + n_fp:
+            parts.append(f"{other} {n_fn}+{n_fp} ({(n_fn + n_fp) / denom:.3f})")
+    rest_fn = int((fn & ~np.isin(ours, [LEVEL_TO_LABEL[lv] for lv in LEVELS])).sum())
+    rest_fp = int((fp & ~np.isin(v2, list(V2_IDS.values()))).sum())
+    known = ", ".join(parts) if parts else "none"
+    return (
+        f"wrong vertebra (FN given to / FP TS gives to): {known}; border (FN unlabelled +"
+        f" FP outside TS's vertebrae): {rest_fn}+{rest_fp} ({(rest_fn + rest_fp) / denom:.3f})"
+    )
 
 
 def by_slice(mine: np.ndarray, ts: np.ndarray, reg: np.ndarray) -> None:
