@@ -316,6 +316,7 @@ def test_sweep_during_a_resend_never_loses_an_acknowledged_instance(tmp_path: Pa
     # it as a duplicate. Every instance the node acknowledged must be on disk with its row.
     settings = _network_settings(tmp_path)
     joblog = _SweepDuringReceipt.open(settings.database_url)
+    assert isinstance(joblog, _SweepDuringReceipt)  # open() makes an instance of its class
     scp = StorageSCP(settings, joblog)
     scp.start()
     try:

@@ -161,7 +161,7 @@ def test_store_response_bytes_are_pynetdicoms(tmp_path: Path) -> None:
     assert command is not None
     assert [(3, b"\x03" + command)] == _pynetdicom_response(primitive, 3)
     primitive.Status = 0xA700
-    primitive.ErrorComment = "out of space"
+    setattr(primitive, "ErrorComment", "out of space")  # noqa: B010  (typed None in pynetdicom)
     assert encode_store_response(primitive) is None  # pynetdicom encodes it
 
 

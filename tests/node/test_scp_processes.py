@@ -248,7 +248,7 @@ def test_a_receiver_falls_back_to_pynetdicom_loops_when_its_source_changed(
     assert statuses == [[0, 0]]
     assert ours.recv(64) == DONE + SERVE  # the acceptor is told when the connection closed
     handler = receiver._servers[SERVE].RequestHandlerClass
-    assert not issubclass(handler, EventDrivenRequestHandler)
+    assert isinstance(handler, type) and not issubclass(handler, EventDrivenRequestHandler)
     ours.send(STOP)
     serving.join(10)
     receiver.close()

@@ -142,8 +142,8 @@ def test_pooled_files_read_back_as_the_instances_sent(
             assert digest == verified_sha256(path) == joblog.recorded_sha256(path.stem)
     finally:
         joblog.close()
-    loaded, original = load_series(files), load_series(sent)  # what the worker's loader reads
-    assert np.array_equal(loaded.hu, original.hu) and np.allclose(loaded.affine, original.affine)
+    loaded, expected = load_series(files), load_series(sent)  # what the worker's loader reads
+    assert np.array_equal(loaded.hu, expected.hu) and np.allclose(loaded.affine, expected.affine)
 
 
 def _pool_folder(settings: Settings) -> Path:
