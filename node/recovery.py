@@ -120,9 +120,11 @@ def _restore_one(spool: Spool, joblog: JobLog, pooled: Path, record: bool) -> bo
         logger.info("pooled spool file %s restored as %s", pooled.name, target)
         if record and joblog.recorded_sha256(target.stem) is None:
             try:
-                record_recovered(joblog, _receipt_of(target))
-            except (OSError, InvalidDicomError, ValueError) as exc:
+                receipt = _receipt_of(target)
+            except (OSError, InvalidDicomError, ValueError, StorageError) as exc:
                 logger.warning("restored spool file %s cannot be recorded: %s", target, exc)
+                return True
+            record_recovered(joblog, receipt)  # a job log failure: StorageError, to the caller
     return True
 
 
