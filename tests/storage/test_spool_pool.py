@@ -5,6 +5,7 @@ none fits; a failed pooled write leaves nothing."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,14 @@ import pytest
 
 from storage.errors import SpoolError
 from storage.spool import Spool
-from storage.spool_pool import SLOT_STEP, SWITCH_AFTER, FilePool, slot_for
+from storage.spool_pool import (
+    SLOT_STEP,
+    SWITCH_AFTER,
+    FilePool,
+    lock_new_folder,
+    orphaned_folders,
+    slot_for,
+)
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
 SLOT = SLOT_STEP  # 64 KiB files: small and quick to make
@@ -176,3 +184,37 @@ def test_recovery_claims_only_the_folders_of_pools_whose_process_is_gone(tmp_pat
         assert folders == [dead]  # the claim ended with the block
     running.close()  # removes its folder and lets go of the lock
     assert not live.exists()
+
+
+def _waits_for_lock(inode: int) -> bool:
+    """Whether a process waits for an ``flock`` on ``inode`` (Linux ``/proc/locks``)."""
+    lines = Path("/proc/locks").read_text().splitlines()
+    return any("->" in line and f":{inode} " in line for line in lines)
+
+
+def test_a_folder_removed_by_a_sweep_while_it_is_made_is_made_again(tmp_path: Path) -> None:
+    # A new pool's folder exists, unlocked, for a moment: a sweep may claim it, and remove it
+    # while the pool waits for its lock. The pool then makes it again and holds the lock of a
+    # folder that is there.
+    root = tmp_path / "spool.pool"
+    folder = root / "4243-cafe"
+    folder.mkdir(parents=True)
+    inode = folder.stat().st_ino
+    locked: list[int] = []
+    with orphaned_folders(root) as claimed:
+        assert claimed == [folder]
+        maker = threading.Thread(target=lambda: locked.append(lock_new_folder(folder)))
+        maker.start()
+        deadline = time.monotonic() + 30
+        while not _waits_for_lock(inode):  # the pool has opened it and waits for the sweep
+            assert time.monotonic() < deadline, "lock_new_folder never waited for the lock"
+            time.sleep(0.01)
+        folder.rmdir()  # what the sweep does with an empty folder
+    maker.join(30)
+    (fd,) = locked
+    try:
+        assert os.fstat(fd).st_nlink > 0 and os.fstat(fd).st_ino == folder.stat().st_ino
+        with orphaned_folders(root) as claimed:
+            assert claimed == []  # locked: no sweep takes it now
+    finally:
+        os.close(fd)
