@@ -17,10 +17,12 @@ planner changes can be re-diagnosed without segmenting again.
 from __future__ import annotations
 
 import argparse
+import gzip
 import pickle
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -44,12 +46,20 @@ from inference.grading import (  # noqa: E402
     facet_joint,
     gertzbein_robbins,
 )
-from inference.lumbar.engine import PreparedLevel, plan_lumbar, prepare_levels  # noqa: E402
+from inference.lumbar.draft import Draft  # noqa: E402
+from inference.lumbar.engine import (  # noqa: E402
+    NativeLabels,
+    PreparedLevel,
+    plan_prepared,
+    prepare_levels,
+)
 from inference.lumbar.frames import vertebra_anatomy  # noqa: E402
+from inference.lumbar.planner import plan_vertebra  # noqa: E402
 from inference.phantom import generate  # noqa: E402
 from inference.phantom.anatomy import build_anatomy  # noqa: E402
 from inference.pipeline import Segmentation, segment_volume  # noqa: E402
 from inference.results import ScrewPlan, Side  # noqa: E402
+from inference.segment.grid import to_native  # noqa: E402
 from inference.settings import PlanningSettings  # noqa: E402
 from inference.verse import LEVEL_TO_LABEL  # noqa: E402
 
@@ -58,11 +68,11 @@ LEVELS = ["L1", "L2", "L3", "L4", "L5", "S1"]
 
 def load(seed: int, true_masks: bool, cache: Path | None) -> tuple[Segmentation, dict[str, Any]]:
     """The segmentation (ours or the true one) and what the diagnosis needs of the phantom."""
-    name = f"seed{seed}_{'true' if true_masks else 'seg'}.pkl"
+    name = f"seed{seed}_{'true' if true_masks else 'seg'}.pkl.gz"
     if cache is not None and (cache / name).is_file():
-        with (cache / name).open("rb") as f:
+        with gzip.open(cache / name, "rb") as f:
             seg, ph = pickle.load(f)
-        return seg, ph
+        return _unpacked(seg), ph
     p = generate(spec_for(seed))
     seg = (
         true_segmentation(p.hu, p.affine, p.labels)
@@ -72,9 +82,28 @@ def load(seed: int, true_masks: bool, cache: Path | None) -> tuple[Segmentation,
     ph = {"labels": p.labels, "affine": p.affine, "truth": p.truth.to_json(), "parts": p.parts}
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        with (cache / name).open("wb") as f:
-            pickle.dump((seg, ph), f)
+        with gzip.open(cache / name, "wb", compresslevel=1) as f:
+            pickle.dump((_packed(seg), ph), f)
     return seg, ph
+
+
+def _packed(seg: Segmentation) -> Segmentation:
+    """``seg`` small enough to cache: the working grid's HU dropped (the planner reads none) and
+    the native crop's HU rounded to int16 (0.5 HU at most: phantom noise is tens of HU)."""
+    nat = seg.work.native_hu
+    work = replace(
+        seg.work,
+        hu=np.zeros((0, 0, 0), np.float32),
+        native_hu=None if nat is None else np.round(nat).astype(np.int16),
+    )
+    return replace(seg, work=work)
+
+
+def _unpacked(seg: Segmentation) -> Segmentation:
+    nat = seg.work.native_hu
+    if nat is None or nat.dtype == np.float32:
+        return seg
+    return replace(seg, work=replace(seg.work, native_hu=nat.astype(np.float32)))
 
 
 def counted(phi: SignedDistance, screw: Screw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,11 +167,19 @@ def _zone_hits(joint: FacetJoint, screw: Screw) -> str:
 def diagnose_seed(seed: int, args: argparse.Namespace, tally: Tally) -> None:
     seg, ph = load(seed, args.true_masks, args.cache)
     settings = PlanningSettings()
+    native = (
+        NativeLabels(to_native(seg.verse_labels(), seg.work), seg.work.native_affine)
+        if args.native and not args.true_masks
+        else None
+    )
     t0 = time.perf_counter()
-    out = reference_plans(ph["truth"]) if args.reference else plan_lumbar(seg, settings)
+    ready, warnings = prepare_levels(seg, settings, native)
+    out = (
+        reference_plans(ph["truth"]) if args.reference else plan_prepared(ready, settings, warnings)
+    )
     plan_s = time.perf_counter() - t0
     compare_screws(_as_result(out), ph["truth"], ph["labels"], ph["affine"], tally)
-    prepared = {p.model.level: p for p in prepare_levels(seg, settings)[0]}
+    prepared = {p.model.level: p for p in ready}
     print(f"seed {seed}: {len(out.screws)} screws, plan {plan_s:.1f} s")
     anatomy = build_anatomy(spec_for(seed)) if not args.no_analytic else None
     for plan in out.screws:
@@ -227,8 +264,8 @@ def diagnose_screw(
             vert = next(x for x in anatomy.vertebrae if x.level == plan.level)
             ana = float(vert.sdf(p[None, :])[0])
             ana_max = float(vert.sdf(counted(phi, screw)[0]).max())
-        ours_phi = float(ours.model.phi(p[None, :])[0]) if ours is not None else float("nan")
-        ours_wb = worst_breach(ours.model.phi, screw) if ours is not None else None
+        ours_phi = float(ours.model.safety_phi(p[None, :])[0]) if ours is not None else float("nan")
+        ours_wb = worst_breach(ours.model.safety_phi, screw) if ours is not None else None
         parts.append(
             f"    worst at t {t:.1f}/{screw.length:.0f} mm: phi true-voxel {val:.2f} analytic "
             f"{ana:.2f} (thread max {ana_max:.2f}) ours {ours_phi:.2f}; ours worst "
@@ -255,7 +292,38 @@ def diagnose_screw(
         ours_j = ours.joints.get(side) if ours is not None else None
         seen = "no joint" if ours_j is None or ours_j.empty else _zone_hits(ours_j, screw)
         parts.append(f"    true zones: {_zone_hits(joint, screw)}; {rel}; our zones: {seen}")
+    if ours is not None:
+        parts.extend(_stages(ours, side, screw, (phi, frame, joint)))
     return "\n   ".join(parts)
+
+
+def _stages(
+    ours: PreparedLevel,
+    side: Side,
+    final: Screw,
+    truth: tuple[SignedDistance, Any, FacetJoint | None],
+) -> list[str]:
+    """The screw after each planner step (plan_vertebra's trace): size, entry and angle from the
+    final screw, our φ's worst thread point, TRUE grades."""
+    phi, frame, joint = truth
+    trace: dict[str, dict[Side, Draft]] = {}
+    plan_vertebra(ours.model, PlanningSettings(), ours.joints, ours.upper, trace=trace)
+    out = []
+    for step, drafts in trace.items():
+        if side not in drafts:
+            continue
+        sc = drafts[side].screw
+        gr = gertzbein_robbins(phi, sc, frame, side)
+        babu = babu_grade(joint, sc) if joint is not None else 0
+        turn = np.degrees(np.arccos(np.clip(sc.direction @ final.direction, -1.0, 1.0)))
+        mine = float(ours.model.safety_phi(sc.surface_points()).max())
+        moved = float(np.linalg.norm(sc.entry - final.entry))
+        out.append(
+            f"    {step:<9} d {sc.diameter} L {sc.length:.0f} entry {moved:.1f} mm turn "
+            f"{turn:.1f} deg | our phi max {mine:+.2f} | TRUE GR {gr.grade} {gr.breach_mm:.2f} "
+            f"Babu {babu}"
+        )
+    return out
 
 
 def main() -> None:
@@ -266,6 +334,12 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="grade the reference screws")
     parser.add_argument("--all", action="store_true", help="also print screws graded A / 0")
     parser.add_argument("--no-analytic", action="store_true", help="skip the analytic φ")
+    parser.add_argument(
+        "--no-native",
+        dest="native",
+        action="store_false",
+        help="plan without the native-grid labels (the working grid's walls for the breach checks)",
+    )
     args = parser.parse_args()
     tally = Tally()
     for seed in (int(s) for s in args.seeds.split(",")):

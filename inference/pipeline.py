@@ -20,7 +20,7 @@ import numpy.typing as npt
 from inference.c2 import C2Assessment, C2Settings, assess_c2
 from inference.c2.parts import pediculoisthmic_map
 from inference.errors import InferenceError, NotApplicableError
-from inference.lumbar.engine import LumbarOutput, plan_lumbar
+from inference.lumbar.engine import LumbarOutput, NativeLabels, plan_lumbar
 from inference.results import AnalysisResult, ScrewPlan, VertebraLabel
 from inference.segment.assign import OTHER
 from inference.segment.bone import bone_mask
@@ -145,16 +145,18 @@ def analyze_volume(
     vertebrae: tuple[VertebraLabel, ...] = ()
     screws: tuple[ScrewPlan, ...] = ()
     warnings: tuple[str, ...] = ()
-    if seg is not None and lumbar:
-        with timer.stage("plan"):
-            out: LumbarOutput = plan_lumbar(seg, settings)
-        vertebrae, screws, warnings = out.vertebrae, out.screws, seg.warnings + out.warnings
     with timer.stage("labels"):
         labels = (
             to_native(seg.verse_labels(), seg.work)
             if seg is not None
             else np.zeros(hu.shape, dtype=np.uint8)
         )
+    if seg is not None and lumbar:
+        # the labels come first: the planner checks breaches against their native-grid walls
+        with timer.stage("plan"):
+            native = NativeLabels(labels, seg.work.native_affine)
+            out: LumbarOutput = plan_lumbar(seg, settings, native)
+        vertebrae, screws, warnings = out.vertebrae, out.screws, seg.warnings + out.warnings
     result = AnalysisResult(
         engine=ENGINE,
         version=VERSION,

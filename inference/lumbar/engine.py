@@ -7,9 +7,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from inference.errors import InferenceError
-from inference.geometry import FloatArray, SignedDistance, bounding_box, crop_affine, unit
+from inference.geometry import (
+    FloatArray,
+    SignedDistance,
+    bounding_box,
+    crop_affine,
+    index_to_mm,
+    mm_to_index,
+    unit,
+)
 from inference.grading import FacetJoint, facet_joint
 from inference.lumbar.draft import VertebraModel
 from inference.lumbar.frames import VertebraAnatomy, check_frames, vertebra_anatomy
@@ -44,6 +53,42 @@ def _cranial_hint(centroids: FloatArray, k: int) -> FloatArray:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class NativeLabels:
+    """The label map on the input grid (VerSe ids, :func:`inference.segment.grid.to_native`) and
+    its affine (index → LPS mm): the planner's breach checks use its walls."""
+
+    labels: npt.NDArray[np.uint8]
+    affine: FloatArray
+
+
+# the native wall's distance field reaches this far outside the label (beyond: "outside by this")
+WALL_PAD_MM = 3.0
+# ... and covers only where screws go, in the vertebra frame: up to this far from the midline
+# and behind the body's back wall (the phantoms' reference entries: 18-34 mm lateral, 16-25 mm
+# behind; S1 axes move up to 10 mm), so the transverse processes' tips, the spinous process and
+# the sacral alae cost no distance transform. The field is exact within WALL_PAD_MM of the cut.
+WALL_LATERAL_MM = 50.0
+WALL_BEHIND_MM = 35.0
+
+
+def native_wall(
+    native: NativeLabels, level: str, box: tuple[slice, slice, slice], work_affine: FloatArray
+) -> SignedDistance | None:
+    """Signed distance (LPS mm) to ``level``'s native-grid label inside the working-grid ``box``
+    (mapped to native indices); None where that label is absent there."""
+    # the working grid has the input's axes (grid.py), so two opposite corners span the box
+    corners = np.array([[b.start for b in box], [b.stop - 1 for b in box]], dtype=np.float64)
+    idx = mm_to_index(native.affine, index_to_mm(work_affine, corners))
+    lo = np.maximum(np.floor(idx.min(axis=0)).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(idx.max(axis=0)).astype(int) + 2, native.labels.shape)
+    nbox = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+    mask = native.labels[nbox] == LEVEL_TO_LABEL[level]
+    if not mask.any():
+        return None
+    return SignedDistance(mask, crop_affine(native.affine, nbox), pad_mm=WALL_PAD_MM)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class PreparedLevel:
     """One labelled vertebra ready for planning: its model and the facet joints at risk."""
 
@@ -54,10 +99,11 @@ class PreparedLevel:
 
 
 def prepare_levels(
-    seg: Segmentation, settings: PlanningSettings
+    seg: Segmentation, settings: PlanningSettings, native: NativeLabels | None = None
 ) -> tuple[list[PreparedLevel], list[str]]:
     """Frame, distance fields and facet joints of every level of ``settings.levels`` in ``seg``;
-    warnings for levels without a frame."""
+    warnings for levels without a frame. ``native``: the same labels on the input grid, whose
+    walls the breach checks then use (:attr:`VertebraModel.safety_phi`)."""
     labels = seg.instances
     aff = seg.work.affine
     found: list[tuple[int, str, tuple[slice, slice, slice], VertebraAnatomy]] = []
@@ -88,7 +134,12 @@ def prepare_levels(
     out: list[PreparedLevel] = []
     for (k, level, box, _), anatomy in zip(found, checked, strict=True):
         sub_aff = crop_affine(aff, box)
-        model = VertebraModel.build(level, labels[box] == k + 1, sub_aff, anatomy)
+        wall = (
+            native_wall(native, level, _screw_region(labels[box] == k + 1, box, aff, anatomy), aff)
+            if native is not None
+            else None
+        )
+        model = VertebraModel.build(level, labels[box] == k + 1, sub_aff, anatomy, wall)
         upper = labels[box] == k if k > 0 else None
         out.append(
             PreparedLevel(
@@ -101,9 +152,20 @@ def prepare_levels(
     return out, warnings
 
 
-def plan_lumbar(seg: Segmentation, settings: PlanningSettings) -> LumbarOutput:
-    """Plan every level of ``settings.levels`` found in ``seg``."""
-    prepared, warnings = prepare_levels(seg, settings)
+def plan_lumbar(
+    seg: Segmentation, settings: PlanningSettings, native: NativeLabels | None = None
+) -> LumbarOutput:
+    """Plan every level of ``settings.levels`` found in ``seg`` (``native``: see
+    :func:`prepare_levels`)."""
+    prepared, warnings = prepare_levels(seg, settings, native)
+    return plan_prepared(prepared, settings, warnings)
+
+
+def plan_prepared(
+    prepared: list[PreparedLevel], settings: PlanningSettings, warnings: list[str]
+) -> LumbarOutput:
+    """Plan the levels :func:`prepare_levels` made ready (``warnings``: its warnings)."""
+    warnings = list(warnings)
     verts: list[VertebraLabel] = []
     screws: list[ScrewPlan] = []
     for item in prepared:
@@ -121,6 +183,29 @@ def plan_lumbar(seg: Segmentation, settings: PlanningSettings) -> LumbarOutput:
         screws.extend(plans)
         warnings.extend(warn)
     return LumbarOutput(tuple(verts), tuple(screws), tuple(warnings))
+
+
+def _screw_region(
+    mask: np.ndarray, box: tuple[slice, slice, slice], affine: FloatArray, anatomy: VertebraAnatomy
+) -> tuple[slice, slice, slice]:
+    """The part of the working-grid ``box`` (``mask`` is the vertebra in it) where screws can go:
+    the box of the mask's voxels within ``WALL_LATERAL_MM`` of the midline and
+    ``WALL_BEHIND_MM`` behind the body, grown by ``WALL_PAD_MM`` (working-grid indices)."""
+    idx = np.argwhere(mask)
+    local = anatomy.frame.to_local(index_to_mm(crop_affine(affine, box), idx))
+    keep = (np.abs(local[:, 0]) <= WALL_LATERAL_MM) & (
+        local[:, 1] >= anatomy.body_back_mm - WALL_BEHIND_MM
+    )
+    if not keep.any():
+        return box
+    pad = int(np.ceil(WALL_PAD_MM))
+    lo = idx[keep].min(axis=0) - pad
+    hi = idx[keep].max(axis=0) + pad + 1
+    s0, s1, s2 = (
+        slice(b.start + max(0, int(a)), b.start + min(int(c), b.stop - b.start))
+        for a, c, b in zip(lo, hi, box, strict=True)
+    )
+    return (s0, s1, s2)
 
 
 def _s1_core(mask: np.ndarray, affine: FloatArray, l5_centroid: FloatArray) -> np.ndarray:

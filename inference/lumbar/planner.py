@@ -41,6 +41,10 @@ SYMMETRY_SLACK_MM = 0.5  # a side keeps its own axis if the mean one loses more 
 # than the pedicle (on 20 phantoms only three gross failures of one 3 mm phantom were, up to 35 mm
 # off the reference) and is not planned.
 PLAUSIBLE_PTA_DEG = (0.0, 50.0)
+# a screw that still leaves our walls by this much once the loop has run out of sizes is not
+# planned: its axis is not in the pedicle (seed 11 L5 right: 0.9 mm on our mask, Babu 3 on the
+# truth); less is within our walls' own error (0.5 mm) and is planned, graded B
+UNPLANNED_BREACH_MM = 0.5
 PLAUSIBLE_PSA_DEG = 20.0
 
 
@@ -61,7 +65,9 @@ def correct(
             drafts[Side.LEFT], drafts[Side.RIGHT], settings.collision_clearance_mm
         )
         for side, draft in list(drafts.items()):
-            gr = gertzbein_robbins(model.phi, draft.screw, frame, side)
+            gr = gertzbein_robbins(
+                model.safety_phi, draft.screw, frame, side, tolerance_mm=model.tolerance_mm
+            )
             if gr.grade == "A" and not collide:
                 continue
             smaller = step_down(draft, settings, prefer_length=gr.direction == "anterior")
@@ -78,7 +84,7 @@ def finish(model: VertebraModel, draft: Draft, joint: FacetJoint | None) -> Scre
     screw = draft.screw
     frame = model.anatomy.frame
     pta, psa = screw_angles(frame, screw.entry, screw.tip, draft.side)
-    gr = gertzbein_robbins(model.phi, screw, frame, draft.side)
+    gr = gertzbein_robbins(model.safety_phi, screw, frame, draft.side)
     babu = babu_grade(joint, screw) if joint is not None else 0
     return ScrewPlan(
         level=model.level,
@@ -136,12 +142,16 @@ def plan_vertebra(
     settings: PlanningSettings,
     joints: dict[Side, FacetJoint | None],
     upper: SignedDistance | None = None,
+    trace: dict[str, dict[Side, Draft]] | None = None,
 ) -> tuple[list[ScrewPlan], list[str]]:
     """Both screws of one vertebra, with warnings for sides that could not be planned.
 
     ``upper``: signed distance to the vertebra above (same patient frame), when it is in view; the
-    screw heads are then kept clear of it (:func:`clear_of_upper`).
+    screw heads are then kept clear of it (:func:`clear_of_upper`). ``trace``, when given, gets
+    the drafts after each step ("initial", "symmetric", "correct", "head", "reaim"), for
+    diagnosis (``bench/safety_diagnosis.py``).
     """
+    steps = trace if trace is not None else {}
     drafts: dict[Side, Draft] = {}
     warnings: list[str] = []
     sacral = model.level == "S1"
@@ -150,21 +160,32 @@ def plan_vertebra(
             drafts[side] = (s1_draft if sacral else initial_draft)(model, side, settings)
         except InferenceError as exc:
             warnings.append(f"{model.level} {side}: not planned ({exc})")
+    steps["initial"] = dict(drafts)
     if len(drafts) == 2 and not sacral:  # the S1 axes are one prior, mirror-symmetric already
         drafts = symmetric(model, drafts, settings)
+        steps["symmetric"] = dict(drafts)
     drafts = correct(model, drafts, settings)
+    steps["correct"] = dict(drafts)
     if upper is not None:
         for side, draft in list(drafts.items()):
             drafts[side] = clear_of_upper(model, draft, upper, settings)
         drafts = correct(model, drafts, settings)
+        steps["head"] = dict(drafts)
     reaimed = {side: reaim(model, d, settings) for side, d in drafts.items()}
     if any(reaimed[side] is not drafts[side] for side in drafts):
         drafts = correct(model, reaimed, settings)
+        steps["reaim"] = dict(drafts)
     plans = []
     for side, draft in drafts.items():
         plan = finish(model, draft, joints.get(side))
         low, high = PLAUSIBLE_PTA_DEG
-        if low <= plan.pta_deg <= high and abs(plan.psa_deg) <= PLAUSIBLE_PSA_DEG:
+        if plan.breach_mm >= UNPLANNED_BREACH_MM:
+            warnings.append(
+                f"{model.level} {side}: not planned (even the smallest screw on this axis leaves"
+                f" the bone by {plan.breach_mm:.1f} mm {plan.breach_direction}: the axis found"
+                " is not inside this pedicle)"
+            )
+        elif low <= plan.pta_deg <= high and abs(plan.psa_deg) <= PLAUSIBLE_PSA_DEG:
             plans.append(plan)
         else:
             warnings.append(

@@ -17,7 +17,6 @@ import numpy as np
 
 from inference.errors import InferenceError
 from inference.geometry import FloatArray, perpendicular_basis
-from inference.grading import BREACH_TOLERANCE_MM
 from inference.lumbar.catalogue import fit_diameter, snap_length
 from inference.lumbar.draft import (
     Draft,
@@ -76,7 +75,7 @@ def reaim(model: VertebraModel, draft: Draft, settings: PlanningSettings) -> Dra
     wins. Unchanged if the screw does not breach or nothing fits: screws that fit are never
     touched, so this costs no angle where it is not needed.
     """
-    if model.level != "S1" or not breaches(model, draft, BREACH_TOLERANCE_MM):
+    if model.level != "S1" or not breaches(model, draft, model.tolerance_mm, wall=True):
         return draft
     area = draft.channel.isthmus_area_mm2
     for ring in _reaim_axes(draft.channel):
@@ -110,7 +109,7 @@ def s1_draft(model: VertebraModel, side: Side, settings: PlanningSettings) -> Dr
         return own[0]
     found = [own] if own is not None else []
     # where the track's own screw lies in our mask, moves stay near its entry
-    clear = own is not None and not breaches(model, own[0], BREACH_TOLERANCE_MM)
+    clear = own is not None and not breaches(model, own[0], model.tolerance_mm, wall=True)
     for point in room_points(model, ch, settings):
         moved = channel_along(model.inside, point, ch.direction, ch.isthmus_area_mm2)
         if clear and np.linalg.norm(moved.entry - ch.entry) > S1_ENTRY_MOVE_MM:
@@ -163,7 +162,7 @@ def room_points(model: VertebraModel, ch: Channel, settings: PlanningSettings) -
     t = np.arange(-80.0, 120.0 + 1e-9, step)
     zero = int(np.argmin(np.abs(t)))
     pts = ch.isthmus + offsets[:, None, :] + t[None, :, None] * d
-    vals = model.phi(pts.reshape(-1, 3)).reshape(len(offsets), t.size)
+    vals = model.safety_phi(pts.reshape(-1, 3)).reshape(len(offsets), t.size)
     first, last = _runs(vals, zero)
     fits = np.zeros(len(offsets))
     for k in range(len(offsets)):
@@ -190,10 +189,10 @@ def widest(model: VertebraModel, draft: Draft, settings: PlanningSettings) -> tu
     passed: list[Draft] = []
     for diameter in sorted(settings.diameters_mm, reverse=True):
         wide = Draft(draft.side, draft.channel, draft.length, diameter)
-        if breaches(model, wide, BREACH_TOLERANCE_MM):
+        if breaches(model, wide, model.tolerance_mm, wall=True):
             continue
         deep = wide.screw.surface_points(start_mm=ROOM_FROM_MM)
-        if float(model.phi(deep).max()) <= -S1_MARGIN_MM:
+        if float(model.safety_phi(deep).max()) <= -S1_MARGIN_MM:
             return wide, True
         passed.append(wide)
     return (passed[0] if passed else draft), False
