@@ -70,7 +70,7 @@ ph = generate(spec)
 hu, aff = ph.hu, ph.affine
 del ph
 from inference.pipeline import segment_volume
-from inference.lumbar.engine import plan_lumbar
+from inference.lumbar.engine import NativeLabels, plan_lumbar
 from inference.segment.grid import to_native
 from inference.settings import PlanningSettings
 out = {}
@@ -79,11 +79,11 @@ t0 = time.perf_counter(); tracemalloc.reset_peak()
 seg = segment_volume(hu, aff)
 out["segment"] = (time.perf_counter() - t0, tracemalloc.get_traced_memory()[1] / 2**20)
 t0 = time.perf_counter(); tracemalloc.reset_peak()
-res = plan_lumbar(seg, PlanningSettings())
-out["plan"] = (time.perf_counter() - t0, tracemalloc.get_traced_memory()[1] / 2**20)
-t0 = time.perf_counter(); tracemalloc.reset_peak()
 lab = to_native(seg.verse_labels(), seg.work)
 out["labels"] = (time.perf_counter() - t0, tracemalloc.get_traced_memory()[1] / 2**20)
+t0 = time.perf_counter(); tracemalloc.reset_peak()
+res = plan_lumbar(seg, PlanningSettings(), NativeLabels(lab, seg.work.native_affine))
+out["plan"] = (time.perf_counter() - t0, tracemalloc.get_traced_memory()[1] / 2**20)
 out["levels"] = list(seg.levels); out["screws"] = len(res.screws)
 out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out["input_mb"] = hu.nbytes / 2**20
