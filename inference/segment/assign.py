@@ -19,6 +19,7 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from inference.geometry import BoolArray, FloatArray, bounding_box
+from inference.segment.facets import gap_depth
 
 OTHER = 255
 # cortex weight ramp (HU on the working grid): blurred phantom cortex reads 600–1000 HU; on a
@@ -35,11 +36,15 @@ CORTEX_COST = 30.0
 _STEPS = ((1, 0, 0), (0, 1, 0), (0, 0, 1))
 
 
-def bone_weights(hu: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def bone_weights(
+    hu: npt.NDArray[np.float32], depth: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
     """Per-voxel travel weight on the 1 mm grid of ``hu``: 1 in marrow, rising linearly to
     ``1 + CORTEX_COST`` with HU from ``CORTEX_LOW_HU`` to ``CORTEX_HIGH_HU`` (cortex) and with
-    the depth below the 3x3x3 grey closing from ``GAP_LOW_HU`` to ``GAP_HIGH_HU`` (thin gaps)."""
-    depth = ndimage.grey_closing(hu, footprint=ndimage.generate_binary_structure(3, 2)) - hu
+    the depth below the 3x3x3 grey closing from ``GAP_LOW_HU`` to ``GAP_HIGH_HU`` (thin gaps).
+    ``depth``: :func:`inference.segment.facets.gap_depth` of ``hu`` when the caller has it."""
+    if depth is None:
+        depth = gap_depth(hu)
     cortex = np.clip((hu - CORTEX_LOW_HU) / (CORTEX_HIGH_HU - CORTEX_LOW_HU), 0.0, 1.0)
     gap = np.clip((depth - GAP_LOW_HU) / (GAP_HIGH_HU - GAP_LOW_HU), 0.0, 1.0)
     out: npt.NDArray[np.float32] = (1.0 + CORTEX_COST * np.maximum(cortex, gap)).astype(np.float32)
@@ -51,12 +56,15 @@ def geodesic_labels(
     markers: npt.NDArray[np.uint8],
     spacing: FloatArray,
     hu: npt.NDArray[np.float32] | None = None,
+    *,
+    weights: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Each bone voxel gets the marker it reaches at the least cost through bone.
 
     ``markers`` holds labels (> 0) on seed voxels, ``spacing`` the grid step (mm) per axis,
     ``hu`` the CT on the same grid (weights cortex, see the module docstring) or ``None`` for the
-    plain geodesic distance. Bone not face-connected to any marker stays 0.
+    plain geodesic distance; ``weights``: :func:`bone_weights` of ``hu`` when the caller has
+    them (``hu`` is then not read). Bone not face-connected to any marker stays 0.
     """
     out = np.zeros(bone.shape, dtype=np.uint8)
     n = int(np.count_nonzero(bone))
@@ -65,7 +73,9 @@ def geodesic_labels(
         return out
     index = np.full(bone.shape, -1, dtype=np.int32)
     index[bone] = np.arange(n, dtype=np.int32)
-    weight = bone_weights(hu)[bone] if hu is not None else np.ones(n, dtype=np.float32)
+    if weights is None and hu is not None:
+        weights = bone_weights(hu)
+    weight = weights[bone] if weights is not None else np.ones(n, dtype=np.float32)
     graph = _graph(index, weight, np.asarray(spacing, dtype=np.float64), n)
     mine = markers[bone]
     src = np.flatnonzero(mine > 0)

@@ -6,7 +6,8 @@ core it reaches along the widest bone path (a watershed on the distance transfor
 elements follow their own pedicles and thin facet contacts become the borders. A spinous
 process that growth split between two vertebrae (thick slices merge it with the laminae below)
 is then given whole to the vertebra at its cranial end, every arch is seeded on its own canal
-roof (``roofs.py``), and the growth run again.
+roof (``roofs.py``) and every articular process on its own side of its facet joint
+(``facets.py``), and the growth run again.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from inference.geometry import (
     unit,
     voxel_spacing,
 )
-from inference.segment.assign import OTHER, geodesic_labels, keep_connected
+from inference.segment.assign import OTHER, bone_weights, geodesic_labels, keep_connected
 from inference.segment.column import body_mask, split_at_endplates, trim_discs
+from inference.segment.facets import facet_markers, gap_depth
 from inference.segment.roofs import canal_roof_markers
 
 logger = logging.getLogger(__name__)
@@ -188,15 +190,19 @@ def separate_vertebrae(
     lut = np.zeros(int(cores.max()) + 1, dtype=bool)
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
-    labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
-    roofs = canal_roof_markers(bone, aff, cents[chain], cranial, hu, first=labels, rings=ringed)
+    depth = gap_depth(hu) if hu is not None else None
+    weights = bone_weights(hu, depth) if hu is not None else None
+    labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, weights=weights)
+    roofs = _own_markers(
+        bone, labels, aff, cents[chain], cranial, hu=hu, depth=depth, ringed=ringed
+    )
     arches = midline_arch_markers(labels, aff, cents[chain], cranial)
     if roofs.any() or arches is not None:  # arches seeded on their own roofs: grow again
         free = (roofs > 0) & (markers == 0)
         markers[free] = roofs[free]
         if arches is not None:  # spinous processes split between two vertebrae
             markers[arches > 0] = arches[arches > 0]
-        labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, hu)
+        labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, weights=weights)
     if smooth is not None:
         labels = trim_discs(labels, core_rank, smooth, spacing)
     out = keep_connected(labels.astype(np.uint8), markers, len(chain))
@@ -204,6 +210,28 @@ def separate_vertebrae(
         out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
     )
     return Instances(out, cents[chain], extents, widths)
+
+
+def _own_markers(
+    bone: BoolArray,
+    first: npt.NDArray[np.uint8],
+    aff: FloatArray,
+    cents: FloatArray,
+    cranial: FloatArray,
+    *,
+    hu: npt.NDArray[np.float32] | None,
+    depth: npt.NDArray[np.float32] | None,
+    ringed: set[int],
+) -> npt.NDArray[np.int16]:
+    """Markers for the second growth (ranks, 0 elsewhere): every arch on its canal roof
+    (``roofs.py``), and with ``depth`` (:func:`gap_depth` of ``hu``) the articular processes
+    on their own side of each facet joint (``facets.py``) where no roof marker is."""
+    out = canal_roof_markers(bone, aff, cents, cranial, hu, first=first, rings=ringed)
+    if hu is not None and depth is not None:
+        facets = facet_markers(bone, first, hu, depth, aff, cents=cents, cranial=cranial)
+        free = (facets > 0) & (out == 0)
+        out[free] = facets[free]
+    return out
 
 
 def above_a_base(core_rank: npt.NDArray[np.int16]) -> set[int]:
