@@ -22,6 +22,12 @@ neighbour without the native border refinement (the floor set by the working gri
 …) under every voxel given to the wrong vertebra, and splits ``fn_wrong + fp_wrong`` into
 ``overlap`` (voxel centre inside BOTH vertebrae's exact shapes: the phantom paints the later
 vertebra over the earlier one, so no image can say whose it is — the floor) and the rest.
+``--facets`` counts, per facet joint (L1/L2 … L5/S1) and slice spacing, the upper vertebra's
+bone within ``FACET_MM`` of the true joint centre on the inferior articular process's side of
+the joint plane (the IAP: the phantom's joint normal points from the SAP to the IAP) that our
+labels give to the lower vertebra, and the lower one's bone on the other side (the SAP) given
+to the upper one: on the working grid mapped to the native one by nearest neighbour (what the
+planner reads) and on the refined native labels.
 Tables are printed for all phantoms and per slice spacing.
 """
 
@@ -49,12 +55,14 @@ from inference.segment.bone import bone_mask  # noqa: E402
 from inference.segment.grid import to_native  # noqa: E402
 from inference.verse import LEVEL_TO_LABEL  # noqa: E402
 
+FACET_MM = 12.0
 TERMS = ["fn_border", "fn_deep", "fn_bone", "fn_wrong", "fp_border", "fp_deep", "fp_wrong"]
 UNASSIGNED = 254  # our bone that reached no named vertebra
 
 
-def our_labels(ph: Phantom) -> tuple[np.ndarray, np.ndarray, float]:
-    """Native-grid VerSe labels (``UNASSIGNED`` for our other bone) and our bone mask."""
+def our_labels(ph: Phantom, facets: dict | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Native-grid VerSe labels (``UNASSIGNED`` for our other bone) and our bone mask; with
+    ``facets``, :func:`facet_counts` added to it."""
     t0 = time.perf_counter()
     seg = segment_volume(ph.hu, ph.affine)
     elapsed = time.perf_counter() - t0
@@ -63,6 +71,8 @@ def our_labels(ph: Phantom) -> tuple[np.ndarray, np.ndarray, float]:
     bone = bone_mask(seg.work.hu)
     verse[(verse == 0) & bone] = UNASSIGNED
     labels = to_native(verse, seg.work)
+    if facets is not None:
+        facet_counts(ph, labels, to_native(seg.verse_labels(), seg.work, refine=False), facets)
     bone_native = to_native(bone.astype(np.uint8), seg.work) > 0
     return labels, bone_native, elapsed
 
@@ -135,22 +145,76 @@ def structures(ph: Phantom, ours: np.ndarray, counts: Counter[str]) -> dict[int,
     return dict(overlap)
 
 
+def facet_counts(ph: Phantom, ours: np.ndarray, grid: np.ndarray, tally: dict) -> None:
+    """Add, per (joint, slice spacing), [IAP voxels, given to the lower vertebra on ``grid``,
+    on ``ours``, SAP voxels, given to the upper on ``grid``, on ``ours``] (native grids)."""
+    aff, labels = ph.affine, ph.labels
+    sp = voxel_spacing(aff)
+    for v in ph.truth.to_json()["vertebrae"]:
+        for fac in v["facets_at_risk"]:
+            up, lo = LEVEL_TO_LABEL.get(fac["upper"]), LEVEL_TO_LABEL.get(fac["lower"])
+            if up is None or lo is None:
+                continue
+            c, n = np.array(fac["centre"]), np.array(fac["normal"])
+            ci = np.round(np.linalg.solve(aff, np.r_[c, 1.0])[:3]).astype(int)
+            r = np.ceil(FACET_MM / sp).astype(int)
+            box = tuple(slice(max(0, ci[i] - r[i]), ci[i] + r[i] + 1) for i in range(3))
+            idx = np.argwhere(np.ones(labels[box].shape, dtype=bool)) + [b.start for b in box]
+            rel = index_to_mm(aff, idx) - c
+            near = np.linalg.norm(rel, axis=1) <= FACET_MM
+            t, g, o = labels[box].ravel(), grid[box].ravel(), ours[box].ravel()
+            iap = near & (t == up) & (rel @ n > 0)
+            sap = near & (t == lo) & (rel @ n < 0)
+            row = tally.setdefault((f"{fac['upper']}/{fac['lower']}", float(sp[0])), [0] * 6)
+            for i, x in enumerate(
+                (iap, iap & (g == lo), iap & (o == lo), sap, sap & (g == up), sap & (o == up))
+            ):
+                row[i] += int(x.sum())
+
+
+def _print_facets(tally: dict) -> None:
+    print(
+        f"\nfacet joints: the upper vertebra's IAP bone (within {FACET_MM:g} mm of the joint) "
+        "given to the lower one, the lower one's SAP bone given to the upper one"
+    )
+    print(
+        f"{'joint':<8}{'sp':>6}{'IAP':>8}{'grid':>7}{'native':>7}{'SAP':>8}{'grid':>7}{'native':>7}"
+    )
+    order = list(LEVEL_TO_LABEL)
+    joints = sorted({k[0] for k in tally}, key=lambda j: order.index(j.split("/")[0]))
+    for joint in [*joints, "all"]:
+        for sp in [*sorted({k[1] for k in tally}), 0.0]:
+            rows = [
+                x for k, x in tally.items() if joint in ("all", k[0]) and (sp == 0.0 or k[1] == sp)
+            ]
+            if not rows:
+                continue
+            a = np.sum(rows, axis=0)
+            print(
+                f"{joint:<8}{'all' if sp == 0.0 else f'{sp:g}':>6}{a[0]:>8}"
+                f"{a[1] / max(a[0], 1):>7.3f}{a[2] / max(a[0], 1):>7.3f}{a[3]:>8}"
+                f"{a[4] / max(a[3], 1):>7.3f}{a[5] / max(a[3], 1):>7.3f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1,2,3,4,5,7,8,10", help="comma-separated seeds")
     parser.add_argument("--structures", action="store_true", help="name the misassigned parts")
     parser.add_argument("--no-grid", action="store_true", help="skip the working-grid floor")
+    parser.add_argument("--facets", action="store_true", help="facet joints' IAP/SAP bone")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
     rows: dict[str, list[dict[str, float]]] = {lv: [] for lv in LEVELS}
     floor: dict[str, list[float]] = {lv: [] for lv in LEVELS}
     by_sp: dict[float, dict[str, list[dict[str, float]]]] = {}
     parts: Counter[str] = Counter()
+    facets: dict = {}
     times = []
     for seed in (int(s) for s in args.seeds.split(",")):
         spec = spec_for(seed)
         ph = generate(spec)
-        ours, bone, elapsed = our_labels(ph)
+        ours, bone, elapsed = our_labels(ph, facets if args.facets else None)
         times.append(elapsed)
         spacing = voxel_spacing(ph.affine)
         back = None if args.no_grid else grid_floor(ph)
@@ -181,17 +245,24 @@ def main() -> None:
     for sp, r in sorted(by_sp.items()):
         _print_table(r, {}, f"slice spacing {sp:g} mm")
     print(f"segment stage: mean {np.mean(times):.2f} s, max {np.max(times):.2f} s")
+    if facets:
+        _print_facets(facets)
     if args.structures:
-        total = max(sum(parts.values()), 1)
-        print("\nwrong-vertebra voxels by true part (share of all such voxels):")
-        by_part: Counter[str] = Counter()
-        for key, n in parts.items():
-            by_part[key.split(" ", 1)[1]] += n
-        for name, n in by_part.most_common():
-            print(f"  {name:<14}{n:>8} {n / total:6.1%}")
-        print("  per level and part (top 15):")
-        for key, n in parts.most_common(15):
-            print(f"    {key:<18}{n:>8} {n / total:6.1%}")
+        _print_structures(parts)
+
+
+def _print_structures(parts: Counter[str]) -> None:
+    """Wrong-vertebra voxels by true part, and per level and part."""
+    total = max(sum(parts.values()), 1)
+    print("\nwrong-vertebra voxels by true part (share of all such voxels):")
+    by_part: Counter[str] = Counter()
+    for key, n in parts.items():
+        by_part[key.split(" ", 1)[1]] += n
+    for name, n in by_part.most_common():
+        print(f"  {name:<14}{n:>8} {n / total:6.1%}")
+    print("  per level and part (top 15):")
+    for key, n in parts.most_common(15):
+        print(f"    {key:<18}{n:>8} {n / total:6.1%}")
 
 
 def _print_table(
