@@ -1,0 +1,51 @@
+"""Head clearance from the vertebra above: the order of the moves tried (patient frame, LPS mm)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inference.geometry import Frame
+from inference.lumbar.draft import VertebraModel, sized
+from inference.lumbar.frames import VertebraAnatomy
+from inference.lumbar.head import HEAD_SHIFTS_MM, _head_moves
+from inference.lumbar.isthmus import channel_along
+from inference.results import Side
+from inference.settings import PlanningSettings
+
+
+def _slab() -> VertebraModel:
+    """A bone slab x ±15, y −30…20, z −12…12 mm (LPS, 1 mm grid); posterior surface y = 20."""
+    n = 81
+    affine = np.eye(4)
+    affine[:3, 3] = -40.0
+    x, y, z = (np.indices((n, n, n)) - 40.0).astype(np.float64)
+    slab = (np.abs(x) <= 15) & (y >= -30) & (y <= 20) & (np.abs(z) <= 12)
+    frame = Frame(np.zeros(3), np.array([-1.0, 0, 0]), np.array([0, -1.0, 0]), np.eye(3)[2])
+    return VertebraModel.build("L5", slab, affine, VertebraAnatomy(frame, slab, 20.0, -30.0))
+
+
+def _turn(u: np.ndarray, v: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(float(u @ v), -1.0, 1.0))))
+
+
+def test_head_moves_are_tried_least_turned_first() -> None:
+    # seed 4 L5 left (true masks): a 2.2 mm pivot about the isthmus (6.5°) was tried, and taken,
+    # before a 2.5 mm pivot about the tip (3.2°) because the moves went by shift first
+    model = _slab()
+    settings = PlanningSettings()
+    ch = channel_along(model.inside, np.zeros(3), np.array([0.0, -1.0, 0.0]), 100.0)
+    draft = sized(model, Side.LEFT, ch, settings)
+    away = np.array([0.0, 0.0, -1.0])
+    moves = list(_head_moves(model, draft, away, settings))
+    turns = [_turn(m.channel.direction, draft.channel.direction) for m in moves]
+    shifts = [float(np.linalg.norm(m.channel.entry - draft.channel.entry)) for m in moves]
+    assert len(moves) == 4 * len(HEAD_SHIFTS_MM)  # parallel + 3 pivots per shift, all in bone
+    pivots = [t for t in turns if t > 0.01]
+    assert pivots == sorted(pivots)  # the tilting moves in the order of their turn
+    # the smallest turn comes first; the last is the 3 mm pivot about the isthmus (20 mm deep)
+    assert turns[0] < 0.01 and abs(shifts[0] - HEAD_SHIFTS_MM[0]) < 0.3
+    assert abs(turns[-1] - np.degrees(np.arctan2(HEAD_SHIFTS_MM[-1], 20.0))) < 0.5
+    # each parallel move comes right before the tip pivot of the same shift
+    for k, t in enumerate(turns):
+        if t < 0.01:
+            assert turns[k + 1] > 0.01 and abs(shifts[k + 1] - shifts[k]) < 0.3
