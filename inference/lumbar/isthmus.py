@@ -36,6 +36,11 @@ WIDE = 2.0  # ... and up to this × for the transverse slope (PTA), see centroid
 SUBVOXEL_ORDER = 1  # centroid sections: the mask interpolated and cut at 0.5 (sub-voxel)
 FIT_HALF_MM = 8.0  # the centroid line is fitted within this distance of the isthmus
 PTA_AGREE_DEG = 6.0  # the centroid line's transverse slope (PTA) is kept when the corridor's agrees
+# ... or when its narrow part was at least this long (mm): on cached e71bc04 masks (ours, seeds
+# 1-8, 17) the two disagreed by > 6° at five pedicles: the fit 0.3-0.8° from the reference on
+# 9-10 mm of narrow part (seed 6 L4 left, L5 right; seed 8 L5 left), the corridor 5.6-8.2° off;
+# both off on the 2-3.5 mm narrow parts of seed 17's wide L5 pedicles
+FIT_MIN_SPAN_MM = 6.0
 FRONT_BACK_MM = 1.0  # the sagittal slope (PSA) from sections from this far behind the isthmus
 FRONT_MIN = 9  # ... forward, at least this many (4 mm)
 
@@ -264,27 +269,30 @@ def pedicle_axis(
     start = coronal_track(inside, anatomy, side)
     corridor = _corridor_loop(inside, phi, anatomy, start)
     try:
-        fitted, _ = _centroid_loop(inside, anatomy, start)
+        fitted, span = _centroid_loop(inside, anatomy, start)
     except InferenceError:
         return corridor
-    return _combine(anatomy.frame, fitted, corridor)
+    return _combine(anatomy.frame, fitted, corridor, span)
 
 
 def _combine(
     frame: Frame,
     fitted: tuple[FloatArray, FloatArray, float],
     corridor: tuple[FloatArray, FloatArray, float],
+    span_mm: float = 0.0,
 ) -> tuple[FloatArray, FloatArray, float]:
     """The centroid line's isthmus and transverse slope (PTA) with PSA = the median of its
     sagittal angle, the corridor's and 0° (PSA ≈ 0 relative to the endplate, ALGORITHMS.md):
     in a short, tall pedicle each image estimate is noisy (mean |ΔPSA| 1.5 and 1.7° on the
     true masks of seeds 1,2,3,4,5,7,8,10) but they err independently, so the median of the
     three is kept even where the two agree within a few degrees. Where the transverse slopes
-    differ by more than ``PTA_AGREE_DEG`` the narrow part was too short for a stable fit (wide
-    L5 pedicles): the corridor."""
+    differ by more than ``PTA_AGREE_DEG`` and the centroid line's narrow part (``span_mm``)
+    was shorter than ``FIT_MIN_SPAN_MM``, too short for a stable fit (wide L5 pedicles): the
+    corridor."""
     f_dir, c_dir = fitted[1], corridor[1]
     tr_f, tr_c = (f_dir @ frame.r) / (f_dir @ frame.a), (c_dir @ frame.r) / (c_dir @ frame.a)
-    if abs(np.degrees(np.arctan(tr_f) - np.arctan(tr_c))) > PTA_AGREE_DEG:
+    disagree = abs(np.degrees(np.arctan(tr_f) - np.arctan(tr_c))) > PTA_AGREE_DEG
+    if disagree and span_mm < FIT_MIN_SPAN_MM:
         return corridor
     psa = np.median([np.arctan((d @ frame.s) / (d @ frame.a)) for d in (f_dir, c_dir)] + [0.0])
     direction = unit(frame.a + tr_f * frame.r + np.tan(psa) * frame.s)

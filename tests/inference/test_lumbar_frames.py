@@ -161,6 +161,10 @@ def test_centroid_and_corridor_axes_are_combined_per_component() -> None:
     _, d, _ = _combine(frame, fitted, (p, axis(13.0, 9.0), 60.0))
     assert _angles(d, frame) == pytest.approx((12.0, 9.0), abs=1e-6)
     assert _combine(frame, fitted, (p, axis(20.0, 9.0), 60.0))[2] == 60.0
+    # ... unless the centroid line was fitted on a long narrow part (seeds 6 and 8: the fit 0.3-0.8°
+    # from the reference on 9-10 mm, the corridor 5.6-8.2° off)
+    _, d, area = _combine(frame, fitted, (p, axis(20.0, 9.0), 60.0), span_mm=9.0)
+    assert area == 50.0 and _angles(d, frame)[0] == pytest.approx(12.0, abs=1e-6)
 
 
 def test_pedicle_track_is_the_longest_run_of_linked_sections() -> None:
