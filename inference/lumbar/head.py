@@ -16,11 +16,14 @@ from inference.lumbar.isthmus import Channel, channel_along
 from inference.settings import PlanningSettings
 
 # Screw head vs the vertebra above: our mask's clearance to the upper vertebra's bone that the
-# screw must keep. Its inferior articular process hangs down beside the entry; our masks give part
-# of it to the lower vertebra (they touch at every facet, with no joint gap between them) and so
-# overestimate the distance by 2 mm on average (up to 6). More room at L4 (4.5 mm) and L5 (5.0)
-# was tried: on 20 phantoms (bench_lumbar at aa3115f) it took Babu 0 from 98.7 to 100 % but GR A
-# from 98.7 to 97.5 % and |dPTA| at L5 from 2.81 to 3.48°, so every level asks for 3.5 mm.
+# screw must keep. Its inferior articular process hangs down beside the entry. Until c726353 our
+# masks gave part of it to the lower vertebra and overestimated the distance by 1.1 mm on average
+# (L5 2.3, up to 5.5); with the facet-joint markers (inference/segment/facets.py) they read it
+# 0.5 mm short on average (L5 0.3 mm long). On 20 phantoms (bench_lumbar --no-real at 1f8942c,
+# only this constant changed) 3.5 / 2.5 / 2.0 mm gave Babu 0 99.6 / 97.1 / 96.2 %, GR A 100 %
+# each, mean |dPSA| 1.86 / 1.72 / 1.67°, Δdiameter −1.01 / −0.72 / −0.57 mm (a head move that
+# fails at the full diameter falls back to a thinner screw): 3.5 mm meets the Babu target, the
+# smaller clearances do not.
 HEAD_CLEARANCE_MM = 3.5
 HEAD_SHIFTS_MM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # entry moves tried, away from the upper bone
 # A screw moved parallel keeps this much bone between its thread and our mask's surface (the whole
