@@ -97,3 +97,35 @@ def make_vertebra(
     return AnalyticVertebra(
         mask.reshape(n, n, n), affine, frame, pta_deg, psa_deg, pedicle_radius, isthmus
     )
+
+
+@dataclass(frozen=True)
+class PedicleTube:
+    """A 1 mm elliptic pedicle tube (4 × 7 mm semi-axes, |t| ≤ 20 mm) along PTA 15° and a given
+    PSA in the frame r = x, a = y, s = z (mm) on a 60³ grid centred on the isthmus, with each
+    voxel's coordinates along the axis (t), across it transversely (u) and vertically (v), for
+    tests to add bone around it. ``mask`` is flat (``shape`` gives the grid)."""
+
+    mask: npt.NDArray[np.bool_]
+    affine: npt.NDArray[np.float64]
+    shape: tuple[int, int, int]
+    axis: npt.NDArray[np.float64]
+    frame: Frame
+    t: npt.NDArray[np.float64]
+    u: npt.NDArray[np.float64]
+    v: npt.NDArray[np.float64]
+
+
+def pedicle_tube(psa_deg: float) -> PedicleTube:
+    shape = (60, 60, 60)
+    affine = np.eye(4)
+    affine[:3, :3] = np.eye(3)[:, ::-1]
+    affine[:3, 3] = -30.0
+    idx = np.indices(shape).reshape(3, -1).T.astype(np.float64)
+    p = idx @ affine[:3, :3].T + affine[:3, 3]
+    r, a, s = np.eye(3)
+    d = unit(a + np.tan(np.radians(15.0)) * r + np.tan(np.radians(psa_deg)) * s)
+    w = unit(np.cross(s, d))
+    t, u, v = p @ d, p @ w, p @ np.cross(d, w)
+    mask = ((u / 4.0) ** 2 + (v / 7.0) ** 2 <= 1.0) & (np.abs(t) <= 20.0)
+    return PedicleTube(mask, affine, shape, d, Frame(np.zeros(3), r, a, s), t, u, v)

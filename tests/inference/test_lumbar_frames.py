@@ -20,6 +20,7 @@ from inference.lumbar.tracks import S1_PTA_DEG, coronal_track, pedicle_track
 from inference.phantom import PhantomSpec
 from inference.phantom.anatomy import build_anatomy
 from inference.results import Side
+from tests.inference.lumbar_helpers import pedicle_tube
 
 
 def _rasterised(seed: int, level: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -95,24 +96,14 @@ def _pedicle_tube(bump: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, Frame
     r = x, a = y, s = z, collared above and below beyond 3.5 mm from the isthmus (as where the
     body and the articular processes join); ``bump``: a small lateral ridge just in front of
     the isthmus. (mask, affine, true axis, frame)."""
-    shape = (60, 60, 60)
-    affine = np.eye(4)
-    affine[:3, :3] = np.eye(3)[:, ::-1]
-    affine[:3, 3] = -30.0
-    idx = np.indices(shape).reshape(3, -1).T.astype(np.float64)
-    p = idx @ affine[:3, :3].T + affine[:3, 3]
-    r, a, s = np.eye(3)
-    d = a + np.tan(np.radians(15.0)) * r + np.tan(np.radians(3.0)) * s
-    d /= np.linalg.norm(d)
-    w = np.cross(s, d)
-    w /= np.linalg.norm(w)
-    t, u, v = p @ d, p @ w, p @ np.cross(d, w)
-    mask = ((u / 4.0) ** 2 + (v / 7.0) ** 2 <= 1.0) & (np.abs(t) <= 20.0)
+    tube = pedicle_tube(3.0)
+    t, u, v = tube.t, tube.u, tube.v
+    mask = tube.mask
     collar = (np.abs(u) <= 4.0) & (np.abs(v) >= 6.0) & (np.abs(v) <= 10.0)
     mask |= collar & (np.abs(t) > 3.5) & (np.abs(t) <= 20.0)
     if bump:
         mask |= (t >= 0.5) & (t <= 3.0) & (u >= 4.0) & (u <= 6.0) & (np.abs(v) <= 3.0)
-    return mask.reshape(shape), affine, d, Frame(np.zeros(3), r, a, s)
+    return mask.reshape(tube.shape), tube.affine, tube.axis, tube.frame
 
 
 def _angles(axis: np.ndarray, frame: Frame) -> tuple[float, float]:

@@ -7,6 +7,7 @@ import pytest
 
 from inference.geometry import Frame, VolumeSampler
 from inference.lumbar.isthmus import centroid_line
+from tests.inference.lumbar_helpers import pedicle_tube
 
 
 def _tube_with_floor_ramp(psa_deg: float, ramp: float) -> tuple[VolumeSampler, np.ndarray, Frame]:
@@ -14,23 +15,13 @@ def _tube_with_floor_ramp(psa_deg: float, ramp: float) -> tuple[VolumeSampler, n
     r = x, a = y, s = z (mm), with bone under its floor from 1 mm behind the isthmus backwards,
     ``ramp`` mm deeper per mm (as our masks hold more bone under the pedicle's back end than
     the truth). (sampler, true axis, frame)."""
-    shape = (60, 60, 60)
-    affine = np.eye(4)
-    affine[:3, :3] = np.eye(3)[:, ::-1]
-    affine[:3, 3] = -30.0
-    idx = np.indices(shape).reshape(3, -1).T.astype(np.float64)
-    p = idx @ affine[:3, :3].T + affine[:3, 3]
-    r, a, s = np.eye(3)
-    d = a + np.tan(np.radians(15.0)) * r + np.tan(np.radians(psa_deg)) * s
-    d /= np.linalg.norm(d)
-    w = np.cross(s, d)
-    w /= np.linalg.norm(w)
-    t, u, v = p @ d, p @ w, p @ np.cross(d, w)
-    mask = ((u / 4.0) ** 2 + (v / 7.0) ** 2 <= 1.0) & (np.abs(t) <= 20.0)
+    tube = pedicle_tube(psa_deg)
+    t, u, v = tube.t, tube.u, tube.v
+    mask = tube.mask
     floor = -7.0 - ramp * np.maximum(-t - 1.0, 0.0)
     mask |= (t >= -20.0) & (t < -1.0) & (np.abs(u) <= 3.0) & (v <= -5.0) & (v >= floor)
-    inside = VolumeSampler(mask.reshape(shape).astype(np.float32), affine, 0.0)
-    return inside, d, Frame(np.zeros(3), r, a, s)
+    inside = VolumeSampler(mask.reshape(tube.shape).astype(np.float32), tube.affine, 0.0)
+    return inside, tube.axis, tube.frame
 
 
 @pytest.mark.parametrize("psa", [0.0, 3.0])
