@@ -26,6 +26,7 @@ from inference.lumbar.planner import plan_vertebra
 from inference.results import ScrewPlan, Side, VertebraLabel
 from inference.settings import PlanningSettings
 from inference.verse import LEVEL_TO_LABEL
+from inference.workers import fork_map
 
 if TYPE_CHECKING:
     from inference.pipeline import Segmentation
@@ -98,91 +99,151 @@ class PreparedLevel:
     upper: SignedDistance | None
 
 
+Found = tuple[int, str, tuple[slice, slice, slice], VertebraAnatomy]
+
+
 def prepare_levels(
-    seg: Segmentation, settings: PlanningSettings, native: NativeLabels | None = None
+    seg: Segmentation,
+    settings: PlanningSettings,
+    native: NativeLabels | None = None,
+    workers: int | None = None,
 ) -> tuple[list[PreparedLevel], list[str]]:
     """Frame, distance fields and facet joints of every level of ``settings.levels`` in ``seg``;
     warnings for levels without a frame. ``native``: the same labels on the input grid, whose
-    walls the breach checks then use (:attr:`VertebraModel.safety_phi`)."""
-    labels = seg.instances
-    aff = seg.work.affine
-    found: list[tuple[int, str, tuple[slice, slice, slice], VertebraAnatomy]] = []
+    walls the breach checks then use (:attr:`VertebraModel.safety_phi`). ``workers``: processes
+    for the frames (:func:`inference.workers.fork_map`; the models are made here)."""
+    found, warnings = _frames(seg, settings, workers)
+    return [_prepare(seg, native, item) for item in found], warnings
+
+
+def _frames(
+    seg: Segmentation, settings: PlanningSettings, workers: int | None
+) -> tuple[list[Found], list[str]]:
+    """Box (working-grid indices, 12 voxels around the vertebra) and checked frame of every
+    level of ``settings.levels`` in ``seg``; warnings for the levels without a frame."""
+    wanted = [(k, level) for k, level in enumerate(seg.levels) if level in settings.levels]
+    made = fork_map(lambda i: _anatomy(seg, *wanted[i]), len(wanted), workers)
+    found: list[Found] = []
     warnings: list[str] = []
-    for k, level in enumerate(seg.levels):
-        if level not in settings.levels:
-            continue
-        box = bounding_box(labels == k + 1, 12)
-        mask = labels[box] == k + 1
-        sub_aff = crop_affine(aff, box)
-        try:
-            anatomy = vertebra_anatomy(
-                _s1_core(mask, sub_aff, seg.centroids[k - 1]) if level == "S1" and k > 0 else mask,
-                sub_aff,
-                _cranial_hint(seg.centroids, k),
-                ANTERIOR_LPS,
-                superior_only=level == "S1",
-            )
-        except InferenceError as exc:
-            warnings.append(f"{level}: no vertebra frame ({exc})")
-            continue
-        found.append((k, level, box, anatomy))
+    for (k, level), item in zip(wanted, made, strict=True):
+        if isinstance(item, str):
+            warnings.append(item)
+        else:
+            found.append((k, level, item[0], item[1]))
     # a frame far from its neighbours' (a thrown endplate fit) takes their interpolation
     checked, frame_warnings = check_frames(
         [f[1] for f in found], [f[3] for f in found], tuple(seg.levels)
     )
     warnings.extend(frame_warnings)
-    out: list[PreparedLevel] = []
-    for (k, level, box, _), anatomy in zip(found, checked, strict=True):
-        sub_aff = crop_affine(aff, box)
-        wall = (
-            native_wall(native, level, _screw_region(labels[box] == k + 1, box, aff, anatomy), aff)
-            if native is not None
-            else None
+    return [(k, lv, box, a) for (k, lv, box, _), a in zip(found, checked, strict=True)], warnings
+
+
+def _anatomy(
+    seg: Segmentation, k: int, level: str
+) -> tuple[tuple[slice, slice, slice], VertebraAnatomy] | str:
+    """Box and frame of instance ``k + 1`` (``level``), or the warning why it has none."""
+    labels = seg.instances
+    box = bounding_box(labels == k + 1, 12)
+    mask = labels[box] == k + 1
+    sub_aff = crop_affine(seg.work.affine, box)
+    try:
+        anatomy = vertebra_anatomy(
+            _s1_core(mask, sub_aff, seg.centroids[k - 1]) if level == "S1" and k > 0 else mask,
+            sub_aff,
+            _cranial_hint(seg.centroids, k),
+            ANTERIOR_LPS,
+            superior_only=level == "S1",
         )
-        model = VertebraModel.build(level, labels[box] == k + 1, sub_aff, anatomy, wall)
-        upper = labels[box] == k if k > 0 else None
-        out.append(
-            PreparedLevel(
-                model,
-                _joints(labels, k, box, model),
-                seg.confidence[k],
-                SignedDistance(upper, sub_aff) if upper is not None and upper.any() else None,
-            )
-        )
-    return out, warnings
+    except InferenceError as exc:
+        return f"{level}: no vertebra frame ({exc})"
+    return box, anatomy
+
+
+def _prepare(seg: Segmentation, native: NativeLabels | None, item: Found) -> PreparedLevel:
+    """The model, facet joints and upper neighbour's distance of one framed level."""
+    k, level, box, anatomy = item
+    labels = seg.instances
+    aff = seg.work.affine
+    sub_aff = crop_affine(aff, box)
+    wall = (
+        native_wall(native, level, _screw_region(labels[box] == k + 1, box, aff, anatomy), aff)
+        if native is not None
+        else None
+    )
+    model = VertebraModel.build(level, labels[box] == k + 1, sub_aff, anatomy, wall)
+    upper = labels[box] == k if k > 0 else None
+    return PreparedLevel(
+        model,
+        _joints(labels, k, box, model),
+        seg.confidence[k],
+        SignedDistance(upper, sub_aff) if upper is not None and upper.any() else None,
+    )
 
 
 def plan_lumbar(
-    seg: Segmentation, settings: PlanningSettings, native: NativeLabels | None = None
+    seg: Segmentation,
+    settings: PlanningSettings,
+    native: NativeLabels | None = None,
+    workers: int | None = None,
 ) -> LumbarOutput:
     """Plan every level of ``settings.levels`` found in ``seg`` (``native``: see
-    :func:`prepare_levels`)."""
-    prepared, warnings = prepare_levels(seg, settings, native)
-    return plan_prepared(prepared, settings, warnings)
+    :func:`prepare_levels`).
+
+    The levels are independent once framed: each is prepared and planned in one of
+    ``workers`` processes (:func:`inference.workers.fork_map`, default two where two CPUs are
+    ours), the largest boxes first; the result is the serial one's
+    (:func:`prepare_levels` then :func:`plan_prepared`).
+    """
+    found, warnings = _frames(seg, settings, workers)
+    size = [_box_voxels(f[2]) for f in found]
+    order = sorted(range(len(found)), key=lambda i: -size[i])
+
+    def plan_one(j: int) -> tuple[VertebraLabel, list[ScrewPlan], list[str]]:
+        item = _prepare(seg, native, found[order[j]])
+        plans, warn = plan_vertebra(item.model, settings, item.joints, item.upper)
+        return _vertebra_label(item), plans, warn
+
+    done = fork_map(plan_one, len(found), workers)
+    by_level = sorted(zip(order, done, strict=True), key=lambda pair: pair[0])
+    return _output([d for _, d in by_level], warnings)
 
 
 def plan_prepared(
     prepared: list[PreparedLevel], settings: PlanningSettings, warnings: list[str]
 ) -> LumbarOutput:
     """Plan the levels :func:`prepare_levels` made ready (``warnings``: its warnings)."""
-    warnings = list(warnings)
-    verts: list[VertebraLabel] = []
-    screws: list[ScrewPlan] = []
+    done = []
     for item in prepared:
-        level = item.model.level
-        origin = item.model.anatomy.frame.origin
-        verts.append(
-            VertebraLabel(
-                level,
-                LEVEL_TO_LABEL[level],
-                (float(origin[0]), float(origin[1]), float(origin[2])),
-                item.confidence,
-            )
-        )
         plans, warn = plan_vertebra(item.model, settings, item.joints, item.upper)
+        done.append((_vertebra_label(item), plans, warn))
+    return _output(done, warnings)
+
+
+def _vertebra_label(item: PreparedLevel) -> VertebraLabel:
+    level = item.model.level
+    origin = item.model.anatomy.frame.origin
+    return VertebraLabel(
+        level,
+        LEVEL_TO_LABEL[level],
+        (float(origin[0]), float(origin[1]), float(origin[2])),
+        item.confidence,
+    )
+
+
+def _output(
+    done: list[tuple[VertebraLabel, list[ScrewPlan], list[str]]], warnings: list[str]
+) -> LumbarOutput:
+    """The levels' labels, screws and warnings in level order after ``warnings``."""
+    out_warnings = list(warnings)
+    screws: list[ScrewPlan] = []
+    for _, plans, warn in done:
         screws.extend(plans)
-        warnings.extend(warn)
-    return LumbarOutput(tuple(verts), tuple(screws), tuple(warnings))
+        out_warnings.extend(warn)
+    return LumbarOutput(tuple(d[0] for d in done), tuple(screws), tuple(out_warnings))
+
+
+def _box_voxels(box: tuple[slice, slice, slice]) -> int:
+    return int(np.prod([s.stop - s.start for s in box]))
 
 
 def _screw_region(
@@ -211,13 +272,14 @@ def _screw_region(
 def _s1_core(mask: np.ndarray, affine: FloatArray, l5_centroid: FloatArray) -> np.ndarray:
     """The part of the sacrum that holds the S1 body: near the midline under L5 (the alae, thick
     as they are, would otherwise pass for the body)."""
-    idx = np.indices(mask.shape).reshape(3, -1).T
+    idx = np.argwhere(mask)  # only the mask's voxels: the box around them is ten times larger
     pts = idx @ affine[:3, :3].T + affine[:3, 3]
     lateral = np.abs(pts[:, 0] - l5_centroid[0])
     near = np.linalg.norm(pts - l5_centroid, axis=1)
     keep = (lateral < 25.0) & (near < 60.0)
-    out: np.ndarray = mask & keep.reshape(mask.shape)
-    return out if out.sum() > 1000 else mask
+    out = np.zeros(mask.shape, dtype=bool)
+    out[tuple(idx[keep].T)] = True
+    return out if int(keep.sum()) > 1000 else mask
 
 
 def _joints(

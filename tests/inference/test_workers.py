@@ -1,0 +1,70 @@
+"""``inference.workers.fork_map``: items shared with a forked child give the serial results."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from multiprocessing.synchronize import Barrier
+
+import numpy as np
+import pytest
+
+from inference.errors import InferenceError
+from inference.workers import WORKERS_ENV, fork_map, worker_count
+
+
+def _array(i: int) -> np.ndarray:
+    return np.random.default_rng(i).normal(size=(50, 40)).astype(np.float32)
+
+
+def test_results_are_the_serial_ones_in_item_order() -> None:
+    serial = [_array(i) for i in range(7)]
+    shared = fork_map(_array, 7, workers=2)
+    assert len(shared) == 7
+    for a, b in zip(serial, shared, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_both_processes_take_items() -> None:
+    # items 0 and 1 each wait for the other at a two-party barrier: only two processes running
+    # at once get past it (one process taking both would wait until the barrier breaks)
+    barrier: Barrier = multiprocessing.get_context("fork").Barrier(2, timeout=60.0)
+    parent = os.getpid()
+
+    def meet(i: int) -> tuple[int, int]:
+        barrier.wait()
+        return i, os.getpid()
+
+    out = fork_map(meet, 2, workers=2)
+    assert [i for i, _ in out] == [0, 1]
+    pids = {pid for _, pid in out}
+    assert len(pids) == 2 and parent in pids
+
+
+def test_an_item_the_child_fails_on_is_computed_here() -> None:
+    parent = os.getpid()
+
+    def only_here(i: int) -> tuple[int, int]:
+        if os.getpid() != parent:
+            raise RuntimeError("the child cannot do this item")
+        return i, i * i
+
+    assert fork_map(only_here, 5, workers=2) == [(i, i * i) for i in range(5)]
+
+
+def test_an_error_is_raised_here_as_in_a_serial_run() -> None:
+    def bad(i: int) -> int:
+        if i == 3:
+            raise InferenceError("item 3 has no answer", i)
+        return i
+
+    with pytest.raises(InferenceError, match="item 3"):
+        fork_map(bad, 6, workers=2)
+
+
+def test_one_worker_runs_serially_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    assert worker_count() == 1
+    assert fork_map(lambda i: os.getpid(), 4) == [os.getpid()] * 4
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    assert worker_count() == 2
