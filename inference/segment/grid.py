@@ -6,6 +6,7 @@ arrays of the full volume are ever built. Patient frame: whatever frame ``affine
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,8 +14,9 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from inference.errors import NotApplicableError
-from inference.geometry import FloatArray, bounding_box, index_to_mm, voxel_spacing
+from inference.geometry import BoolArray, FloatArray, bounding_box, index_to_mm, voxel_spacing
 from inference.segment.bone import JointMaps, fill_small_holes, joint_maps, refine_border
+from inference.workers import worker_count
 
 BONE_HU = 250.0
 # the native border is re-decided until it stands, at most this many times: each pass adds at
@@ -118,21 +120,57 @@ def to_native(
         # the joint maps once, on a box the passes' boxes stay inside (a pass adds at most one
         # voxel layer), cut to each pass's box
         maps: tuple[tuple[slice, ...], JointMaps] | None = None
-        for _ in range(REFINE_PASSES):
-            near = bounding_box(sub > 0, 2)
-            hu = work.native_hu[near]
-            if maps is None or not _inside(near, maps[0]):
-                wide = bounding_box(sub > 0, 2 + REFINE_PASSES)
-                maps = (wide, joint_maps(work.native_hu[wide], native))
-            new = fill_small_holes(
-                refine_border(sub[near], hu, native, _cut(maps[1], near, maps[0])), native
-            )
-            if np.array_equal(new, sub[near]):
-                break
-            sub[near] = new
+        with ThreadPoolExecutor(1, thread_name_prefix="joint-maps") as pool:
+            for _ in range(REFINE_PASSES):
+                near = bounding_box(sub > 0, 2)
+                hu = work.native_hu[near]
+                if maps is None or not _inside(near, maps[0]):
+                    wide = bounding_box(sub > 0, 2 + REFINE_PASSES)
+                    maps = (wide, _joint_maps_of(work.native_hu[wide], native, pool))
+                new = fill_small_holes(
+                    refine_border(sub[near], hu, native, _cut(maps[1], near, maps[0])), native
+                )
+                if np.array_equal(new, sub[near]):
+                    break
+                sub[near] = new
     out = np.zeros(work.native_shape, dtype=np.uint8)
     out[box] = sub
     return out
+
+
+def _joint_maps_of(
+    hu: npt.NDArray[np.float32], spacing: FloatArray, pool: ThreadPoolExecutor
+) -> JointMaps:
+    """:func:`joint_maps` of ``hu``, computed in ``pool``'s thread while the caller goes on
+    (SciPy's filters release the GIL) where two workers are allowed
+    (:func:`inference.workers.worker_count`): :func:`refine_border` reads them only after its
+    border test, half of its time."""
+    if worker_count() < 2:
+        return joint_maps(hu, spacing)
+    return _PendingMaps(pool.submit(joint_maps, hu, spacing), None)
+
+
+class _PendingMaps(JointMaps):
+    """:class:`JointMaps` that a thread is still computing (cut to ``part`` of its grid when
+    given): reading ``above`` or ``depth`` waits for them."""
+
+    __slots__ = ("_future", "_part")
+    _future: Future[JointMaps]
+    _part: tuple[slice, ...] | None
+
+    def __init__(self, future: Future[JointMaps], part: tuple[slice, ...] | None) -> None:
+        object.__setattr__(self, "_future", future)
+        object.__setattr__(self, "_part", part)
+
+    @property
+    def above(self) -> BoolArray:
+        maps: JointMaps = self._future.result()
+        return maps.above if self._part is None else maps.above[self._part]
+
+    @property
+    def depth(self) -> npt.NDArray[np.float32]:
+        maps: JointMaps = self._future.result()
+        return maps.depth if self._part is None else maps.depth[self._part]
 
 
 def _inside(box: tuple[slice, ...], outer: tuple[slice, ...]) -> bool:
@@ -145,4 +183,6 @@ def _cut(maps: JointMaps, box: tuple[slice, ...], outer: tuple[slice, ...]) -> J
     part = tuple(
         slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer, strict=True)
     )
+    if isinstance(maps, _PendingMaps):  # still being computed: cut when read
+        return _PendingMaps(maps._future, part)
     return JointMaps(maps.above[part], maps.depth[part])

@@ -3,6 +3,8 @@ synthetic 3 mm CT, [slice, row, col] with a diagonal affine (LPS mm)."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from inference.segment import grid
 from inference.segment.bone import JointMaps, joint_maps
 from inference.segment.grid import REFINE_PASSES, to_native, working_volume
+from inference.workers import WORKERS_ENV
 
 SOFT_HU, BONE_HU = 40.0, 700.0
 ROD = (slice(9, 12), slice(10, 12), slice(14, 20))  # native voxels of a process
@@ -63,3 +66,35 @@ def test_to_native_computes_the_joint_maps_once_while_the_box_grows(
     assert len(boxes) == 1
     assert out[ROD][:, :, :3].all()
     assert not out[hu < BONE_HU].any()
+
+
+def test_to_native_with_the_joint_maps_in_a_thread_equals_the_serial_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # two bones meeting at a thin dark joint that the working grid bridged (label 1 above,
+    # 2 below, the joint slice given to label 1); the joint maps are made in a thread while
+    # the border test runs, and read after it
+    hu = np.full((30, 36, 36), SOFT_HU, dtype=np.float32)
+    hu[4:26, 10:26, 10:26] = BONE_HU
+    hu[15, 12:24, 12:26] = SOFT_HU  # the joint, one slice thick, open on one side
+    work = working_volume(hu, np.diag([1.0, 0.7, 0.7, 1.0]))
+    bone = work.hu > 200.0
+    coarse = np.zeros(work.hu.shape, dtype=np.uint8)
+    coarse[:16][bone[:16]] = 1
+    coarse[16:][bone[16:]] = 2
+    coarse[15][bone[14]] = 1  # the bridged joint
+    threads: list[str] = []
+
+    def where(native_hu: npt.NDArray[np.float32], spacing: npt.NDArray[np.float64]) -> JointMaps:
+        threads.append(threading.current_thread().name)
+        return joint_maps(native_hu, spacing)
+
+    monkeypatch.setattr(grid, "joint_maps", where)
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    serial = to_native(coarse, work)
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    threaded = to_native(coarse, work)
+    assert threads[0] == threading.main_thread().name
+    assert threads[1].startswith("joint-maps")
+    assert np.array_equal(threaded, serial)
+    assert (serial[5:14, 12:24, 12:24] == 1).all() and (serial[17:25, 12:24, 12:24] == 2).all()
