@@ -13,6 +13,7 @@ roof (``roofs.py``) and every articular process on its own side of its facet joi
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ from inference.segment.assign import OTHER, bone_weights, geodesic_labels, keep_
 from inference.segment.column import body_mask, split_at_endplates, trim_discs
 from inference.segment.facets import facet_markers, gap_depth
 from inference.segment.roofs import canal_roof_markers
+from inference.workers import fork_map, worker_count
 
 logger = logging.getLogger(__name__)
 
@@ -153,23 +155,22 @@ def separate_vertebrae(
     """
     aff = np.asarray(affine, dtype=np.float64)
     spacing = voxel_spacing(aff)
-    smooth = None
+    smooth = depth = weights = None
     if hu is not None:
-        bone = body_mask(hu, bone, float(spacing.mean()))
-        smooth = ndimage.gaussian_filter(hu, sigma=1.0 / spacing).astype(np.float32)
+        with ThreadPoolExecutor(1, thread_name_prefix="hu-maps") as pool:
+            # what only the CT decides, in a thread while the body mask is made
+            later = pool.submit(_hu_maps, hu, spacing) if worker_count() >= 2 else None
+            bone = body_mask(hu, bone, float(spacing.mean()))
+            smooth, depth, weights = later.result() if later is not None else _hu_maps(hu, spacing)
     dt = ndimage.distance_transform_edt(bone, sampling=spacing).astype(np.float32)
+    tried = fork_map(
+        lambda i: _cores_at(dt, core_radii[i], smooth, aff=aff, cranial=cranial, spine=spine),
+        len(core_radii),
+    )
     best: tuple[int, float, npt.NDArray[np.int32], FloatArray, list[int]] | None = None
-    for radius in core_radii:
-        cores, n = ndimage.label(dt >= radius)
-        if smooth is not None:
-            cores, n = split_at_endplates(cores, smooth, float(np.prod(spacing)))
-        if n == 0:
-            continue
-        vols, cents = _core_stats(cores, int(n), aff)
-        big = vols >= max(500.0, 0.1 * float(np.median(np.sort(vols)[-6:])))
-        chain = _chain(cents, vols, cranial, spine, Probe(cores.astype(np.int32), aff, big))
-        if best is None or len(chain) > len(best[4]):
-            best = (int(n), radius, cores.astype(np.int32), cents, chain)
+    for found in tried:
+        if found is not None and (best is None or len(found[4]) > len(best[4])):
+            best = found
     if best is None:
         raise NotApplicableError("no vertebral bodies found (no bone thick enough)")
     _, radius, cores, cents, chain = best
@@ -190,8 +191,6 @@ def separate_vertebrae(
     lut = np.zeros(int(cores.max()) + 1, dtype=bool)
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
-    depth = gap_depth(hu) if hu is not None else None
-    weights = bone_weights(hu, depth) if hu is not None else None
     labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, weights=weights)
     roofs = _own_markers(
         bone, labels, aff, cents[chain], cranial, hu=hu, depth=depth, ringed=ringed
@@ -210,6 +209,38 @@ def separate_vertebrae(
         out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
     )
     return Instances(out, cents[chain], extents, widths)
+
+
+def _hu_maps(
+    hu: npt.NDArray[np.float32], spacing: FloatArray
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The CT after a 1 mm Gaussian, its gap depth (:func:`gap_depth`) and the growth's
+    weights (:func:`bone_weights`)."""
+    smooth = ndimage.gaussian_filter(hu, sigma=1.0 / spacing).astype(np.float32)
+    depth = gap_depth(hu)
+    return smooth, depth, bone_weights(hu, depth)
+
+
+def _cores_at(
+    dt: npt.NDArray[np.float32],
+    radius: float,
+    smooth: npt.NDArray[np.float32] | None,
+    *,
+    aff: FloatArray,
+    cranial: FloatArray,
+    spine: FloatArray,
+) -> tuple[int, float, npt.NDArray[np.int32], FloatArray, list[int]] | None:
+    """Body cores of inscribed radius ≥ ``radius`` (split at the endplates with ``smooth``),
+    their centroids and the chain of them along the spine; None without any core."""
+    cores, n = ndimage.label(dt >= radius)
+    if smooth is not None:
+        cores, n = split_at_endplates(cores, smooth, float(np.prod(voxel_spacing(aff))))
+    if n == 0:
+        return None
+    vols, cents = _core_stats(cores, int(n), aff)
+    big = vols >= max(500.0, 0.1 * float(np.median(np.sort(vols)[-6:])))
+    chain = _chain(cents, vols, cranial, spine, Probe(cores.astype(np.int32), aff, big))
+    return int(n), radius, cores.astype(np.int32), cents, chain
 
 
 def _own_markers(

@@ -4,15 +4,19 @@ is split at the endplates."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 from scipy import ndimage
 
 from inference.errors import NotApplicableError
+from inference.segment import instances
 from inference.segment.assign import OTHER
 from inference.segment.bone import bone_mask
 from inference.segment.column import body_mask, split_at_endplates
+from inference.segment.facets import gap_depth
 from inference.segment.instances import (
     above_a_base,
     core_trunk,
@@ -20,6 +24,7 @@ from inference.segment.instances import (
     separate_vertebrae,
 )
 from inference.segment.roofs import canal_roof_markers
+from inference.workers import WORKERS_ENV
 
 # index (slice, row, col) -> LPS (x = col, y = row, z = slice), 1 mm voxels
 AFFINE = np.array(
@@ -294,3 +299,31 @@ def test_only_a_vertebra_above_a_much_larger_core_gets_its_canal_ring() -> None:
         start = 32 * (k - 1)
         ranks[:, :, start : start + width] = k
     assert above_a_base(ranks) == {3}
+
+
+def test_two_workers_give_the_serial_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the CT's maps in a thread beside the body mask, the core radii shared with a forked
+    # child: the same instances as one process computing everything in turn
+    hu, centres = _arch_column()
+    bone = hu > 150.0
+    spine = np.array([32.0, 40.0, float(np.mean(centres))])
+    threads: list[str] = []
+
+    def depth_where(ct: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        threads.append(threading.current_thread().name)
+        return gap_depth(ct)
+
+    monkeypatch.setattr(instances, "gap_depth", depth_where)
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    serial = separate_vertebrae(bone, AFFINE, CRANIAL, spine, hu=hu)
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    shared = separate_vertebrae(bone, AFFINE, CRANIAL, spine, hu=hu)
+    assert threads[0] == threading.main_thread().name and threads[1].startswith("hu-maps")
+    assert len(serial.centroids) == 3
+    assert np.array_equal(shared.labels, serial.labels)
+    for a, b in (
+        (shared.centroids, serial.centroids),
+        (shared.core_extent_mm, serial.core_extent_mm),
+        (shared.width_mm, serial.width_mm),
+    ):
+        assert np.array_equal(a, b)
