@@ -101,8 +101,16 @@ def attached_ribs(inst: Instances, affine: npt.ArrayLike, reach_mm: float = 55.0
     voxel_mm3 = float(np.prod(voxel_spacing(aff)))
     lateral = np.array([1.0, 0.0, 0.0])  # patient left-right (LPS x)
     found = []
+    boxes = ndimage.find_objects(inst.labels)
     for k in range(len(inst.centroids)):
-        pts = index_to_mm(aff, np.argwhere(inst.labels == k + 1)[::2])
+        box = boxes[k] if k < len(boxes) else None
+        # np.argwhere(inst.labels == k + 1), searched in the label's box only (same order)
+        idx = (
+            np.argwhere(inst.labels[box] == k + 1) + [b.start for b in box]
+            if box is not None
+            else np.zeros((0, 3), dtype=np.intp)
+        )
+        pts = index_to_mm(aff, idx[::2])
         off = (pts - inst.centroids[k]) @ lateral
         far_left = float((off > reach_mm).sum()) * 2 * voxel_mm3
         far_right = float((off < -reach_mm).sum()) * 2 * voxel_mm3
