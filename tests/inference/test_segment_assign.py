@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
+from inference.geometry import bounding_box
 from inference.segment.assign import OTHER, geodesic_labels, keep_connected
 
 MARROW_HU = 200.0
@@ -85,3 +87,31 @@ def test_keep_connected_turns_bone_detached_from_its_core_into_other() -> None:
     out = keep_connected(labels.copy(), markers, 1)
     assert np.all(out[1:4, 2:8, 2:8] == 1)
     assert np.all(out[1:4, 12:16, 12:16] == OTHER)
+
+
+def _keep_connected_plain(
+    labels: npt.NDArray[np.uint8], markers: npt.NDArray[np.int16], n: int
+) -> npt.NDArray[np.uint8]:
+    """keep_connected as first written: each label found by a scan of the whole grid."""
+    for k in range(1, n + 1):
+        mine = labels == k
+        if not mine.any():
+            continue
+        box = bounding_box(mine, 1)
+        cc, _ = ndimage.label(mine[box])
+        own = np.unique(cc[(markers[box] == k) & (cc > 0)])
+        sub = labels[box]
+        sub[(cc > 0) & ~np.isin(cc, own)] = OTHER
+    return labels
+
+
+def test_keep_connected_in_each_labels_box_equals_the_whole_grid_scan() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        labels = rng.integers(0, 6, size=(30, 40, 35)).astype(np.uint8)
+        labels[rng.random(labels.shape) < 0.5] = 0  # scattered pieces, most stray
+        labels[labels == 5] = OTHER
+        markers = np.where(rng.random(labels.shape) < 0.05, labels, 0).astype(np.int16)
+        expected = _keep_connected_plain(labels.copy(), markers, 4)
+        assert (expected == OTHER).sum() > (labels == OTHER).sum()  # strays were moved
+        assert np.array_equal(keep_connected(labels.copy(), markers, 4), expected)

@@ -327,3 +327,13 @@ def test_two_workers_give_the_serial_instances(monkeypatch: pytest.MonkeyPatch) 
         (shared.width_mm, serial.width_mm),
     ):
         assert np.array_equal(a, b)
+
+
+def test_voxels_in_a_box_are_the_whole_grid_argwhere() -> None:
+    rng = np.random.default_rng(8)
+    labels = (rng.random((20, 30, 25)) * 4).astype(np.int32) * (rng.random((20, 30, 25)) < 0.1)
+    boxes = ndimage.find_objects(labels)
+    for k in range(1, 4):
+        got = instances._voxels(labels, k, boxes[k - 1])
+        assert np.array_equal(got, np.argwhere(labels == k))
+    assert instances._voxels(labels, 9, None).shape == (0, 3)
