@@ -191,17 +191,17 @@ def separate_vertebrae(
     lut = np.zeros(int(cores.max()) + 1, dtype=bool)
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
-    labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, weights=weights)
-    roofs = _own_markers(
-        bone, labels, aff, cents[chain], cranial, hu=hu, depth=depth, ringed=ringed
+    labels = _grown(
+        bone,
+        markers,
+        aff,
+        cents[chain],
+        cranial,
+        hu=hu,
+        depth=depth,
+        weights=weights,
+        ringed=ringed,
     )
-    arches = midline_arch_markers(labels, aff, cents[chain], cranial)
-    if roofs.any() or arches is not None:  # arches seeded on their own roofs: grow again
-        free = (roofs > 0) & (markers == 0)
-        markers[free] = roofs[free]
-        if arches is not None:  # spinous processes split between two vertebrae
-            markers[arches > 0] = arches[arches > 0]
-        labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, weights=weights)
     if smooth is not None:
         labels = trim_discs(labels, core_rank, smooth, spacing)
     out = keep_connected(labels.astype(np.uint8), markers, len(chain))
@@ -209,6 +209,44 @@ def separate_vertebrae(
         out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
     )
     return Instances(out, cents[chain], extents, widths)
+
+
+def _grown(
+    bone: BoolArray,
+    markers: npt.NDArray[np.int16],
+    aff: FloatArray,
+    cents: FloatArray,
+    cranial: FloatArray,
+    *,
+    hu: npt.NDArray[np.float32] | None,
+    depth: npt.NDArray[np.float32] | None,
+    weights: npt.NDArray[np.float32] | None,
+    ringed: set[int],
+) -> npt.NDArray[np.uint8]:
+    """The geodesic growth from the body-core ``markers`` (ranks, ``OTHER``), grown again from
+    the arches' and articular processes' own markers where there are any (``markers`` gets
+    them, in place)."""
+    spacing = voxel_spacing(aff)
+    labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, weights=weights)
+    with ThreadPoolExecutor(1, thread_name_prefix="arches") as pool:  # both only read labels
+        arches_later = (
+            pool.submit(midline_arch_markers, labels, aff, cents, cranial)
+            if worker_count() >= 2
+            else None
+        )
+        roofs = _own_markers(bone, labels, aff, cents, cranial, hu=hu, depth=depth, ringed=ringed)
+        arches = (
+            arches_later.result()
+            if arches_later is not None
+            else midline_arch_markers(labels, aff, cents, cranial)
+        )
+    if roofs.any() or arches is not None:  # arches seeded on their own roofs: grow again
+        free = (roofs > 0) & (markers == 0)
+        markers[free] = roofs[free]
+        if arches is not None:  # spinous processes split between two vertebrae
+            markers[arches > 0] = arches[arches > 0]
+        labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, weights=weights)
+    return labels
 
 
 def _hu_maps(
