@@ -81,6 +81,9 @@ def fork_map(fn: Callable[[int], T], n: int, workers: int | None = None) -> list
         for i in _take(counter, n):
             mine[i] = fn(i)
         theirs = _receive(reader)
+    except BaseException:
+        child.kill()  # the error ends the map: the child's items are not wanted
+        raise
     finally:
         reader.close()
         child.join(JOIN_S)
