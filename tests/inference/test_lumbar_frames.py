@@ -279,3 +279,42 @@ def test_an_end_frame_with_a_thrown_endplate_takes_its_neighbours_extrapolation(
     bad[4] = _thrown(good[4], -5.0, 6.0)
     out, warnings = check_frames(levels, bad, spine)
     assert out[4] is bad[4] and warnings == []
+
+
+def _deg(u: np.ndarray, v: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(u @ v, -1.0, 1.0))))
+
+
+def test_an_interior_frame_with_one_thrown_endplate_takes_the_other() -> None:
+    # seed 7 (narrowed L4/L5 disc, our masks): L4's inferior endplate fit 6.5° off the truth,
+    # its superior one 0.6°, their bisector 3.0° off: within NEIGHBOUR_AGREE_DEG of the
+    # neighbours' interpolation, so it was kept, and both L4 screws' PSA carried the 3°
+    levels = ["L1", "L2", "L3", "L4", "L5", "S1"]
+    good = _lordotic_anatomies(levels)
+    bad = list(good)
+    normals = (_tilted(good[3], 0.5).frame.s, _tilted(good[3], -6.5).frame.s)
+    bad[3] = dataclasses.replace(
+        _tilted(good[3], -3.0), endplate_spread_deg=7.0, endplate_normals=normals
+    )
+    out, warnings = check_frames(levels, bad, tuple(levels))
+    assert _deg(out[3].frame.s, good[3].frame.s) < 0.6
+    assert abs(out[3].frame.a @ out[3].frame.s) < 1e-9
+    assert [w.split(":")[0] for w in warnings] == ["L4"]
+    assert all(out[k] is bad[k] for k in (0, 1, 2, 4, 5))
+    # both endplates 2.8-3.8° from the neighbours (seed 6's L2): neither is clearly the thrown
+    # one, the bisector is kept
+    normals = (_tilted(good[3], 3.8).frame.s, _tilted(good[3], -2.8).frame.s)
+    bad[3] = dataclasses.replace(
+        _tilted(good[3], 0.5), endplate_spread_deg=6.6, endplate_normals=normals
+    )
+    out, warnings = check_frames(levels, bad, tuple(levels))
+    assert out[3] is bad[3] and warnings == []
+
+
+def test_vertebra_anatomy_keeps_both_endplate_normals() -> None:
+    mask, affine, s_true, a_true = _rasterised(3, "L3")
+    anatomy = vertebra_anatomy(mask, affine, s_true + 0.1 * a_true, a_true)
+    sup, inf = anatomy.endplate_normals
+    assert _deg(sup, inf) == pytest.approx(anatomy.endplate_spread_deg, abs=1e-6)
+    mid = (sup + inf) / np.linalg.norm(sup + inf)
+    assert _deg(anatomy.frame.s, mid) < 1e-6
