@@ -29,18 +29,14 @@ from inference.geometry import (
     unit,
     voxel_spacing,
 )
-from inference.segment.assign import OTHER, bone_weights, geodesic_labels, keep_connected
+from inference.segment.assign import OTHER, bone_weights, keep_connected
 from inference.segment.column import body_mask, split_at_endplates, trim_discs
-from inference.segment.facets import facet_markers, gap_depth
-from inference.segment.roofs import canal_roof_markers
+from inference.segment.facets import gap_depth
+from inference.segment.growth import grow_vertebrae
 from inference.workers import fork_map, worker_count
 
 logger = logging.getLogger(__name__)
 
-# midsagittal slab for the spinous processes (see midline_arch_markers)
-ARCH_HALF_WIDTH_MM = 3.0
-ARCH_BEHIND_MM = 25.0
-ARCH_MAX_PITCH = 0.9
 # a core centred this far in front of the nearest body's centroid is not bone of the column
 IN_FRONT_MM = 25.0
 # a vertebra whose body core below is this many times larger (the sacral base: S1's body,
@@ -191,7 +187,7 @@ def separate_vertebrae(
     lut = np.zeros(int(cores.max()) + 1, dtype=bool)
     lut[1:] = far
     markers[lut[cores] & (markers == 0)] = OTHER
-    labels = _grown(
+    labels = grow_vertebrae(
         bone,
         markers,
         aff,
@@ -209,44 +205,6 @@ def separate_vertebrae(
         out, len(chain), aff=aff, cranial=cranial, cores=cores, chain=chain
     )
     return Instances(out, cents[chain], extents, widths)
-
-
-def _grown(
-    bone: BoolArray,
-    markers: npt.NDArray[np.int16],
-    aff: FloatArray,
-    cents: FloatArray,
-    cranial: FloatArray,
-    *,
-    hu: npt.NDArray[np.float32] | None,
-    depth: npt.NDArray[np.float32] | None,
-    weights: npt.NDArray[np.float32] | None,
-    ringed: set[int],
-) -> npt.NDArray[np.uint8]:
-    """The geodesic growth from the body-core ``markers`` (ranks, ``OTHER``), grown again from
-    the arches' and articular processes' own markers where there are any (``markers`` gets
-    them, in place)."""
-    spacing = voxel_spacing(aff)
-    labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, weights=weights)
-    with ThreadPoolExecutor(1, thread_name_prefix="arches") as pool:  # both only read labels
-        arches_later = (
-            pool.submit(midline_arch_markers, labels, aff, cents, cranial)
-            if worker_count() >= 2
-            else None
-        )
-        roofs = _own_markers(bone, labels, aff, cents, cranial, hu=hu, depth=depth, ringed=ringed)
-        arches = (
-            arches_later.result()
-            if arches_later is not None
-            else midline_arch_markers(labels, aff, cents, cranial)
-        )
-    if roofs.any() or arches is not None:  # arches seeded on their own roofs: grow again
-        free = (roofs > 0) & (markers == 0)
-        markers[free] = roofs[free]
-        if arches is not None:  # spinous processes split between two vertebrae
-            markers[arches > 0] = arches[arches > 0]
-        labels = geodesic_labels(bone, markers.astype(np.uint8), spacing, weights=weights)
-    return labels
 
 
 def _hu_maps(
@@ -279,28 +237,6 @@ def _cores_at(
     big = vols >= max(500.0, 0.1 * float(np.median(np.sort(vols)[-6:])))
     chain = _chain(cents, vols, cranial, spine, Probe(cores.astype(np.int32), aff, big))
     return int(n), radius, cores.astype(np.int32), cents, chain
-
-
-def _own_markers(
-    bone: BoolArray,
-    first: npt.NDArray[np.uint8],
-    aff: FloatArray,
-    cents: FloatArray,
-    cranial: FloatArray,
-    *,
-    hu: npt.NDArray[np.float32] | None,
-    depth: npt.NDArray[np.float32] | None,
-    ringed: set[int],
-) -> npt.NDArray[np.int16]:
-    """Markers for the second growth (ranks, 0 elsewhere): every arch on its canal roof
-    (``roofs.py``), and with ``depth`` (:func:`gap_depth` of ``hu``) the articular processes
-    on their own side of each facet joint (``facets.py``) where no roof marker is."""
-    out = canal_roof_markers(bone, aff, cents, cranial, hu, first=first, rings=ringed)
-    if hu is not None and depth is not None:
-        facets = facet_markers(bone, first, hu, depth, aff, cents=cents, cranial=cranial)
-        free = (facets > 0) & (out == 0)
-        out[free] = facets[free]
-    return out
 
 
 def above_a_base(core_rank: npt.NDArray[np.int16]) -> set[int]:
@@ -345,54 +281,6 @@ def core_trunk(
     big = np.unique(rest[(sizes > 0)[parts] & ~small[parts] & (rest > 0)])
     out[pad] = np.isin(rest, big) & (rest > 0)
     return out
-
-
-def midline_arch_markers(
-    labels: npt.NDArray[np.uint8], aff: FloatArray, cents: FloatArray, cranial: FloatArray
-) -> npt.NDArray[np.int16] | None:
-    """Whole-arch markers for spinous processes that the growth split between two vertebrae.
-
-    In the midsagittal slab (within ``ARCH_HALF_WIDTH_MM`` of the line through the body
-    centroids ``cents``, cranial first, patient mm) and more than ``ARCH_BEHIND_MM`` behind it,
-    each connected piece of bone is one vertebra's lamina junction and spinous process: the
-    interspinous gap parts it from its neighbours. A spinous process hangs caudally over the
-    vertebra below, whose front reaches its tip first through the facets, so a piece holding
-    two labels belongs to the one at its cranial end (the lamina junction). Returns markers
-    (that label on the whole piece, 0 elsewhere) or ``None`` when no piece is split. Pieces
-    taller than ``ARCH_MAX_PITCH`` vertebra pitches (two processes touching) are left alone.
-    """
-    n = len(cents)
-    if n < 2:
-        return None
-    idx = np.argwhere((labels > 0) & (labels <= n))
-    pts = index_to_mm(aff, idx)
-    h = pts @ cranial
-    order = np.argsort(cents @ cranial)
-    ch = (cents @ cranial)[order]
-    mid = np.stack([np.interp(h, ch, cents[order, a]) for a in range(3)], axis=1)
-    rel = pts - mid
-    lateral = unit(np.cross(cranial, [0.0, 1.0, 0.0]))
-    posterior = unit(np.cross(lateral, cranial))  # LPS +y when cranial is +z
-    near = (np.abs(rel @ lateral) <= ARCH_HALF_WIDTH_MM) & (rel @ posterior > ARCH_BEHIND_MM)
-    slab = np.zeros(labels.shape, dtype=bool)
-    slab[tuple(idx[near].T)] = True
-    pieces, n_pieces = ndimage.label(slab)
-    pitch = float(np.median(np.abs(np.diff(ch))))
-    out = np.zeros(labels.shape, dtype=np.int16)
-    split = False
-    for k, box in enumerate(ndimage.find_objects(pieces), start=1):
-        if box is None:
-            continue
-        mine = pieces[box] == k
-        lab = labels[box][mine]
-        hk = index_to_mm(aff, np.argwhere(mine) + [s.start for s in box]) @ cranial
-        if np.unique(lab).size < 2 or np.ptp(hk) > ARCH_MAX_PITCH * pitch:
-            continue
-        top = lab[hk >= np.percentile(hk, 75)]
-        out[box][mine] = int(np.bincount(top).argmax())
-        split = True
-    logger.debug("midline arch pieces: %d, split: %s", n_pieces, split)
-    return out if split else None
 
 
 def _core_stats(

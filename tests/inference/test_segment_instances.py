@@ -17,10 +17,10 @@ from inference.segment.assign import OTHER
 from inference.segment.bone import bone_mask
 from inference.segment.column import body_mask, split_at_endplates
 from inference.segment.facets import gap_depth
+from inference.segment.growth import midline_arch_markers
 from inference.segment.instances import (
     above_a_base,
     core_trunk,
-    midline_arch_markers,
     separate_vertebrae,
 )
 from inference.segment.roofs import canal_roof_markers
