@@ -10,7 +10,9 @@ level and side: planned (size, channel, angles, grade on the walls it was planne
 reason it was not; with ``--steps`` the draft after each planner step (plan_vertebra's trace).
 A screw missing on TS's labels too is a planner limit, missing on ours only a segmentation one.
 Each run's planned screws are then graded against TS v2's masks (GR on the native 3 mm label,
-Babu on the facet joint with the TS vertebra above) as the truth the phantoms cannot give.
+Babu on the facet joint with the TS vertebra above, angles in the frames the planner builds on
+TS's labels) as the truth the phantoms cannot give; last, our frames and body walls against
+those on TS's labels.
 Patient frame: DICOM LPS mm.
 """
 
@@ -35,7 +37,7 @@ from inference.geometry import SignedDistance, bounding_box, crop_affine  # noqa
 from inference.grading import Screw, babu_grade, facet_joint, gertzbein_robbins  # noqa: E402
 from inference.lumbar.draft import Draft  # noqa: E402
 from inference.lumbar.engine import NativeLabels, PreparedLevel, prepare_levels  # noqa: E402
-from inference.lumbar.frames import screw_angles, vertebra_anatomy  # noqa: E402
+from inference.lumbar.frames import VertebraAnatomy, screw_angles  # noqa: E402
 from inference.lumbar.planner import plan_vertebra  # noqa: E402
 from inference.nifti import read_nifti  # noqa: E402
 from inference.pipeline import Segmentation, segment_volume  # noqa: E402
@@ -47,8 +49,6 @@ from inference.verse import LEVEL_TO_LABEL  # noqa: E402
 DATA = Path(os.environ.get("SPINENODE_DATA", REPO.parent / "shared" / "data"))
 V2_IDS = {"L1": 31, "L2": 30, "L3": 29, "L4": 28, "L5": 27, "S1": 26}
 LEVELS = ["L1", "L2", "L3", "L4", "L5", "S1"]
-CRANIAL = np.array([0.0, 0.0, 1.0])
-ANTERIOR = np.array([0.0, -1.0, 0.0])
 
 
 def ours(hu: np.ndarray, affine: np.ndarray, cache: Path | None) -> Segmentation:
@@ -110,8 +110,12 @@ def run_planner(name: str, seg: Segmentation, native: NativeLabels, steps: bool)
     return plans
 
 
-def grade_vs_ts(plans: list[ScrewPlan], v2: np.ndarray, affine: np.ndarray) -> None:
-    """GR and Babu of ``plans`` on TS v2's masks (native grid), frames from TS's masks."""
+def grade_vs_ts(
+    plans: list[ScrewPlan], v2: np.ndarray, affine: np.ndarray, frames: dict[str, VertebraAnatomy]
+) -> None:
+    """GR and Babu of ``plans`` on TS v2's masks (native grid); ``frames``: the vertebra frames
+    and body walls on TS's labels (the working grid, as the planner builds them), in which the
+    angles are measured too."""
     gr_count: dict[str, int] = {}
     babu_count: dict[int, int] = {}
     for plan in plans:
@@ -119,7 +123,7 @@ def grade_vs_ts(plans: list[ScrewPlan], v2: np.ndarray, affine: np.ndarray) -> N
         full = v2 == V2_IDS[level]
         box = bounding_box(full, 12)
         mask, sub = full[box], crop_affine(affine, box)
-        anatomy = vertebra_anatomy(mask, sub, CRANIAL, ANTERIOR, superior_only=level == "S1")
+        anatomy = frames[level]
         k = LEVELS.index(level)
         above = V2_IDS[LEVELS[k - 1]] if k > 0 else 32  # T12 above L1
         upper = v2[box] == above
@@ -149,11 +153,13 @@ def grade_vs_ts(plans: list[ScrewPlan], v2: np.ndarray, affine: np.ndarray) -> N
     )
 
 
-def compare_frames(seg: Segmentation, ts: Segmentation) -> None:
+def anatomies(seg: Segmentation) -> dict[str, VertebraAnatomy]:
+    """Frame and body walls per level, as the planner builds them."""
+    return {p.model.level: p.model.anatomy for p in prepare_levels(seg, PlanningSettings())[0]}
+
+
+def compare_frames(mine: dict[str, VertebraAnatomy], theirs: dict[str, VertebraAnatomy]) -> None:
     """Our vertebra frames and body walls against those on TS's labels (same code, LPS mm)."""
-    settings = PlanningSettings()
-    mine = {p.model.level: p.model.anatomy for p in prepare_levels(seg, settings)[0]}
-    theirs = {p.model.level: p.model.anatomy for p in prepare_levels(ts, settings)[0]}
     print("\n== frames, ours vs on TS v2's labels (body walls: local a of its back / front, mm)")
     for level in LEVELS:
         if level not in mine or level not in theirs:
@@ -195,13 +201,14 @@ def main() -> None:
     seg = ours(hu, affine, args.cache)
     native = NativeLabels(to_native(seg.verse_labels(), seg.work), seg.work.native_affine)
     print(f"our segmentation: {time.perf_counter() - t0:.1f} s")
+    ts = true_segmentation(hu, affine, v2_verse)
+    ts_frames = anatomies(ts)
     mine = run_planner("ours", seg, native, args.steps)
-    grade_vs_ts(mine, v2, affine)
+    grade_vs_ts(mine, v2, affine, ts_frames)
     if not args.no_ts:
-        ts = true_segmentation(hu, affine, v2_verse)
         theirs = run_planner("TS v2", ts, NativeLabels(v2_verse, ts.work.native_affine), args.steps)
-        grade_vs_ts(theirs, v2, affine)
-        compare_frames(seg, ts)
+        grade_vs_ts(theirs, v2, affine, ts_frames)
+    compare_frames(anatomies(seg), ts_frames)
 
 
 if __name__ == "__main__":

@@ -204,8 +204,9 @@ def sized(model: VertebraModel, side: Side, ch: Channel, settings: PlanningSetti
     if length is None:
         if ch.length - 2.0 < settings.lengths_mm[0]:
             raise InferenceError(
-                f"the bone along the pedicle axis found is {ch.length:.0f} mm long, too short"
-                f" for the shortest screw ({settings.lengths_mm[0]:.0f} mm)",
+                f"the bone along the pedicle axis found is {ch.length:.1f} mm long; the shortest"
+                f" screw ({settings.lengths_mm[0]:.0f} mm) needs {settings.lengths_mm[0] + 2:.0f}"
+                " mm",
                 ch.length,
             )
         length = settings.lengths_mm[0]
