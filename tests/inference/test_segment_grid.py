@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from inference.geometry import bounding_box
 from inference.segment import grid
 from inference.segment.bone import JointMaps, joint_maps
 from inference.segment.grid import REFINE_PASSES, to_native, working_volume
@@ -98,3 +99,14 @@ def test_to_native_with_the_joint_maps_in_a_thread_equals_the_serial_run(
     assert threads[1].startswith("joint-maps")
     assert np.array_equal(threaded, serial)
     assert (serial[5:14, 12:24, 12:24] == 1).all() and (serial[17:25, 12:24, 12:24] == 2).all()
+
+
+def test_the_labels_box_from_their_planes_is_the_bounding_box() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        shape = tuple(int(n) for n in rng.integers(1, 25, 3))
+        labels = (rng.random(shape) < rng.choice([0.002, 0.05, 0.5])).astype(np.uint8) * 7
+        if not labels.any():
+            continue
+        for pad in (0, 2, 5):
+            assert grid._box_of(labels, pad) == bounding_box(labels > 0, pad)
