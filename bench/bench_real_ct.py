@@ -309,9 +309,13 @@ def main() -> None:
     t0 = time.perf_counter()
     seg = segment_volume(np.asarray(hu, dtype=np.float32), affine)
     t_seg = time.perf_counter() - t0
+    # the pipeline's labels (what analyze writes: other bone is background, so the border
+    # rules see it as such), and for the shares below the bone that reached no vertebra
+    ours = to_native(seg.verse_labels(), seg.work)
     verse = seg.verse_labels()
-    verse[seg.instances == OTHER] = OTHER  # bone that reached no vertebra: "other"
-    ours = to_native(verse, seg.work)
+    verse[seg.instances == OTHER] = OTHER
+    shares = ours.copy()
+    shares[(ours == 0) & (to_native(verse, seg.work) == OTHER)] = OTHER
     print(f"segment stage {t_seg:.2f} s; levels {list(seg.levels)}")
     for w in seg.warnings:
         print(f"  warning: {w}")
@@ -340,9 +344,9 @@ def main() -> None:
     print("\nwhich of our labels TS v2's voxels got (all / body / posterior elements):")
     for level in LEVELS:
         ts = v2 == V2_IDS[level]
-        print(f"  {level:<4} all:  {_shares(ours, ts)}")
-        print(f"       body: {_shares(ours, ts & body)}")
-        print(f"       post: {_shares(ours, ts & ~body)}")
+        print(f"  {level:<4} all:  {_shares(shares, ts)}")
+        print(f"       body: {_shares(shares, ts & body)}")
+        print(f"       post: {_shares(shares, ts & ~body)}")
 
     ts_any = np.isin(v2, list(V2_IDS.values()))
     our_any = np.isin(ours, [LEVEL_TO_LABEL[lv] for lv in LEVELS])
@@ -351,7 +355,9 @@ def main() -> None:
     print("our vertebra voxels outside all TS v2 vertebrae, by distance to TS's:")
     print("  " + _by_distance(our_any & ~ts_any, ts_any))
 
-    plain = np.isin(to_native(verse, seg.work, refine=False), [LEVEL_TO_LABEL[lv] for lv in LEVELS])
+    plain = np.isin(
+        to_native(seg.verse_labels(), seg.work, refine=False), [LEVEL_TO_LABEL[lv] for lv in LEVELS]
+    )
     added, removed = our_any & ~plain, plain & ~our_any
     print(
         "the native-grid border (refine_border + fill_small_holes) against the nearest-neighbour"

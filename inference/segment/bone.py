@@ -9,6 +9,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from inference.geometry import BoolArray, FloatArray
+from inference.segment.thin import close_thin_rings
 
 CORTEX_HU = 250.0
 CANCELLOUS_HU = 115.0
@@ -98,6 +99,8 @@ def refine_border(
     hu: npt.NDArray[np.float32],
     spacing: FloatArray,
     maps: JointMaps | None = None,
+    *,
+    widen: bool = True,
 ) -> npt.NDArray[np.uint8]:
     """Re-decide the labels' outer border on a finer grid than the one they were made on.
 
@@ -111,7 +114,9 @@ def refine_border(
     largest, where two meet). Where two labels meet, their voxels below the
     :func:`border_test` level and ``GAP_DEPTH_HU`` darker than their grey closing become
     background (the gap of a joint); brighter ones, and marrow, keep their labels. ``maps``:
-    :func:`joint_maps` of ``hu`` when the caller has them (computed here otherwise).
+    :func:`joint_maps` of ``hu`` when the caller has them (computed here otherwise). With
+    ``widen``, thin processes the border rule leaves out of coarse voxels are added last: rings
+    round small holes (:func:`inference.segment.thin.close_thin_rings`, vertebra labels only).
     """
     inside = labels > 0
     if not inside.any():
@@ -134,6 +139,8 @@ def refine_border(
     out[meet & (maps.depth > GAP_DEPTH_HU)] = 0
     take = outer & kept
     out[take] = grown[take]
+    if widen:
+        return close_thin_rings(out, hu, spacing, fill_small_holes)
     return out
 
 

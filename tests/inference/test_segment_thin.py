@@ -1,0 +1,62 @@
+"""Thin processes in coarse voxels (inference.segment.thin): a ring of partial-volumed cortex
+round a dark core, next to a labelled body, on a 3 mm [slice, row, col] grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from inference.segment.bone import fill_small_holes, refine_border
+from inference.segment.thin import RING_HU, close_thin_rings
+
+L5, SACRUM = 24, 26
+SPACING = np.full(3, 3.0)
+
+
+def _process(label: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
+    """A labelled block (rows 5-11, cols 3-7, 500 HU) with an unlabelled 3x3-voxel ring of
+    partial-volumed cortex (200 HU) round one fatty voxel (-60 HU) against its side, in soft
+    tissue (40 HU); every slice alike."""
+    hu = np.full((5, 20, 20), 40.0, dtype=np.float32)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[:, 5:12, 3:8] = label
+    hu[:, 5:12, 3:8] = 500.0
+    hu[:, 8:11, 8:11] = RING_HU + 50.0
+    hu[:, 9, 9] = -60.0
+    return labels, hu
+
+
+def test_a_ring_round_a_dark_core_takes_the_vertebra_label() -> None:
+    labels, hu = _process(L5)
+    out = close_thin_rings(labels, hu, SPACING, fill_small_holes)
+    assert np.all(out[:, 8:11, 8:11] == L5)  # the ring and its core
+    assert np.array_equal(out[:, :, :8], labels[:, :, :8])  # nothing else moved
+    assert not out[:, :, 11:].any()
+
+
+def test_a_bright_rim_without_a_hole_stays_out() -> None:
+    labels, hu = _process(L5)
+    hu[:, 9, 9] = RING_HU + 50.0  # the core as bright as the ring: nothing enclosed
+    out = close_thin_rings(labels, hu, SPACING, fill_small_holes)
+    assert np.array_equal(out, labels)
+
+
+def test_the_sacrum_is_not_widened() -> None:
+    labels, hu = _process(SACRUM)
+    out = close_thin_rings(labels, hu, SPACING, fill_small_holes)
+    assert np.array_equal(out, labels)
+
+
+def test_refine_border_adds_the_ring_only_when_widening() -> None:
+    labels, hu = _process(L5)
+    plain = refine_border(labels, hu, SPACING, widen=False)
+    wide = refine_border(labels, hu, SPACING)
+    assert np.all(plain[:, 9, 9] == 0)
+    assert np.all(wide[:, 9, 9] == L5)
+
+
+def test_a_gap_against_another_bone_is_not_a_hole() -> None:
+    labels, hu = _process(L5)
+    labels[2, 9, 9] = SACRUM  # the sacrum reaches into the ring's core in one slice
+    out = close_thin_rings(labels, hu, SPACING, fill_small_holes)
+    assert not np.any(out[:, 9, 9] == L5)
