@@ -1,13 +1,21 @@
-"""Head clearance from the vertebra above: the order of the moves tried (patient frame, LPS mm)."""
+"""Head clearance from the vertebra above: which screws are moved and the order of the moves tried
+(patient frame, LPS mm)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from inference.geometry import Frame
+from inference.geometry import Frame, SignedDistance
 from inference.lumbar.draft import VertebraModel, sized
 from inference.lumbar.frames import VertebraAnatomy
-from inference.lumbar.head import HEAD_SHIFTS_MM, _head_moves
+from inference.lumbar.head import (
+    HEAD_CLEARANCE_MM,
+    HEAD_SHIFTS_MM,
+    HEAD_TRIGGER_MM,
+    _head_moves,
+    clear_of_upper,
+    upper_clearance,
+)
 from inference.lumbar.isthmus import channel_along
 from inference.results import Side
 from inference.settings import PlanningSettings
@@ -49,3 +57,31 @@ def test_head_moves_are_tried_least_turned_first() -> None:
     for k, t in enumerate(turns):
         if t < 0.01:
             assert turns[k + 1] > 0.01 and abs(shifts[k + 1] - shifts[k]) < 0.3
+
+
+def _block(z0: int) -> SignedDistance:
+    """A block of the vertebra above behind the slab (x ±4, y 21…26, z ``z0``…``z0`` + 5 mm)."""
+    n = 81
+    affine = np.eye(4)
+    affine[:3, 3] = -40.0
+    x, y, z = (np.indices((n, n, n)) - 40.0).astype(np.float64)
+    block = (np.abs(x) <= 4) & (y >= 21) & (y <= 26) & (z >= z0) & (z <= z0 + 5)
+    return SignedDistance(block, affine)
+
+
+def test_a_screw_between_the_trigger_and_the_target_clearance_is_not_moved() -> None:
+    # without a head move, every screw of 8 phantoms that our mask kept >= 2.0 mm from the
+    # upper bone had Babu 0 on the truth; at the 3.5 mm target as trigger 54 of 90 were moved
+    model = _slab()
+    settings = PlanningSettings()
+    ch = channel_along(model.inside, np.zeros(3), np.array([0.0, -1.0, 0.0]), 100.0)
+    draft = sized(model, Side.LEFT, ch, settings)
+    upper = _block(7)
+    start = upper_clearance(upper, draft.screw)
+    assert HEAD_TRIGGER_MM <= start < HEAD_CLEARANCE_MM
+    assert clear_of_upper(model, draft, upper, settings) is draft
+    # closer than the trigger: moved until the target clearance
+    near = _block(5)
+    assert upper_clearance(near, draft.screw) < HEAD_TRIGGER_MM
+    moved = clear_of_upper(model, draft, near, settings)
+    assert upper_clearance(near, moved.screw) >= HEAD_CLEARANCE_MM
