@@ -9,7 +9,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from inference.geometry import BoolArray, FloatArray
-from inference.segment.thin import close_thin_rings
+from inference.segment.thin import widen_coarse
 
 CORTEX_HU = 250.0
 CANCELLOUS_HU = 115.0
@@ -115,8 +115,9 @@ def refine_border(
     :func:`border_test` level and ``GAP_DEPTH_HU`` darker than their grey closing become
     background (the gap of a joint); brighter ones, and marrow, keep their labels. ``maps``:
     :func:`joint_maps` of ``hu`` when the caller has them (computed here otherwise). With
-    ``widen``, thin processes the border rule leaves out of coarse voxels are added last: rings
-    round small holes (:func:`inference.segment.thin.close_thin_rings`, vertebra labels only).
+    ``widen``, thin bone the border rule leaves out of coarse voxels is added last: rings round
+    small holes, then narrow notches (:func:`inference.segment.thin.widen_coarse`: voxels of
+    2 mm or more along some axis, vertebra labels only).
     """
     inside = labels > 0
     if not inside.any():
@@ -140,7 +141,7 @@ def refine_border(
     take = outer & kept
     out[take] = grown[take]
     if widen:
-        return close_thin_rings(out, hu, spacing, fill_small_holes)
+        return widen_coarse(out, hu, spacing, fill_small_holes)
     return out
 
 

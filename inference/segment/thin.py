@@ -1,5 +1,5 @@
-"""Thin processes in coarse voxels: rings round small holes, on the native grid ([slice, row,
-col], ``spacing`` mm per axis; no patient frame needed).
+"""Thin bone in coarse voxels: rings round small holes and narrow notches, on the native grid
+([slice, row, col], ``spacing`` mm per axis; no patient frame needed).
 
 In coarse voxels (the real 3 mm CT) a thin process in cross-section is a ring of
 partial-volumed cortex (150-300 HU) round fatty marrow. The border rule
@@ -10,10 +10,21 @@ at least ``RING_HU`` within ``RING_LAYERS`` steps (26-neighbours) of a label tha
 label, enclose a small in-plane hole (:func:`inference.segment.bone.fill_small_holes`) take the
 label, and so does the hole; a bright rim beside soft tissue encloses nothing and stays out.
 
+The back of a body at the basivertebral foramen is a notch of 80-150 HU between the body's
+bright walls on coarse voxels (the real CT's L5): :func:`fill_notches` gives background voxels
+of at least ``NOTCH_HU`` with one label within ``NOTCH_VOXELS`` on both sides along one in-plane
+axis and on at least one side along the other that label (a notch at most a few voxels wide;
+the spinal canal is wider), again unless they touch another bone.
+
+Both only where the voxels are coarse (:func:`widen_coarse`: some spacing of at least
+``COARSE_MM``): in finer voxels the cortex of a thin process reads as bone and the border rule
+keeps it, and the rules only cost time (1.3 s CPU per border pass on the 512x512x300 phantom at
+1 x 0.7 x 0.7 mm) and a few voxels of soft tissue.
+
 Only vertebra labels up to ``LAST_WIDENED`` (VerSe L6) are widened: the sacrum's alae and the
 pelvic ring hold holes of soft tissue (on the 3 mm isotropic phantoms the sacrum lost 0.04).
-Measured by bench/real_ct_rules.py (``ringlumbar``: real CT vs TotalSegmentator v2, phantoms
-at 3 mm isotropic and bench_lumbar's 3 mm-slice seed).
+Measured with bench/bench_real_ct.py (real CT vs TotalSegmentator) and bench/segment_errors.py
+(phantoms); bench/real_ct_rules.py holds the variants tried.
 """
 
 from __future__ import annotations
@@ -28,9 +39,25 @@ from inference.geometry import FloatArray
 
 RING_HU = 150.0
 RING_LAYERS = 3
+NOTCH_HU = 70.0
+NOTCH_VOXELS = 2
+COARSE_MM = 2.0
 LAST_WIDENED = 25  # VerSe L6; the sacrum (26) and other bone (255) are left alone
 
 HoleFiller = Callable[[npt.NDArray[np.uint8], FloatArray], npt.NDArray[np.uint8]]
+
+
+def widen_coarse(
+    labels: npt.NDArray[np.uint8],
+    hu: npt.NDArray[np.float32],
+    spacing: FloatArray,
+    fill_holes: HoleFiller,
+) -> npt.NDArray[np.uint8]:
+    """:func:`close_thin_rings` then :func:`fill_notches` where some voxel spacing is at least
+    ``COARSE_MM``; ``labels`` unchanged otherwise."""
+    if float(np.max(spacing)) < COARSE_MM:
+        return labels
+    return fill_notches(close_thin_rings(labels, hu, spacing, fill_holes), hu)
 
 
 def close_thin_rings(
@@ -81,4 +108,46 @@ def _own_holes(
     pieces, _ = ndimage.label(holes, structure=cube)
     bad = np.unique(pieces[foreign])
     out: npt.NDArray[np.bool_] = holes & ~np.isin(pieces, bad[bad > 0])
+    return out
+
+
+def fill_notches(
+    labels: npt.NDArray[np.uint8], hu: npt.NDArray[np.float32]
+) -> npt.NDArray[np.uint8]:
+    """Background voxels of at least ``NOTCH_HU`` in an in-plane notch of one vertebra label
+    (axis 0 = slices; see the module docstring) take that label, unless they touch another."""
+    out = labels.copy()
+    cand = (labels == 0) & (hu >= NOTCH_HU)
+    k = NOTCH_VOXELS
+    for value, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or value > LAST_WIDENED:
+            continue
+        big = tuple(slice(max(b.start - k, 0), b.stop + k) for b in box)
+        mine = labels[big] == value
+        (r_hi, r_lo), (c_hi, c_lo) = (
+            [_within(mine, axis, k, sign) for sign in (1, -1)] for axis in (1, 2)
+        )
+        rows, cols = r_hi & r_lo, c_hi & c_lo
+        take = ((rows & (c_hi | c_lo)) | (cols & (r_hi | r_lo))) & cand[big]
+        view = out[big]
+        view[take & (view == 0)] = value
+    added = out != labels
+    if not added.any():
+        return labels
+    kept = _own_holes(added, out, labels)
+    final = labels.copy()
+    final[kept] = out[kept]
+    return final
+
+
+def _within(mask: npt.NDArray[np.bool_], axis: int, k: int, sign: int) -> npt.NDArray[np.bool_]:
+    """Where ``mask`` holds a voxel within ``k`` voxels along ``axis`` on the ``sign`` side
+    (the voxel itself included)."""
+    shape = [1, 1, 1]
+    shape[axis] = 2 * k + 1
+    foot = np.zeros(shape, dtype=bool)
+    half: list[slice] = [slice(None)] * 3
+    half[axis] = slice(k, None) if sign > 0 else slice(0, k + 1)
+    foot[tuple(half)] = True
+    out: npt.NDArray[np.bool_] = ndimage.maximum_filter(mask, footprint=foot)
     return out

@@ -1,5 +1,6 @@
-"""Thin processes in coarse voxels (inference.segment.thin): a ring of partial-volumed cortex
-round a dark core, next to a labelled body, on a 3 mm [slice, row, col] grid."""
+"""Thin bone in coarse voxels (inference.segment.thin): a ring of partial-volumed cortex round a
+dark core next to a labelled body, and a notch in a body's back, on a 3 mm [slice, row, col]
+grid."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inference.segment.bone import fill_small_holes, refine_border
-from inference.segment.thin import RING_HU, close_thin_rings
+from inference.segment.thin import NOTCH_HU, RING_HU, close_thin_rings, fill_notches
 
 L5, SACRUM = 24, 26
 SPACING = np.full(3, 3.0)
@@ -60,3 +61,39 @@ def test_a_gap_against_another_bone_is_not_a_hole() -> None:
     labels[2, 9, 9] = SACRUM  # the sacrum reaches into the ring's core in one slice
     out = close_thin_rings(labels, hu, SPACING, fill_small_holes)
     assert not np.any(out[:, 9, 9] == L5)
+
+
+def _notched(width: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
+    """A labelled body (rows 4-13, cols 4-15) with a notch ``width`` voxels wide and 2 deep cut
+    into its back (rows 12-13) at ``NOTCH_HU`` + 40 HU (the dark back at the basivertebral
+    foramen), in 0 HU surroundings (the canal's contents)."""
+    hu = np.zeros((3, 20, 20), dtype=np.float32)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[:, 4:14, 4:16] = L5
+    hu[:, 4:14, 4:16] = 300.0
+    lo = 10 - width // 2
+    labels[:, 12:14, lo : lo + width] = 0
+    hu[:, 12:14, lo : lo + width] = NOTCH_HU + 40.0
+    return labels, hu
+
+
+def test_a_narrow_notch_in_the_back_of_a_body_takes_its_label() -> None:
+    labels, hu = _notched(2)
+    out = fill_notches(labels, hu)
+    assert np.all(out[:, 12:14, 9:11] == L5)
+    assert np.array_equal(out[:, :12], labels[:, :12])
+    assert not out[:, 14:].any()  # nothing grows behind the body
+
+
+def test_a_wide_gap_or_a_dark_notch_stays_open() -> None:
+    labels, hu = _notched(6)  # as wide as a canal at 3 mm: 18 mm
+    assert np.array_equal(fill_notches(labels, hu), labels)
+    labels, hu = _notched(2)
+    hu[:, 12:14, 9:11] = NOTCH_HU - 40.0  # fat or CSF
+    assert np.array_equal(fill_notches(labels, hu), labels)
+
+
+def test_fine_voxels_are_not_widened() -> None:
+    labels, hu = _process(L5)
+    out = refine_border(labels, hu, np.full(3, 1.0))  # the same ring in 1 mm voxels
+    assert np.all(out[:, 9, 9] == 0)
