@@ -4,7 +4,9 @@ anatomical prior through the same isthmus (draft.py; patient frame LPS mm)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from inference.errors import InferenceError
 from inference.lumbar.draft import (
     RESCUE_BREACH_MM,
     Draft,
@@ -12,6 +14,7 @@ from inference.lumbar.draft import (
     largest_clear,
     prior_draft,
     shifted_draft,
+    sized,
     smallest_breach,
 )
 from inference.lumbar.frames import direction_from_angles, screw_angles, vertebra_anatomy
@@ -60,3 +63,14 @@ def test_an_axis_a_voxel_off_a_thin_pedicle_is_moved_parallel_until_a_screw_clea
     shift = moved.channel.isthmus - off.isthmus
     assert float(shift @ frame.s) < -0.4  # moved back towards the pedicle's centre
     assert smallest_breach(model, moved, settings) == 0.0
+
+
+def test_a_channel_too_short_for_any_screw_says_how_long_it_is_and_what_is_needed() -> None:
+    model, isthmus = _model(4.5)
+    settings = PlanningSettings()
+    wrong = direction_from_angles(model.anatomy.frame, -30.0, 0.0, Side.LEFT)
+    found = channel_along(model.inside, isthmus, wrong, 50.0)
+    with pytest.raises(InferenceError) as err:
+        sized(model, Side.LEFT, found, settings)
+    assert f"is {found.length:.1f} mm long" in str(err.value)
+    assert "the shortest screw (30 mm) needs 32 mm" in str(err.value)
