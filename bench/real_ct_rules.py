@@ -23,10 +23,13 @@ Rules (on the native grid, after the pipeline's own border; ``fill_small_holes``
   and on one side along the other (the dark back of a body at the basivertebral foramen);
 - ``ringlumbar``: ``ring150`` for L1-L5 only; ``ringnotch``: ``ringlumbar`` then ``notch``.
 
-At 65c775d (before the pipeline took rings: inference/segment/thin.py) the real CT's L1-L5 vs
-v2 were 0.902 / 0.910 / 0.931 / 0.944 / 0.859; ``ringlumbar`` 0.912 / 0.922 / 0.929 / 0.943 /
-0.879, ``notch`` 0.905 / 0.915 / 0.928 / 0.947 / 0.872, ``ringnotch`` 0.911 / 0.923 / 0.927 /
-0.946 / 0.888; on the 3 mm isotropic phantoms 1 and 2 ``notch`` lost 0.002-0.006 per level.
+Since 5b308ae the pipeline's own border takes rings and notches on coarse voxels (inference/
+segment/thin.py: as ``ringnotch`` but a hole or notch touching another bone stays open, and
+notches at most 2 voxels deep), so on the real CT and the 3 mm phantoms the ``pipeline`` row
+holds them. Before (65c775d), the real CT's L1-L5 vs v2 were 0.902 / 0.910 / 0.931 / 0.944 /
+0.859; ``ringlumbar`` 0.912 / 0.922 / 0.929 / 0.943 / 0.879, ``notch`` 0.905 / 0.915 / 0.928 /
+0.947 / 0.872, ``ringnotch`` 0.911 / 0.923 / 0.927 / 0.946 / 0.888; on the 3 mm isotropic
+phantoms 1 and 2 ``notch`` lost 0.002-0.006 per level.
 The notch kept to the body's interior (within 9 mm of voxels 6 mm deep in the label) or also
 to the mid-sagittal plane (within 8 mm) gained less on the real L5 (0.869, 0.864) and cost
 the phantoms as much.
