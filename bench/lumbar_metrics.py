@@ -147,6 +147,8 @@ def compare_screws(
                 spsa=plan.psa_deg - ref["psa_deg"],
                 fpta=plan.pta_deg - tpta,
                 fpsa=plan.psa_deg - tpsa,
+                tdpta=abs(tpta - ref["pta_deg"]),
+                tdpsa=abs(tpsa - ref["psa_deg"]),
             )
             tally.detail.append(
                 f"{level} {side:<5} PTA {plan.pta_deg:6.1f} (ref {ref['pta_deg']:6.1f}, ours in "
@@ -158,9 +160,15 @@ def compare_screws(
 
 
 def summary_rows(tally: Tally, levels: list[str]) -> list[str]:
-    """Printable table: per level and overall."""
-    head = f"{'level':<7}{'Dice':>7}{'n':>4}{'|dPTA|':>8}{'|dPSA|':>8}{'entry':>7}{'tip':>7}"
-    head += f"{'dLen':>7}{'dDia':>7}{'scrDice':>8}{'screws':>7}"
+    """Printable table: per level and overall.
+
+    ``|dPTA|`` / ``|dPSA|`` compare the angles we report (in our frame) with the reference's;
+    ``tPTA`` / ``tPSA`` measure our screw's line in the TRUE frame against the reference, so a
+    frame turned about its axis (which the left/right averaging hides in the reported angles)
+    shows there.
+    """
+    head = f"{'level':<7}{'Dice':>7}{'n':>4}{'|dPTA|':>8}{'|dPSA|':>8}{'tPTA':>7}{'tPSA':>7}"
+    head += f"{'entry':>7}{'tip':>7}{'dLen':>7}{'dDia':>7}{'scrDice':>8}{'screws':>7}"
     rows = [head]
     all_s: list[dict[str, float]] = []
     all_d: list[float] = []
@@ -178,7 +186,7 @@ def summary_rows(tally: Tally, levels: list[str]) -> list[str]:
 
         rows.append(
             f"{level:<7}{np.mean(d) if d else float('nan'):>7.3f}{len(d):>4}{m('dpta'):>8.2f}"
-            f"{m('dpsa'):>8.2f}{m('entry'):>7.2f}{m('tip'):>7.2f}{m('dlen'):>7.2f}{m('ddia'):>7.2f}"
+            f"{m('dpsa'):>8.2f}{m('tdpta'):>7.2f}{m('tdpsa'):>7.2f}{m('entry'):>7.2f}{m('tip'):>7.2f}{m('dlen'):>7.2f}{m('ddia'):>7.2f}"
             f"{m('dice'):>8.3f}{len(s):>7}"
         )
     return rows
