@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -31,6 +32,7 @@ T = TypeVar("T")
 WORKERS_ENV = "SPINENODE_WORKERS"
 MAX_WORKERS = 2  # this process and one child: the target machine has two cores
 JOIN_S = 5.0
+CHILD_WAIT_MIN_S = 60.0  # after this process's own items: at least this long for the child's
 
 
 def worker_count() -> int:
@@ -55,12 +57,20 @@ def _can_fork() -> bool:
     return not multiprocessing.current_process().daemon  # a daemon may not have children
 
 
-def fork_map(fn: Callable[[int], T], n: int, workers: int | None = None) -> list[T]:
+def fork_map(
+    fn: Callable[[int], T],
+    n: int,
+    workers: int | None = None,
+    child_wait_min_s: float = CHILD_WAIT_MIN_S,
+) -> list[T]:
     """``[fn(0), ..., fn(n - 1)]``, the items shared with a forked child where two workers are
     allowed (``workers``; default :func:`worker_count`).
 
     ``fn`` must not depend on state the items change (each process changes only its own copy)
-    and its results must pickle.
+    and its results must pickle. Once this process has no item left, it waits for the child
+    twice as long as its own items took, at least ``child_wait_min_s``; a child that has not
+    answered by then (hung, e.g. on a lock another thread held at the fork) is killed and its
+    items are computed here.
     """
     workers = worker_count() if workers is None else workers
     if workers < 2 or n < 2 or not _can_fork():
@@ -77,10 +87,11 @@ def fork_map(fn: Callable[[int], T], n: int, workers: int | None = None) -> list
     child.start()
     writer.close()
     mine: dict[int, T] = {}
+    start = time.monotonic()
     try:
         for i in _take(counter, n):
             mine[i] = fn(i)
-        theirs = _receive(reader)
+        theirs = _receive(reader, max(child_wait_min_s, 2.0 * (time.monotonic() - start)))
     except BaseException:
         child.kill()  # the error ends the map: the child's items are not wanted
         raise
@@ -112,9 +123,14 @@ def _take(counter: Synchronized[int], n: int) -> Iterator[int]:
         yield i
 
 
-def _receive(reader: Connection) -> dict[int, object]:
-    """The child's results (none if it died or sent something unexpected)."""
+def _receive(reader: Connection, wait_s: float) -> dict[int, object]:
+    """The child's results (none if it died, sent something unexpected or took over ``wait_s``)."""
     try:
+        if not reader.poll(wait_s):
+            logger.warning(
+                "fork_map: no results from the child in %.0f s; its items run here", wait_s
+            )
+            return {}
         kind, results = reader.recv()
     except (EOFError, OSError) as exc:
         logger.warning("fork_map: the child gave no results (%s); its items run here", exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from multiprocessing.synchronize import Barrier
 
 import numpy as np
@@ -50,6 +51,21 @@ def test_an_item_the_child_fails_on_is_computed_here() -> None:
         return i, i * i
 
     assert fork_map(only_here, 5, workers=2) == [(i, i * i) for i in range(5)]
+
+
+def test_a_child_that_hangs_is_given_up_and_its_items_computed_here(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parent = os.getpid()
+
+    def hangs_in_child(i: int) -> int:
+        if os.getpid() != parent:
+            time.sleep(3600)  # as a child stuck on a lock held at the fork would
+        time.sleep(0.3)  # leaves the child time to take an item
+        return i * 2
+
+    assert fork_map(hangs_in_child, 4, workers=2, child_wait_min_s=1.0) == [0, 2, 4, 6]
+    assert "no results from the child" in caplog.text
 
 
 def test_an_error_is_raised_here_as_in_a_serial_run() -> None:
