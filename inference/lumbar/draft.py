@@ -4,7 +4,7 @@ channel, catalogue sizing and the breach checks on our mask (patient frame, LPS 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -103,6 +103,7 @@ class Draft:
     channel: Channel
     length: float
     diameter: float
+    rescue: str | None = None  # how the axis was rescued (initial_draft), for the warnings
 
     @property
     def screw(self) -> Screw:
@@ -163,7 +164,11 @@ def shifted_draft(model: VertebraModel, draft: Draft, settings: PlanningSettings
             logger.info(
                 "%s %s: axis moved %.1f mm to clear our walls", model.level, draft.side, shift
             )
-            return best
+            return replace(
+                best,
+                rescue=f"even the smallest screw on the pedicle axis found left the bone; the"
+                f" screw is moved {shift:.1f} mm parallel to that axis (check the trajectory)",
+            )
     return None
 
 
@@ -194,7 +199,12 @@ def prior_draft(
         found.length,
         ch.length,
     )
-    return draft
+    return replace(
+        draft,
+        rescue=f"the pedicle axis found held no screw within the bone; the screw follows this"
+        f" level's typical axis (PTA {PRIOR_PTA_DEG[model.level]:.1f}°, PSA 0°) through the same"
+        " isthmus (check the trajectory)",
+    )
 
 
 def sized(model: VertebraModel, side: Side, ch: Channel, settings: PlanningSettings) -> Draft:

@@ -160,6 +160,7 @@ def plan_vertebra(
             drafts[side] = (s1_draft if sacral else initial_draft)(model, side, settings)
         except InferenceError as exc:
             warnings.append(f"{model.level} {side}: not planned ({exc})")
+    warnings += [f"{model.level} {s}: {d.rescue}" for s, d in drafts.items() if d.rescue]
     steps["initial"] = dict(drafts)
     if len(drafts) == 2 and not sacral:  # the S1 axes are one prior, mirror-symmetric already
         drafts = symmetric(model, drafts, settings)

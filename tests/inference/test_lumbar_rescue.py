@@ -45,6 +45,8 @@ def test_an_axis_that_leaves_the_body_early_gives_way_to_the_prior_through_its_i
     assert abs(pta - 15.0) < 6.0 and abs(psa) < 6.0
     assert smallest_breach(model, draft, settings) < RESCUE_BREACH_MM
     assert largest_clear(model, draft, settings) is not None
+    # the surgeon is told the trajectory is the level's typical one, not the image's
+    assert draft.rescue is not None and "typical axis (PTA 14.5°, PSA 0°)" in draft.rescue
 
 
 def test_an_axis_a_voxel_off_a_thin_pedicle_is_moved_parallel_until_a_screw_clears() -> None:
@@ -63,6 +65,8 @@ def test_an_axis_a_voxel_off_a_thin_pedicle_is_moved_parallel_until_a_screw_clea
     shift = moved.channel.isthmus - off.isthmus
     assert float(shift @ frame.s) < -0.4  # moved back towards the pedicle's centre
     assert smallest_breach(model, moved, settings) == 0.0
+    assert moved.rescue is not None and "mm parallel to that axis" in moved.rescue
+    assert draft.rescue is None
 
 
 def test_a_channel_too_short_for_any_screw_says_how_long_it_is_and_what_is_needed() -> None:
