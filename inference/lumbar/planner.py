@@ -144,7 +144,8 @@ def plan_vertebra(
     upper: SignedDistance | None = None,
     trace: dict[str, dict[Side, Draft]] | None = None,
 ) -> tuple[list[ScrewPlan], list[str]]:
-    """Both screws of one vertebra, with warnings for sides that could not be planned.
+    """Both screws of one vertebra, with warnings for sides that could not be planned and for
+    screws planned on a rescued axis (:func:`initial_draft`).
 
     ``upper``: signed distance to the vertebra above (same patient frame), when it is in view; the
     screw heads are then kept clear of it (:func:`clear_of_upper`). ``trace``, when given, gets
@@ -160,7 +161,7 @@ def plan_vertebra(
             drafts[side] = (s1_draft if sacral else initial_draft)(model, side, settings)
         except InferenceError as exc:
             warnings.append(f"{model.level} {side}: not planned ({exc})")
-    warnings += [f"{model.level} {s}: {d.rescue}" for s, d in drafts.items() if d.rescue]
+    rescues = {side: d.rescue for side, d in drafts.items() if d.rescue}
     steps["initial"] = dict(drafts)
     if len(drafts) == 2 and not sacral:  # the S1 axes are one prior, mirror-symmetric already
         drafts = symmetric(model, drafts, settings)
@@ -188,6 +189,8 @@ def plan_vertebra(
             )
         elif low <= plan.pta_deg <= high and abs(plan.psa_deg) <= PLAUSIBLE_PSA_DEG:
             plans.append(plan)
+            if side in rescues:  # planned on a rescued axis: the surgeon is told
+                warnings.append(f"{model.level} {side}: {rescues[side]}")
         else:
             warnings.append(
                 f"{model.level} {side}: not planned (the axis found, PTA {plan.pta_deg:.0f}°"
