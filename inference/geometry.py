@@ -8,6 +8,7 @@ point argument and result here is in that patient frame, in mm.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,14 +51,38 @@ def mm_to_index(affine: npt.ArrayLike, points: npt.ArrayLike) -> FloatArray:
     return out
 
 
-def bounding_box(mask: BoolArray, pad: int = 0) -> tuple[slice, slice, slice]:
-    """Index slices of the smallest box holding ``mask``, grown by ``pad`` voxels (clipped)."""
-    idx = np.nonzero(mask)
-    if idx[0].size == 0:
-        raise InferenceError("empty mask has no bounding box")
-    lo = [max(0, int(i.min()) - pad) for i in idx]
-    hi = [min(n, int(i.max()) + pad + 1) for i, n in zip(idx, mask.shape, strict=True)]
+def bounding_box(mask: npt.NDArray[Any], pad: int = 0) -> tuple[slice, slice, slice]:
+    """Index slices of the smallest box holding ``mask`` (its non-zero voxels), grown by ``pad``
+    voxels (clipped). Found from the occupied planes along each axis: three reductions instead
+    of every voxel's index."""
+    tight = []
+    for axis in range(3):
+        planes = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if planes.size == 0:
+            raise InferenceError("empty mask has no bounding box")
+        tight.append(slice(int(planes[0]), int(planes[-1]) + 1))
+    return grown_box(tuple(tight), pad, mask.shape)
+
+
+def grown_box(
+    box: tuple[slice, ...], pad: int, shape: tuple[int, ...]
+) -> tuple[slice, slice, slice]:
+    """``box`` (3 index slices, start and stop set) grown by ``pad`` voxels, clipped to
+    ``shape``."""
+    lo = [max(0, int(b.start) - pad) for b in box]
+    hi = [min(n, int(b.stop) + pad) for b, n in zip(box, shape, strict=True)]
     return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+
+
+def label_voxels(
+    labels: npt.NDArray[np.integer], value: int, box: tuple[slice, ...] | None
+) -> npt.NDArray[np.intp]:
+    """``np.argwhere(labels == value)``, searched only in ``box`` (its box from
+    ``ndimage.find_objects``, which holds them all; None: none), in the same order."""
+    if box is None:
+        return np.zeros((0, labels.ndim), dtype=np.intp)
+    out: npt.NDArray[np.intp] = np.argwhere(labels[box] == value) + [b.start for b in box]
+    return out
 
 
 def crop_affine(affine: npt.ArrayLike, box: tuple[slice, slice, slice]) -> FloatArray:

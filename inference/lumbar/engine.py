@@ -100,6 +100,7 @@ class PreparedLevel:
 
 
 Found = tuple[int, str, tuple[slice, slice, slice], VertebraAnatomy]
+Planned = tuple[VertebraLabel, list[ScrewPlan], list[str]]
 
 
 def prepare_levels(
@@ -198,10 +199,8 @@ def plan_lumbar(
     size = [_box_voxels(f[2]) for f in found]
     order = sorted(range(len(found)), key=lambda i: -size[i])
 
-    def plan_one(j: int) -> tuple[VertebraLabel, list[ScrewPlan], list[str]]:
-        item = _prepare(seg, native, found[order[j]])
-        plans, warn = plan_vertebra(item.model, settings, item.joints, item.upper)
-        return _vertebra_label(item), plans, warn
+    def plan_one(j: int) -> Planned:
+        return _plan_level(_prepare(seg, native, found[order[j]]), settings)
 
     done = fork_map(plan_one, len(found), workers)
     by_level = sorted(zip(order, done, strict=True), key=lambda pair: pair[0])
@@ -212,27 +211,24 @@ def plan_prepared(
     prepared: list[PreparedLevel], settings: PlanningSettings, warnings: list[str]
 ) -> LumbarOutput:
     """Plan the levels :func:`prepare_levels` made ready (``warnings``: its warnings)."""
-    done = []
-    for item in prepared:
-        plans, warn = plan_vertebra(item.model, settings, item.joints, item.upper)
-        done.append((_vertebra_label(item), plans, warn))
-    return _output(done, warnings)
+    return _output([_plan_level(item, settings) for item in prepared], warnings)
 
 
-def _vertebra_label(item: PreparedLevel) -> VertebraLabel:
+def _plan_level(item: PreparedLevel, settings: PlanningSettings) -> Planned:
+    """One prepared level's label, screws and warnings."""
+    plans, warn = plan_vertebra(item.model, settings, item.joints, item.upper)
     level = item.model.level
     origin = item.model.anatomy.frame.origin
-    return VertebraLabel(
+    label = VertebraLabel(
         level,
         LEVEL_TO_LABEL[level],
         (float(origin[0]), float(origin[1]), float(origin[2])),
         item.confidence,
     )
+    return label, plans, warn
 
 
-def _output(
-    done: list[tuple[VertebraLabel, list[ScrewPlan], list[str]]], warnings: list[str]
-) -> LumbarOutput:
+def _output(done: list[Planned], warnings: list[str]) -> LumbarOutput:
     """The levels' labels, screws and warnings in level order after ``warnings``."""
     out_warnings = list(warnings)
     screws: list[ScrewPlan] = []

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
-from inference.geometry import BoolArray, FloatArray
+from inference.geometry import BoolArray, FloatArray, grown_box
 from inference.segment.facets import gap_depth
 
 OTHER = 255
@@ -114,17 +114,10 @@ def keep_connected(
     for k in range(1, n + 1):
         if k > len(boxes) or boxes[k - 1] is None:
             continue
-        box = _grown(boxes[k - 1], labels.shape)
+        box = grown_box(boxes[k - 1], 1, labels.shape)
         cc, _ = ndimage.label(labels[box] == k)
         own = np.unique(cc[(markers[box] == k) & (cc > 0)])
         stray = (cc > 0) & ~np.isin(cc, own)
         sub = labels[box]
         sub[stray] = OTHER
     return labels
-
-
-def _grown(box: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
-    """``box`` grown by one voxel, clipped to ``shape`` (as ``bounding_box(mask, 1)``)."""
-    lo = [max(0, int(b.start) - 1) for b in box]
-    hi = [min(n, int(b.stop) + 1) for b, n in zip(box, shape, strict=True)]
-    return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))

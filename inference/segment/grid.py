@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from inference.errors import InferenceError, NotApplicableError
-from inference.geometry import BoolArray, FloatArray, index_to_mm, voxel_spacing
+from inference.errors import NotApplicableError
+from inference.geometry import BoolArray, FloatArray, bounding_box, index_to_mm, voxel_spacing
 from inference.segment.bone import JointMaps, fill_small_holes, joint_maps, refine_border
 from inference.workers import worker_count
 
@@ -122,10 +122,10 @@ def to_native(
         maps: tuple[tuple[slice, ...], JointMaps] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="joint-maps") as pool:
             for _ in range(REFINE_PASSES):
-                near = _box_of(sub, 2)
+                near = bounding_box(sub, 2)
                 hu = work.native_hu[near]
                 if maps is None or not _inside(near, maps[0]):
-                    wide = _box_of(sub, 2 + REFINE_PASSES)
+                    wide = bounding_box(sub, 2 + REFINE_PASSES)
                     maps = (wide, _joint_maps_of(work.native_hu[wide], native, pool))
                 new = fill_small_holes(
                     refine_border(sub[near], hu, native, _cut(maps[1], near, maps[0])), native
@@ -171,21 +171,6 @@ class _PendingMaps(JointMaps):
     def depth(self) -> npt.NDArray[np.float32]:
         maps: JointMaps = self._future.result()
         return maps.depth if self._part is None else maps.depth[self._part]
-
-
-def _box_of(labels: npt.NDArray[np.uint8], pad: int) -> tuple[slice, slice, slice]:
-    """``bounding_box(labels > 0, pad)`` from the labelled planes along each axis (three
-    reductions instead of every labelled voxel's index)."""
-    inside = labels > 0
-    lo: list[int] = []
-    hi: list[int] = []
-    for axis in range(3):
-        planes = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
-        if planes.size == 0:
-            raise InferenceError("empty mask has no bounding box")
-        lo.append(max(0, int(planes[0]) - pad))
-        hi.append(min(labels.shape[axis], int(planes[-1]) + pad + 1))
-    return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
 
 
 def _inside(box: tuple[slice, ...], outer: tuple[slice, ...]) -> bool:

@@ -25,6 +25,7 @@ from inference.geometry import (
     BoolArray,
     FloatArray,
     index_to_mm,
+    label_voxels,
     mm_to_index,
     unit,
     voxel_spacing,
@@ -336,24 +337,13 @@ def _shape_stats(
     core_boxes = ndimage.find_objects(cores)
     label_boxes = ndimage.find_objects(labels)
     for k in range(n):
-        pts = index_to_mm(aff, _voxels(cores, chain[k] + 1, core_boxes[chain[k]]))
+        pts = index_to_mm(aff, label_voxels(cores, chain[k] + 1, core_boxes[chain[k]]))
         h = pts @ cranial
         extents[k] = float(np.percentile(h, 99) - np.percentile(h, 1))
-        allp = index_to_mm(aff, _voxels(labels, k + 1, label_boxes[k])[::4])
+        allp = index_to_mm(aff, label_voxels(labels, k + 1, label_boxes[k])[::4])
         across = allp - np.outer(allp @ cranial, cranial)
         lat = np.cross(cranial, [0.0, 1.0, 0.0])
         lat = lat / max(np.linalg.norm(lat), 1e-9)
         w = across @ lat
         widths[k] = float(np.percentile(w, 99) - np.percentile(w, 1)) if w.size else 0.0
     return extents, widths
-
-
-def _voxels(
-    labels: npt.NDArray[np.integer], value: int, box: tuple[slice, ...] | None
-) -> npt.NDArray[np.intp]:
-    """``np.argwhere(labels == value)``, searched only in ``box`` (``ndimage.find_objects``:
-    it holds them all), in the same order."""
-    if box is None:
-        return np.zeros((0, labels.ndim), dtype=np.intp)
-    out: npt.NDArray[np.intp] = np.argwhere(labels[box] == value) + [b.start for b in box]
-    return out

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from inference.errors import NotApplicableError
-from inference.geometry import FloatArray, index_to_mm, voxel_spacing
+from inference.geometry import FloatArray, index_to_mm, label_voxels, voxel_spacing
 from inference.segment.assign import OTHER
 from inference.segment.instances import Instances
 
@@ -104,13 +104,7 @@ def attached_ribs(inst: Instances, affine: npt.ArrayLike, reach_mm: float = 55.0
     boxes = ndimage.find_objects(inst.labels)
     for k in range(len(inst.centroids)):
         box = boxes[k] if k < len(boxes) else None
-        # np.argwhere(inst.labels == k + 1), searched in the label's box only (same order)
-        idx = (
-            np.argwhere(inst.labels[box] == k + 1) + [b.start for b in box]
-            if box is not None
-            else np.zeros((0, 3), dtype=np.intp)
-        )
-        pts = index_to_mm(aff, idx[::2])
+        pts = index_to_mm(aff, label_voxels(inst.labels, k + 1, box)[::2])
         off = (pts - inst.centroids[k]) @ lateral
         far_left = float((off > reach_mm).sum()) * 2 * voxel_mm3
         far_right = float((off < -reach_mm).sum()) * 2 * voxel_mm3

@@ -12,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 from inference.errors import NotApplicableError
+from inference.geometry import label_voxels
 from inference.segment import instances
 from inference.segment.assign import OTHER
 from inference.segment.bone import bone_mask
@@ -334,6 +335,6 @@ def test_voxels_in_a_box_are_the_whole_grid_argwhere() -> None:
     labels = (rng.random((20, 30, 25)) * 4).astype(np.int32) * (rng.random((20, 30, 25)) < 0.1)
     boxes = ndimage.find_objects(labels)
     for k in range(1, 4):
-        got = instances._voxels(labels, k, boxes[k - 1])
+        got = label_voxels(labels, k, boxes[k - 1])
         assert np.array_equal(got, np.argwhere(labels == k))
-    assert instances._voxels(labels, 9, None).shape == (0, 3)
+    assert label_voxels(labels, 9, None).shape == (0, 3)
