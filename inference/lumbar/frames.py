@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
-from inference.errors import InferenceError
 from inference.geometry import BoolArray, FloatArray, Frame, index_to_mm, orthonormal_frame, unit
+from inference.lumbar.body import extract_body
 from inference.results import Side
 
 
@@ -64,25 +63,6 @@ def direction_from_angles(frame: Frame, pta_deg: float, psa_deg: float, side: Si
     m = medial_vector(frame, side)
     d = frame.a + np.tan(np.radians(pta_deg)) * m + np.tan(np.radians(psa_deg)) * frame.s
     return unit(d)
-
-
-def extract_body(mask: BoolArray, spacing: FloatArray) -> BoolArray:
-    """The vertebral body of one vertebra mask: a morphological opening at the body's scale.
-
-    The erosion radius is 70% of the largest inscribed radius (which lies in the body), so the
-    pedicles and posterior elements, thinner than the body, fall away.
-    """
-    dt = ndimage.distance_transform_edt(mask, sampling=spacing)
-    radius = 0.7 * float(dt.max())
-    core = dt > radius
-    labels, n = ndimage.label(core)
-    if n == 0:
-        raise InferenceError("vertebra mask too thin to find a body")
-    seed = np.unravel_index(int(np.argmax(dt)), dt.shape)
-    core = labels == labels[seed]
-    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius + 0.5
-    body: BoolArray = grown & mask
-    return body
 
 
 def _cell_ids(u: FloatArray, v: FloatArray) -> npt.NDArray[np.int64]:
