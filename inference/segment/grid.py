@@ -16,6 +16,7 @@ from scipy import ndimage
 from inference.errors import NotApplicableError
 from inference.geometry import BoolArray, FloatArray, bounding_box, index_to_mm, voxel_spacing
 from inference.segment.bone import JointMaps, fill_small_holes, joint_maps, refine_border
+from inference.segment.thin import COARSE_MM, RIDGE_REACH_MM, extend_ridges
 from inference.workers import worker_count
 
 BONE_HU = 250.0
@@ -107,7 +108,9 @@ def to_native(
     holes enclosed in-plane by one label are filled
     (:func:`inference.segment.bone.fill_small_holes`). Both are repeated on their own result
     until it no longer changes (at most ``REFINE_PASSES`` times): a voxel a pass adds is
-    border itself, with outer neighbours that pass did not test.
+    border itself, with outer neighbours that pass did not test. Last, in voxels coarse along
+    every axis, thin ridges continuing a label in the axial plane take it
+    (:func:`inference.segment.thin.extend_ridges`: transverse processes).
     """
     native = voxel_spacing(work.native_affine)
     step = voxel_spacing(work.affine)
@@ -133,9 +136,27 @@ def to_native(
                 if np.array_equal(new, sub[near]):
                     break
                 sub[near] = new
+        sub = _ridges(sub, work.native_hu, work.native_affine)
     out = np.zeros(work.native_shape, dtype=np.uint8)
     out[box] = sub
     return out
+
+
+def _ridges(
+    sub: npt.NDArray[np.uint8], hu: npt.NDArray[np.float32], affine: FloatArray
+) -> npt.NDArray[np.uint8]:
+    """:func:`extend_ridges` on the labels' box (2 voxels plus the ridges' reach around it) of
+    ``sub``, with the array axes nearest the patient's front-back (LPS y) and cranio-caudal (z)
+    directions found from ``affine``."""
+    spacing = voxel_spacing(affine)
+    if float(spacing.min()) < COARSE_MM:
+        return sub
+    axes = np.abs(np.asarray(affine, dtype=np.float64)[:3, :3]) / spacing
+    across, axial = int(np.argmax(axes[1])), int(np.argmax(axes[2]))
+    pad = 2 + int(np.ceil(RIDGE_REACH_MM / float(spacing.min())))
+    box = bounding_box(sub, pad)
+    sub[box] = extend_ridges(sub[box], hu[box], spacing, across, axial)
+    return sub
 
 
 def _joint_maps_of(

@@ -118,3 +118,22 @@ def test_the_labels_box_from_their_planes_is_the_bounding_box() -> None:
             continue
         for pad in (0, 2, 5):
             assert bounding_box(labels, pad) == _nonzero_box(labels > 0, pad)
+
+
+def test_to_native_continues_a_dim_thin_bar_in_coarse_voxels_only() -> None:
+    """A transverse process partial-volumed to 200 HU, one voxel thick front to back (rows,
+    LPS y), running out to the side (axis 0, LPS x) of a bone block in the axial plane (LPS z
+    = axis 2): the border rule leaves it out; the ridge step gives it the block's label on
+    3 mm voxels, not on thinner slices."""
+    hu = np.full((20, 24, 24), SOFT_HU, dtype=np.float32)
+    hu[4:10, 8:14, 8:14] = BONE_HU
+    bar = (slice(10, 14), 10, slice(9, 12))
+    hu[bar] = 200.0
+    for affine, taken in (
+        (np.diag([3.0, 3.0, 3.0, 1.0]), True),
+        (np.diag([3.0, 3.0, 1.5, 1.0]), False),
+    ):
+        work = working_volume(hu, affine)
+        out = to_native((work.hu > 370.0).astype(np.uint8), work)
+        assert (out[bar] == 1).all() if taken else not out[bar].any()
+        assert not out[10:, 9].any() and not out[10:, 11].any()  # soft tissue beside it

@@ -8,9 +8,18 @@ import numpy as np
 import numpy.typing as npt
 
 from inference.segment.bone import fill_small_holes, refine_border
-from inference.segment.thin import NOTCH_HU, RING_HU, close_thin_rings, fill_notches
+from inference.segment.thin import (
+    NOTCH_HU,
+    RIDGE_HU,
+    RING_HU,
+    close_thin_rings,
+    extend_ridges,
+    fill_notches,
+)
 
 L5, SACRUM = 24, 26
+FloatArr = npt.NDArray[np.float32]
+COARSE = np.array([3.0, 3.0, 3.0])
 SPACING = np.full(3, 3.0)
 
 
@@ -97,3 +106,42 @@ def test_fine_voxels_are_not_widened() -> None:
     labels, hu = _process(L5)
     out = refine_border(labels, hu, np.full(3, 1.0))  # the same ring in 1 mm voxels
     assert np.all(out[:, 9, 9] == 0)
+
+
+def _bar(bar_hu: float, thick_rows: int = 1) -> tuple[npt.NDArray[np.uint8], FloatArr]:
+    """A vertebra label (L5) beside a bar running out along the columns (axis 2) in slices
+    4-5, ``thick_rows`` voxels front to back (axis 1), in muscle of 40 HU: 3 mm voxels."""
+    hu = np.full((10, 16, 24), 40.0, dtype=np.float32)
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[2:8, 4:12, 2:8] = 24
+    hu[2:8, 4:12, 2:8] = 400.0
+    hu[4:6, 8 : 8 + thick_rows, 8:16] = bar_hu
+    return labels, hu
+
+
+def test_a_thin_dim_bar_beside_a_vertebra_takes_its_label() -> None:
+    labels, hu = _bar(200.0)
+    out = extend_ridges(labels, hu, COARSE, across=1, axial=0)
+    assert (out[4:6, 8, 8:13] == 24).all()  # 15 mm from the label: the ridges' reach
+    assert (out[4:6, 8, 14:] == 0).all()
+    assert (out[:4] == labels[:4]).all() and (out[6:] == labels[6:]).all()
+
+
+def test_a_plateau_or_a_bar_below_the_floor_stays_out() -> None:
+    wide, hu_wide = _bar(200.0, thick_rows=3)  # a bright block, no ridge front to back
+    assert np.array_equal(extend_ridges(wide, hu_wide, COARSE, across=1, axial=0), wide)
+    dim, hu_dim = _bar(RIDGE_HU - 30.0)
+    assert np.array_equal(extend_ridges(dim, hu_dim, COARSE, across=1, axial=0), dim)
+
+
+def test_a_ridge_touching_another_bone_or_in_fine_voxels_stays_out() -> None:
+    labels, hu = _bar(200.0)
+    labels[4:6, 6:11, 10:12] = 26  # the sacrum across the bar's path
+    hu[4:6, 6:11, 10:12] = 400.0
+    hu[4:6, 8, 10:12] = 200.0
+    out = extend_ridges(labels, hu, COARSE, across=1, axial=0)
+    assert (out[4:6, 8, 8] == 24).all()  # beside the label only
+    assert (out[4:6, 8, 9] == 0).all() and (out[4:6, 8, 12:] == 0).all()
+    fine, hu_fine = _bar(200.0)
+    spacing = np.array([3.0, 0.8, 0.8])
+    assert np.array_equal(extend_ridges(fine, hu_fine, spacing, across=1, axial=0), fine)
