@@ -8,8 +8,11 @@ are those of a serial run; an item the child did not return (it raised, or it di
 computed again here, so an error is raised here exactly as a serial run would raise it.
 
 SciPy's distance transforms and most of the planner's small NumPy steps hold the GIL, so
-threads would not share this work out; processes do. ``SPINENODE_WORKERS=1`` runs everything
-serially (for comparison, or where forking is unwelcome).
+threads would not share this work out; processes do. While two processes work, BLAS runs one
+thread in each: OpenBLAS's own threads would otherwise compete with the other process for the
+same two cores (its idle threads spin), which made the planning stage up to 1.7x slower on a
+loaded two-core machine. ``SPINENODE_WORKERS=1`` runs everything serially (for comparison, or
+where forking is unwelcome).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import TypeVar
+
+from threadpoolctl import threadpool_limits
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +80,12 @@ def fork_map(
     workers = worker_count() if workers is None else workers
     if workers < 2 or n < 2 or not _can_fork():
         return [fn(i) for i in range(n)]
+    with threadpool_limits(limits=1, user_api="blas"):  # set before the fork: the child's too
+        return _shared(fn, n, child_wait_min_s)
+
+
+def _shared(fn: Callable[[int], T], n: int, child_wait_min_s: float) -> list[T]:
+    """``fork_map``'s items taken by this process and one forked child."""
     ctx = multiprocessing.get_context("fork")
     counter: Synchronized[int] = ctx.Value("i", 0)
     reader, writer = ctx.Pipe(duplex=False)

@@ -97,7 +97,11 @@ def working_volume(
 
 
 def to_native(
-    labels: npt.NDArray[np.integer], work: WorkingVolume, *, refine: bool = True
+    labels: npt.NDArray[np.integer],
+    work: WorkingVolume,
+    *,
+    refine: bool = True,
+    ridges: bool = True,
 ) -> npt.NDArray[np.uint8]:
     """Map a working-grid label map back onto the full native grid.
 
@@ -110,7 +114,8 @@ def to_native(
     until it no longer changes (at most ``REFINE_PASSES`` times): a voxel a pass adds is
     border itself, with outer neighbours that pass did not test. Last, in voxels coarse along
     every axis, thin ridges continuing a label in the axial plane take it
-    (:func:`inference.segment.thin.extend_ridges`: transverse processes).
+    (:func:`inference.segment.thin.extend_ridges`: transverse processes; not with
+    ``ridges=False``, for the benches' before/after).
     """
     native = voxel_spacing(work.native_affine)
     step = voxel_spacing(work.affine)
@@ -136,7 +141,8 @@ def to_native(
                 if np.array_equal(new, sub[near]):
                     break
                 sub[near] = new
-        sub = _ridges(sub, work.native_hu, work.native_affine)
+        if ridges:
+            sub = _ridges(sub, work.native_hu, work.native_affine)
     out = np.zeros(work.native_shape, dtype=np.uint8)
     out[box] = sub
     return out

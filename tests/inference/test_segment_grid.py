@@ -136,4 +136,6 @@ def test_to_native_continues_a_dim_thin_bar_in_coarse_voxels_only() -> None:
         work = working_volume(hu, affine)
         out = to_native((work.hu > 370.0).astype(np.uint8), work)
         assert (out[bar] == 1).all() if taken else not out[bar].any()
+        without = to_native((work.hu > 370.0).astype(np.uint8), work, ridges=False)
+        assert not without[bar].any()
         assert not out[10:, 9].any() and not out[10:, 11].any()  # soft tissue beside it

@@ -9,6 +9,7 @@ from multiprocessing.synchronize import Barrier
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from inference.errors import InferenceError
 from inference.workers import WORKERS_ENV, fork_map, worker_count
@@ -40,6 +41,24 @@ def test_both_processes_take_items() -> None:
     assert [i for i, _ in out] == [0, 1]
     pids = {pid for _, pid in out}
     assert len(pids) == 2 and parent in pids
+
+
+def _blas_threads() -> set[int]:
+    return {int(lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+def test_blas_runs_one_thread_in_each_process_while_two_work() -> None:
+    barrier: Barrier = multiprocessing.get_context("fork").Barrier(2, timeout=60.0)
+
+    def threads(i: int) -> tuple[int, set[int]]:
+        barrier.wait()  # both processes hold an item (see above)
+        return os.getpid(), _blas_threads()
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        out = fork_map(threads, 2, workers=2)
+        assert len({pid for pid, _ in out}) == 2
+        assert all(seen == {1} for _, seen in out)
+        assert _blas_threads() == {2}  # given back after the map
 
 
 def test_an_item_the_child_fails_on_is_computed_here() -> None:
