@@ -27,7 +27,11 @@ CT's L5: TotalSegmentator's voxels our border left out read -13 / 82 / 230 HU p1
 step rule keeps it. :func:`extend_ridges` follows such a ridge from the label outwards in the
 axial plane: background voxels of at least ``RIDGE_HU`` that are ``RIDGE_STEP_HU`` brighter than
 both their neighbours front and back (a plate seen edge-on, not the flat inside of a muscle)
-take the label next to them, up to ``RIDGE_REACH_MM`` from it, unless they touch another bone.
+take the label next to them, up to ``RIDGE_REACH_MM`` from it, unless they touch another bone,
+where such a ridge runs at least ``RIDGE_MIN_STEPS`` voxels out (a single bright voxel beside
+a bone surface seen edge-on is partial volume the phantoms' exact truth calls soft tissue: on
+3 mm isotropic phantoms 1, 2 and 5 one-step ridges cost L1-L5 0.001-0.004 each, two-step ones
+0.0003-0.0008; on the real CT L5 0.9006 against 0.8997 vs TS v2).
 It runs once after the border passes (:func:`inference.segment.grid.to_native`) and only where
 every spacing is at least ``COARSE_MM``: in fine in-plane voxels the process' cortex reads as bone.
 
@@ -57,6 +61,7 @@ LAST_WIDENED = 25  # VerSe L6; the sacrum (26) and other bone (255) are left alo
 RIDGE_HU = 150.0
 RIDGE_STEP_HU = 20.0
 RIDGE_REACH_MM = 15.0
+RIDGE_MIN_STEPS = 2
 
 HoleFiller = Callable[[npt.NDArray[np.uint8], FloatArray], npt.NDArray[np.uint8]]
 
@@ -180,7 +185,9 @@ def extend_ridges(
 
     ``across``: the array axis nearest the patient's front-back direction (the ridge is
     brighter than its two neighbours along it); ``axial``: the array axis nearest the
-    cranio-caudal one (growth stays within its planes).
+    cranio-caudal one (growth stays within its planes). A ridge is taken only where it runs
+    at least ``RIDGE_MIN_STEPS`` voxels out from the label (a bar, not one partial-volumed
+    voxel on a bone surface seen edge-on).
     """
     sp = np.asarray(spacing, dtype=np.float64)
     if float(sp.min()) < COARSE_MM or across == axial:
@@ -193,23 +200,50 @@ def extend_ridges(
     ridge = (labels == 0) & (hu >= RIDGE_HU) & (hu - flank >= RIDGE_STEP_HU)
     if not ridge.any():
         return labels
+    steps = max(round(RIDGE_REACH_MM / float(np.delete(sp, axial).max())), 1)
+    grown, when = _grow_ridges(labels, ridge, axial, steps)
+    added = _bars((labels == 0) & (grown > 0), when, axial)
+    out = labels.copy()
+    out[added] = grown[added]
+    return out
+
+
+def _grow_ridges(
+    labels: npt.NDArray[np.uint8], ridge: npt.NDArray[np.bool_], axial: int, steps: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int16]]:
+    """Vertebra labels grown over ``ridge`` voxels in the planes normal to ``axial`` (8
+    neighbours), ``steps`` times, and the step at which each voxel was taken (0: not). A voxel
+    touching two bones (a joint, the process against the sacrum) is left alone."""
     plane = [3, 3, 3]
     plane[axial] = 1
     foot = np.ones(plane, dtype=bool)
-    tentative = np.where((labels > 0) & (labels <= LAST_WIDENED), labels, 0).astype(np.uint8)
-    steps = round(RIDGE_REACH_MM / float(np.delete(sp, axial).max()))
-    # the lowest and highest bone label beside each voxel: a ridge voxel touching two bones
-    # (a joint, the process against the sacrum) is left alone
+    grown = np.where((labels > 0) & (labels <= LAST_WIDENED), labels, 0).astype(np.uint8)
     low = ndimage.grey_erosion(np.where(labels == 0, 255, labels).astype(np.uint8), footprint=foot)
     high = ndimage.grey_dilation(labels, footprint=foot)
-    for _ in range(max(steps, 1)):
-        near = ndimage.grey_dilation(tentative, footprint=foot)
+    when = np.zeros(labels.shape, dtype=np.int16)
+    for step in range(1, steps + 1):
+        near = ndimage.grey_dilation(grown, footprint=foot)
         alone = ((low == 255) | (low == near)) & ((high == 0) | (high == near))
-        take = ridge & (tentative == 0) & (near > 0) & alone
+        take = ridge & (grown == 0) & (near > 0) & alone
         if not take.any():
             break
-        tentative[take] = near[take]
-    added = (labels == 0) & (tentative > 0)
-    out = labels.copy()
-    out[added] = tentative[added]
+        grown[take] = near[take]
+        when[take] = step
+    return grown, when
+
+
+def _bars(
+    added: npt.NDArray[np.bool_], when: npt.NDArray[np.int16], axial: int
+) -> npt.NDArray[np.bool_]:
+    """The pieces of ``added`` (8-connected within the planes normal to ``axial``) that reach
+    at least ``RIDGE_MIN_STEPS`` steps from the label."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    cut: list[slice | int] = [slice(None)] * 3
+    cut[axial] = 1
+    structure[tuple(cut)] = True
+    pieces, n = ndimage.label(added, structure=structure)
+    if n == 0:
+        return added
+    reach = np.asarray(ndimage.maximum(when, pieces, index=np.arange(1, n + 1)))
+    out: npt.NDArray[np.bool_] = np.isin(pieces, np.flatnonzero(reach >= RIDGE_MIN_STEPS) + 1)
     return out

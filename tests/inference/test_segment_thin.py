@@ -140,8 +140,18 @@ def test_a_ridge_touching_another_bone_or_in_fine_voxels_stays_out() -> None:
     hu[4:6, 6:11, 10:12] = 400.0
     hu[4:6, 8, 10:12] = 200.0
     out = extend_ridges(labels, hu, COARSE, across=1, axial=0)
-    assert (out[4:6, 8, 8] == 24).all()  # beside the label only
-    assert (out[4:6, 8, 9] == 0).all() and (out[4:6, 8, 12:] == 0).all()
+    assert np.array_equal(out, labels)  # one voxel beside the label only: no bar
     fine, hu_fine = _bar(200.0)
     spacing = np.array([3.0, 0.8, 0.8])
     assert np.array_equal(extend_ridges(fine, hu_fine, spacing, across=1, axial=0), fine)
+
+
+def test_a_single_bright_voxel_beside_the_label_is_no_bar() -> None:
+    """A ridge one voxel long (partial volume at a bone surface) stays out; two voxels long
+    (a process' tip) is taken."""
+    for length, taken in ((1, False), (2, True)):
+        labels, hu = _bar(40.0)
+        hu[4:6, 8, 8 : 8 + length] = 200.0
+        out = extend_ridges(labels, hu, COARSE, across=1, axial=0)
+        assert (out[4:6, 8, 8 : 8 + length] == L5).all() == taken
+        assert out[4:6, 8, 8 : 8 + length].any() == taken
