@@ -35,13 +35,20 @@ Since session 8 the pipeline also continues thin ridges on voxels coarse along e
 axial plane, up to 15 mm); the ``no ridges`` row is the pipeline without them. On the real CT
 vs v2 (cached working labels, L1-L5): none 0.917 / 0.911 / 0.932 / 0.950 / 0.894; floors
 60/100/150 HU with steps 20/30/50 HU gave L5 0.897-0.901, 150/20 the best with no level lower
-(0.920 / 0.917 / 0.934 / 0.950 / 0.901; T12 0.866 -> 0.861). Not kept: a second, looser link
+(0.920 / 0.917 / 0.934 / 0.950 / 0.901; T12 0.866 -> 0.861), but on the 3 mm isotropic phantoms
+1, 2, 5 it cost L1-L5 0.0031 / 0.0026 / 0.0035 / 0.0013 / 0.0024 (single partial-volumed
+voxels beside a bone surface, 69 of 72 added on phantom 1 true soft tissue): kept only where
+the ridge runs >= 2 voxels out (``RIDGE_MIN_STEPS``): real 0.919 / 0.915 / 0.935 / 0.949 /
+0.8997, phantoms -0.0003 / -0.0006 / -0.0003 / -0.0003 / -0.0007. Not kept: a second, looser link
 continuing the ridge from the voxels it added (floors 0-100 HU, steps 20/40: L5 +0.000 to
 +0.001, L1 down to -0.003); the label mirrored about the sagittal plane through its centroid
 (or median) bounding a completion >= -50..100 HU (every level lower: L5 0.877-0.897, L1
 0.855-0.915: the vertebrae are not mirror images in the scanner's x); at L5/S1, the voxels of
 either label within 6-12 mm of each side's contact centroid split by a plane with the expected
-joint normal (medial, tilted 0-70 deg posterior): L5 at most +0.0014.
+joint normal (medial, tilted 0-70 deg posterior): L5 at most +0.0014; a watershed on the HU
+(scipy watershed_ift from each label's voxels beyond 1-3 voxels of the other, over that band)
+at L5/S1: real L5 +0.0002 to +0.0023, but the 3 mm isotropic phantoms' L5 -0.005 to -0.016
+(no HU valley to follow at 3 mm; at every junction: mixed, L2/L4 down).
 The notch kept to the body's interior (within 9 mm of voxels 6 mm deep in the label) or also
 to the mid-sagittal plane (within 8 mm) gained less on the real L5 (0.869, 0.864) and cost
 the phantoms as much.
