@@ -30,25 +30,26 @@ holds them. Before (65c775d), the real CT's L1-L5 vs v2 were 0.902 / 0.910 / 0.9
 0.859; ``ringlumbar`` 0.912 / 0.922 / 0.929 / 0.943 / 0.879, ``notch`` 0.905 / 0.915 / 0.928 /
 0.947 / 0.872, ``ringnotch`` 0.911 / 0.923 / 0.927 / 0.946 / 0.888; on the 3 mm isotropic
 phantoms 1 and 2 ``notch`` lost 0.002-0.006 per level.
-Since session 8 the pipeline also continues thin ridges on voxels coarse along every axis
-(thin.py ``extend_ridges``: >= 150 HU, 20 HU brighter than both front/back neighbours, in the
-axial plane, up to 15 mm); the ``no ridges`` row is the pipeline without them. On the real CT
-vs v2 (cached working labels, L1-L5): none 0.917 / 0.911 / 0.932 / 0.950 / 0.894; floors
-60/100/150 HU with steps 20/30/50 HU gave L5 0.897-0.901, 150/20 the best with no level lower
-(0.920 / 0.917 / 0.934 / 0.950 / 0.901; T12 0.866 -> 0.861), but on the 3 mm isotropic phantoms
-1, 2, 5 it cost L1-L5 0.0031 / 0.0026 / 0.0035 / 0.0013 / 0.0024 (single partial-volumed
-voxels beside a bone surface, 69 of 72 added on phantom 1 true soft tissue): kept only where
-the ridge runs >= 2 voxels out (``RIDGE_MIN_STEPS``): real 0.919 / 0.915 / 0.935 / 0.949 /
-0.8997, phantoms -0.0003 / -0.0006 / -0.0003 / -0.0003 / -0.0007. Not kept: a second, looser link
-continuing the ridge from the voxels it added (floors 0-100 HU, steps 20/40: L5 +0.000 to
-+0.001, L1 down to -0.003); the label mirrored about the sagittal plane through its centroid
-(or median) bounding a completion >= -50..100 HU (every level lower: L5 0.877-0.897, L1
-0.855-0.915: the vertebrae are not mirror images in the scanner's x); at L5/S1, the voxels of
-either label within 6-12 mm of each side's contact centroid split by a plane with the expected
-joint normal (medial, tilted 0-70 deg posterior): L5 at most +0.0014; a watershed on the HU
-(scipy watershed_ift from each label's voxels beyond 1-3 voxels of the other, over that band)
-at L5/S1: real L5 +0.0002 to +0.0023, but the 3 mm isotropic phantoms' L5 -0.005 to -0.016
-(no HU valley to follow at 3 mm; at every junction: mixed, L2/L4 down).
+Since session 8 the pipeline also continues thin ridges on voxels coarse along every axis (thin.py
+``extend_ridges``: >= 150 HU, 20 HU brighter than both front/back neighbours, in the axial plane,
+up to 15 mm); the ``no ridges`` row is the pipeline without them; and gives a bright piece of a
+label joined to it only through dimmer voxels, touching another vertebra's bright bone, to that
+vertebra (pieces.py); the ``no pieces`` row is the pipeline without that. On the real CT vs v2
+(cached working labels, L1-L5): none 0.917 / 0.911 / 0.932 / 0.950 / 0.894; floors 60/100/150 HU
+with steps 20/30/50 HU gave L5 0.897-0.901, 150/20 the best with no level lower (0.920 / 0.917 /
+0.934 / 0.950 / 0.901; T12 0.866 -> 0.861), but on the 3 mm isotropic phantoms 1, 2, 5 it cost
+L1-L5 0.0031 / 0.0026 / 0.0035 / 0.0013 / 0.0024 (single partial-volumed voxels beside a bone
+surface, 69 of 72 added on phantom 1 true soft tissue): kept only where the ridge runs >= 2 voxels
+out (``RIDGE_MIN_STEPS``): real 0.919 / 0.915 / 0.935 / 0.949 / 0.8997, phantoms -0.0003 / -0.0006
+/ -0.0003 / -0.0003 / -0.0007. Not kept: a second, looser link continuing the ridge from the voxels
+it added (floors 0-100 HU, steps 20/40: L5 +0.000 to +0.001, L1 down to -0.003); the label mirrored
+about the sagittal plane through its centroid (or median) bounding a completion >= -50..100 HU
+(every level lower: L5 0.877-0.897, L1 0.855-0.915: the vertebrae are not mirror images in the
+scanner's x); at L5/S1, the voxels of either label within 6-12 mm of each side's contact centroid
+split by a plane with the expected joint normal (medial, tilted 0-70 deg posterior): L5 at most
++0.0014; a watershed on the HU (scipy watershed_ift from each label's voxels beyond 1-3 voxels of
+the other, over that band) at L5/S1: real L5 +0.0002 to +0.0023, but the 3 mm isotropic phantoms'
+L5 -0.005 to -0.016 (no HU valley to follow at 3 mm; at every junction: mixed, L2/L4 down).
 The notch kept to the body's interior (within 9 mm of voxels 6 mm deep in the label) or also
 to the mid-sagittal plane (within 8 mm) gained less on the real L5 (0.869, 0.864) and cost
 the phantoms as much.
@@ -211,7 +212,9 @@ def evaluate(
     ours = to_native(seg.verse_labels(), seg.work)
     spacing = voxel_spacing(affine)
     rows = {"pipeline": dices(ours, truth, ids)}
-    rows["no ridges"] = dices(to_native(seg.verse_labels(), seg.work, ridges=False), truth, ids)
+    for flag in ("ridges", "pieces"):
+        plain = to_native(seg.verse_labels(), seg.work, **{flag: False})
+        rows[f"no {flag}"] = dices(plain, truth, ids)
     for rule, fn in RULES.items():
         rows[rule] = dices(fill_small_holes(fn(ours, hu, spacing), spacing), truth, ids)
     print(f"\n{name} ({', '.join(seg.levels)}):")
@@ -255,7 +258,7 @@ def main() -> None:
         hu, affine, truth, ids = make()
         rows = evaluate(title, hu, np.asarray(affine, dtype=np.float64), truth, ids)
         group = "real" if title.startswith("real") else "phantoms"
-        for rule in ["no ridges", *RULES]:
+        for rule in ["no ridges", "no pieces", *RULES]:
             diff = [r - p for r, p in zip(rows[rule], rows["pipeline"], strict=True)]
             deltas.setdefault(group, {}).setdefault(rule, []).append(diff)
     print("\nmean change per level (rule - pipeline):")

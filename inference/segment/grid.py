@@ -16,6 +16,7 @@ from scipy import ndimage
 from inference.errors import NotApplicableError
 from inference.geometry import BoolArray, FloatArray, bounding_box, index_to_mm, voxel_spacing
 from inference.segment.bone import JointMaps, fill_small_holes, joint_maps, refine_border
+from inference.segment.pieces import reassign_pieces
 from inference.segment.thin import COARSE_MM, RIDGE_REACH_MM, extend_ridges
 from inference.workers import worker_count
 
@@ -102,6 +103,7 @@ def to_native(
     *,
     refine: bool = True,
     ridges: bool = True,
+    pieces: bool = True,
 ) -> npt.NDArray[np.uint8]:
     """Map a working-grid label map back onto the full native grid.
 
@@ -115,7 +117,10 @@ def to_native(
     border itself, with outer neighbours that pass did not test. Last, in voxels coarse along
     every axis, thin ridges continuing a label in the axial plane take it
     (:func:`inference.segment.thin.extend_ridges`: transverse processes; not with
-    ``ridges=False``, for the benches' before/after).
+    ``ridges=False``, for the benches' before/after), and bright pieces of a label joined to
+    it only through dimmer voxels but touching another vertebra's bright bone take that
+    vertebra's label (:func:`inference.segment.pieces.reassign_pieces`; not with
+    ``pieces=False``).
     """
     native = voxel_spacing(work.native_affine)
     step = voxel_spacing(work.affine)
@@ -143,6 +148,9 @@ def to_native(
                 sub[near] = new
         if ridges:
             sub = _ridges(sub, work.native_hu, work.native_affine)
+        if pieces and float(native.min()) >= COARSE_MM:
+            part = bounding_box(sub, 1)
+            sub[part] = reassign_pieces(sub[part], work.native_hu[part], native)
     out = np.zeros(work.native_shape, dtype=np.uint8)
     out[box] = sub
     return out

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import numpy.typing as npt
 import pytest
+from scipy import ndimage
 
 from inference.geometry import bounding_box
 from inference.segment import grid
@@ -139,3 +140,21 @@ def test_to_native_continues_a_dim_thin_bar_in_coarse_voxels_only() -> None:
         without = to_native((work.hu > 370.0).astype(np.uint8), work, ridges=False)
         assert not without[bar].any()
         assert not out[10:, 9].any() and not out[10:, 11].any()  # soft tissue beside it
+
+
+def test_to_native_gives_a_bright_piece_over_a_dim_bridge_to_the_bone_it_touches() -> None:
+    """3 mm voxels: L5's working label reaches a knob on the sacrum's top over a dim voxel;
+    on the native grid the knob takes the sacrum's label (not with ``pieces=False``)."""
+    hu = np.full((16, 16, 16), SOFT_HU, dtype=np.float32)
+    native = np.zeros(hu.shape, dtype=np.uint8)
+    native[8:14, 2:12, 2:14], native[0:6, 2:16, 2:14] = 24, 26
+    hu[native > 0] = BONE_HU
+    native[6:8, 13:15, 6:8], native[7, 12, 6] = 24, 24
+    hu[6:8, 13:15, 6:8], hu[7, 12, 6] = BONE_HU, 120.0
+    work = working_volume(hu, np.diag([3.0, 3.0, 3.0, 1.0]))
+    start = [s.start for s in work.box]
+    labels = ndimage.affine_transform(
+        native, np.full(3, 1.0 / 3.0), offset=start, output_shape=work.hu.shape, order=0
+    )
+    assert (to_native(labels, work)[6:8, 13:15, 6:8] == 26).all()
+    assert (to_native(labels, work, pieces=False)[6:8, 13:15, 6:8] == 24).all()
