@@ -153,9 +153,11 @@ def grade_vs_ts(
     )
 
 
-def anatomies(seg: Segmentation) -> dict[str, VertebraAnatomy]:
-    """Frame and body walls per level, as the planner builds them."""
-    return {p.model.level: p.model.anatomy for p in prepare_levels(seg, PlanningSettings())[0]}
+def anatomies(seg: Segmentation, native: NativeLabels) -> dict[str, VertebraAnatomy]:
+    """Frame and body walls per level, as the planner builds them (on the working labels with
+    the background that the native labels give a vertebra added, as the pipeline does)."""
+    ready = prepare_levels(seg, PlanningSettings(), native)[0]
+    return {p.model.level: p.model.anatomy for p in ready}
 
 
 def compare_frames(mine: dict[str, VertebraAnatomy], theirs: dict[str, VertebraAnatomy]) -> None:
@@ -202,13 +204,14 @@ def main() -> None:
     native = NativeLabels(to_native(seg.verse_labels(), seg.work), seg.work.native_affine)
     print(f"our segmentation: {time.perf_counter() - t0:.1f} s")
     ts = true_segmentation(hu, affine, v2_verse)
-    ts_frames = anatomies(ts)
+    ts_native = NativeLabels(v2_verse, ts.work.native_affine)
+    ts_frames = anatomies(ts, ts_native)
     mine = run_planner("ours", seg, native, args.steps)
     grade_vs_ts(mine, v2, affine, ts_frames)
     if not args.no_ts:
-        theirs = run_planner("TS v2", ts, NativeLabels(v2_verse, ts.work.native_affine), args.steps)
+        theirs = run_planner("TS v2", ts, ts_native, args.steps)
         grade_vs_ts(theirs, v2, affine, ts_frames)
-    compare_frames(anatomies(seg), ts_frames)
+    compare_frames(anatomies(seg, native), ts_frames)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from inference.geometry import (
     unit,
 )
 from inference.grading import FacetJoint, facet_joint
+from inference.lumbar.body import with_native_labels
 from inference.lumbar.draft import VertebraModel
 from inference.lumbar.frames import VertebraAnatomy, check_frames, vertebra_anatomy
 from inference.lumbar.planner import plan_vertebra
@@ -113,8 +115,21 @@ def prepare_levels(
     warnings for levels without a frame. ``native``: the same labels on the input grid, whose
     walls the breach checks then use (:attr:`VertebraModel.safety_phi`). ``workers``: processes
     for the frames (:func:`inference.workers.fork_map`; the models are made here)."""
+    seg = _with_native(seg, native)
     found, warnings = _frames(seg, settings, workers)
     return [_prepare(seg, native, item) for item in found], warnings
+
+
+def _with_native(seg: Segmentation, native: NativeLabels | None) -> Segmentation:
+    """``seg`` with the background voxels its native labels give a vertebra added to that
+    vertebra (:func:`inference.lumbar.body.with_native_labels`: a dark body's back, lost by the
+    working grid's bone mask): the frames, models and joints are built on these."""
+    if native is None:
+        return seg
+    filled = with_native_labels(
+        seg.instances, seg.work.affine, seg.levels, native.labels, native.affine
+    )
+    return dataclasses.replace(seg, instances=filled)
 
 
 def _frames(
@@ -154,6 +169,7 @@ def _anatomy(
             _cranial_hint(seg.centroids, k),
             ANTERIOR_LPS,
             superior_only=level == "S1",
+            native_affine=seg.work.native_affine,
         )
     except InferenceError as exc:
         return f"{level}: no vertebra frame ({exc})"
@@ -195,6 +211,7 @@ def plan_lumbar(
     ours), the largest boxes first; the result is the serial one's
     (:func:`prepare_levels` then :func:`plan_prepared`).
     """
+    seg = _with_native(seg, native)
     found, warnings = _frames(seg, settings, workers)
     size = [_box_voxels(f[2]) for f in found]
     order = sorted(range(len(found)), key=lambda i: -size[i])
