@@ -32,6 +32,12 @@ HEAD_CLEARANCE_MM = 3.5
 # thinner (Δdiameter −0.27 mm unmoved, −0.89 mm moved) and the pivots tilted their PSA.
 HEAD_TRIGGER_MM = 2.5
 HEAD_SHIFTS_MM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # entry moves tried, away from the upper bone
+# A pivot turns the axis by at most this much: a screw that needs more is moved parallel, sized
+# thinner, or left with the most clearance a smaller turn gives. With no cap (seeds 1,2,6,8,11,16
+# on cached 9082faa masks, ours) the pivots turned up to 10.7° (seed 8 L5 right, a "most
+# clearance" fallback; seed 6 L5 left 9.4°, seed 11 L2 4.3/4.9°) and only one of the 5 screws
+# with Babu ≥ 1 on the truth without a move needed a pivot at all (seed 8 L5 right; 2.5° does).
+MAX_PIVOT_DEG = 3.0
 # A screw moved parallel keeps this much bone between its thread and our mask's surface (the whole
 # shaft moves towards the pedicle wall): moved L5 screws accepted at 0 mm had thread 0.0-0.1 mm
 # inside our mask 3 mm past the entry and breached the true mask there by 0.06-0.09 mm (seeds 9,
@@ -58,7 +64,8 @@ def _head_moves(
     """Sized drafts with the entry moved along ``away`` by each of ``HEAD_SHIFTS_MM``, pivoting
     about the tip, the middle of the pedicle-to-tip span or the isthmus, in the order of the
     angle they turn the axis by (a deep pivot turns it less than a shallow one for the same
-    shift); each tip pivot preceded by the whole axis moved parallel by the same shift."""
+    shift), none by more than ``MAX_PIVOT_DEG``; each tip pivot preceded by the whole axis moved
+    parallel by the same shift."""
     entry, d = draft.channel.entry, draft.channel.direction
     depth = float((draft.channel.isthmus - entry) @ d)
     moves: list[tuple[float, int, float, FloatArray]] = []
@@ -66,8 +73,9 @@ def _head_moves(
         tip = entry + draft.length * d
         moves.append((float(np.arctan2(shift, draft.length)), 0, shift, tip + shift * away))
         for t in (draft.length, 0.5 * (depth + draft.length), depth):
-            if t > 1.0:
-                moves.append((float(np.arctan2(shift, t)), 1, shift, entry + t * d))
+            turn = float(np.arctan2(shift, t))
+            if t > 1.0 and np.degrees(turn) <= MAX_PIVOT_DEG:
+                moves.append((turn, 1, shift, entry + t * d))
     for _, _, shift, pivot in sorted(moves, key=lambda m: m[:3]):
         try:
             ch = _moved(model, draft, entry + shift * away, pivot)
@@ -103,8 +111,9 @@ def clear_of_upper(
     clearance at the full diameter wins (a parallel move only where the tip pivot of the same
     shift would be next: parallel moves 1-3 mm put the thread beside a wall, GR B on the truth),
     else one a diameter smaller; failing both, the move with the most clearance, if better than
-    the start. Ordered by shift first, a 2.2 mm pivot about the isthmus (6.5°) came before a
-    2.5 mm one about the tip (3.2°): seed 4 L5 left on the true masks, ΔPSA +6.1 → +2.9°.
+    the start. No pivot turns the axis by more than ``MAX_PIVOT_DEG``. Ordered by shift first, a
+    2.2 mm pivot about the isthmus (6.5°) came before a 2.5 mm one about the tip (3.2°): seed 4
+    L5 left on the true masks, ΔPSA +6.1 → +2.9°.
     """
     screw = draft.screw
     start = upper_clearance(upper, screw)
