@@ -41,6 +41,17 @@ def test_native_labels_fill_only_the_background_of_their_own_vertebra() -> None:
     assert out[20, 14, 14] == 1 and (out[21:, 14, 14] == 0).all()
 
 
+def test_s1_keeps_its_working_mask() -> None:
+    # filled from the native labels the S1 screws moved 1.9 mm farther from the reference
+    native = np.zeros((12, 12, 12), dtype=np.uint8)
+    native[2:8, 2:8, 2:8] = LEVEL_TO_LABEL["S1"]
+    inst = np.zeros((34, 34, 34), dtype=np.uint8)
+    inst[8:20, 8:20, 8:20] = 1
+    inst[12:16, 12:20, 12:16] = 0
+    out = with_native_labels(inst, np.eye(4), ("S1",), native, np.diag([3.0, 3.0, 3.0, 1.0]))
+    assert (out == inst).all()
+
+
 def _dark_body_segmentation() -> tuple[Segmentation, NativeLabels, Frame, float]:
     """An L2 turned 8° about its long axis whose 1 mm working mask misses the back of its body,
     off-centre (the dark marrow the bone threshold loses on the real 3 mm CT), and its native
