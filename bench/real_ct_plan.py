@@ -19,6 +19,7 @@ Patient frame: DICOM LPS mm.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import os
 import pickle
@@ -33,8 +34,15 @@ sys.path.insert(0, str(REPO / "bench"))
 import numpy as np  # noqa: E402
 from lumbar_metrics import true_segmentation  # noqa: E402
 
-from inference.geometry import SignedDistance, bounding_box, crop_affine  # noqa: E402
+from inference.geometry import (  # noqa: E402
+    Frame,
+    SignedDistance,
+    bounding_box,
+    crop_affine,
+    index_to_mm,
+)
 from inference.grading import Screw, babu_grade, facet_joint, gertzbein_robbins  # noqa: E402
+from inference.lumbar.body import extract_body, with_native_labels  # noqa: E402
 from inference.lumbar.draft import Draft  # noqa: E402
 from inference.lumbar.engine import NativeLabels, PreparedLevel, prepare_levels  # noqa: E402
 from inference.lumbar.frames import VertebraAnatomy, screw_angles  # noqa: E402
@@ -178,6 +186,49 @@ def compare_frames(mine: dict[str, VertebraAnatomy], theirs: dict[str, VertebraA
         )
 
 
+def frame_parts(
+    mine: Segmentation, theirs: Segmentation, frames: dict[str, VertebraAnatomy]
+) -> None:
+    """Which part turns our frames about s: ``a`` = body centroid − centroid of the rest of the
+    vertebra (frames.vertebra_anatomy), each part taken from our masks or from TS's (both as the
+    planner sees them, native labels added), measured as the turn about TS's frame's s (deg);
+    and how far our body's and rest's centroids lie from TS's along TS's r and a (mm)."""
+    print(
+        "\n== what turns our a (turn about TS's s, deg): ours, TS's body + our rest, our body +"
+        " TS's rest"
+    )
+    for level in LEVELS[:-1]:
+        if level not in mine.levels or level not in theirs.levels or level not in frames:
+            continue
+        k, kt = mine.levels.index(level) + 1, theirs.levels.index(level) + 1
+        box = bounding_box((mine.instances == k) | (theirs.instances == kt), 12)
+        aff = crop_affine(mine.work.affine, box)
+        parts = []
+        for m in (mine.instances[box] == k, theirs.instances[box] == kt):
+            body = extract_body(m, np.ones(3))
+            parts.append([index_to_mm(aff, np.argwhere(p)).mean(axis=0) for p in (body, m & ~body)])
+        (body_o, rest_o), (body_t, rest_t) = parts
+        f = frames[level].frame
+
+        def turn(v: np.ndarray, f: Frame = f) -> float:
+            return float(np.degrees(np.arctan2(v @ f.r, v @ f.a)))
+
+        print(
+            f"   {level}: {turn(body_o - rest_o):5.1f} {turn(body_t - rest_o):5.1f} "
+            f"{turn(body_o - rest_t):5.1f}; body off by r {(body_o - body_t) @ f.r:4.1f} a "
+            f"{(body_o - body_t) @ f.a:4.1f}, rest off by r {(rest_o - rest_t) @ f.r:4.1f} a "
+            f"{(rest_o - rest_t) @ f.a:4.1f}"
+        )
+
+
+def _filled(seg: Segmentation, native: NativeLabels) -> Segmentation:
+    """``seg`` with what its native labels add, as the planner sees it (engine.prepare_levels)."""
+    filled = with_native_labels(
+        seg.instances, seg.work.affine, seg.levels, native.labels, native.affine
+    )
+    return dataclasses.replace(seg, instances=filled)
+
+
 def _screw(plan: ScrewPlan) -> Screw:
     return Screw(np.array(plan.entry_mm), np.array(plan.tip_mm), plan.diameter_mm)
 
@@ -212,6 +263,7 @@ def main() -> None:
         theirs = run_planner("TS v2", ts, ts_native, args.steps)
         grade_vs_ts(theirs, v2, affine, ts_frames)
     compare_frames(anatomies(seg, native), ts_frames)
+    frame_parts(_filled(seg, native), _filled(ts, ts_native), ts_frames)
 
 
 if __name__ == "__main__":
