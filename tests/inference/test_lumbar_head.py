@@ -66,7 +66,7 @@ def test_head_moves_are_tried_least_turned_first() -> None:
 
 
 def test_no_pivot_turns_the_axis_by_more_than_the_cap() -> None:
-    # seed 8 L5 right (0.625 mm): a 10.7° pivot (PSA error +4.9 -> +11.4°) where a 2.5° one gave
+    # seed 8 L5 right (0.625 mm): a 10.7° pivot (PSA error +4.9 -> +11.4°) where a 1.9° one gave
     # Babu 0 on the truth; seed 11 L2 (3 mm): 4.3 / 4.9° pivots at screws with Babu 0 unmoved
     model = _slab()
     settings = PlanningSettings()
