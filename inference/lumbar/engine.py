@@ -169,6 +169,7 @@ def _anatomy(
             _cranial_hint(seg.centroids, k),
             ANTERIOR_LPS,
             superior_only=level == "S1",
+            native_affine=seg.work.native_affine,
         )
     except InferenceError as exc:
         return f"{level}: no vertebra frame ({exc})"

@@ -27,7 +27,9 @@ class VertebraAnatomy:
     anterior body walls (mid-height, near the midline). ``endplate_spread_deg``: the angle
     between the superior and inferior endplate normals (0 where only one was fitted);
     ``endplate_normals``: those two unit normals (superior, inferior; empty where only one was
-    fitted).
+    fitted). ``step_mm``: the input grid's sampling step along ``s`` (the largest voxel side's
+    share of ``s``, :func:`sampling_step`: the slice spacing on axial slices), 0 where unknown:
+    how coarsely the image resolves heights along ``s`` (the pedicle's roof and floor).
     """
 
     frame: Frame
@@ -36,6 +38,16 @@ class VertebraAnatomy:
     body_front_mm: float
     endplate_spread_deg: float = 0.0
     endplate_normals: tuple[FloatArray, ...] = ()
+    step_mm: float = 0.0
+
+
+def sampling_step(affine: npt.ArrayLike, s: npt.ArrayLike) -> float:
+    """The sampling step (mm) along the unit direction ``s`` of the grid of ``affine`` (index →
+    patient mm): the largest of each voxel side's length times its share of ``s``
+    (``spacing_i · |e_i · s|``): the slice spacing, nearly, for an axial stack and a vertebra
+    tilted a few degrees."""
+    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return float(np.max(np.abs(cols.T @ unit(np.asarray(s, dtype=np.float64)))))
 
 
 def medial_vector(frame: Frame, side: Side) -> FloatArray:
@@ -127,12 +139,14 @@ def vertebra_anatomy(
     anterior_hint: npt.ArrayLike,
     *,
     superior_only: bool = False,
+    native_affine: npt.ArrayLike | None = None,
 ) -> VertebraAnatomy:
     """The frame of the vertebra ``mask`` (patient frame of ``affine``).
 
     ``cranial_hint`` (e.g. the local spine tangent) and ``anterior_hint`` only fix signs and seed
     the endplate fit; the result comes from the endplates and the canal → body direction.
-    ``superior_only`` (S1: fused below) uses the superior endplate alone.
+    ``superior_only`` (S1: fused below) uses the superior endplate alone. ``native_affine``: the
+    input's grid (the mask may be resampled), which sets ``step_mm`` (0 without it).
     """
     aff = np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
@@ -172,6 +186,7 @@ def vertebra_anatomy(
         body_front_mm=float(np.percentile(sel[:, 1], 99)),
         endplate_spread_deg=spread,
         endplate_normals=normals,
+        step_mm=0.0 if native_affine is None else sampling_step(native_affine, frame.s),
     )
 
 
