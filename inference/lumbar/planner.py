@@ -27,7 +27,12 @@ from inference.lumbar.draft import (
     step_down,
 )
 from inference.lumbar.frames import direction_from_angles, screw_angles
-from inference.lumbar.head import clear_of_upper
+from inference.lumbar.head import (
+    HEAD_CLEARANCE_MM,
+    HEAD_TRIGGER_MM,
+    clear_of_upper,
+    upper_clearance,
+)
 from inference.lumbar.isthmus import channel_along
 from inference.lumbar.sacral import reaim, s1_draft
 from inference.results import ScrewPlan, Side
@@ -137,6 +142,20 @@ def symmetric(
     return out
 
 
+def _head_warning(model: VertebraModel, draft: Draft, upper: SignedDistance | None) -> list[str]:
+    """The surgeon is told when a planned screw's head stays closer to the vertebra above than
+    ``HEAD_TRIGGER_MM`` on our mask: no head move within ``MAX_PIVOT_DEG`` (head.py) cleared it."""
+    if upper is None:
+        return []
+    gap = upper_clearance(upper, draft.screw)
+    if gap >= HEAD_TRIGGER_MM:
+        return []
+    return [
+        f"{model.level} {draft.side}: the screw head stays {max(gap, 0.0):.1f} mm from the"
+        f" vertebra above ({HEAD_CLEARANCE_MM:.1f} mm wanted; check the facet joint)"
+    ]
+
+
 def plan_vertebra(
     model: VertebraModel,
     settings: PlanningSettings,
@@ -148,7 +167,8 @@ def plan_vertebra(
     screws planned on a rescued axis (:func:`initial_draft`).
 
     ``upper``: signed distance to the vertebra above (same patient frame), when it is in view; the
-    screw heads are then kept clear of it (:func:`clear_of_upper`). ``trace``, when given, gets
+    screw heads are then kept clear of it (:func:`clear_of_upper`), and a screw whose head stays
+    within ``HEAD_TRIGGER_MM`` of it gets a warning. ``trace``, when given, gets
     the drafts after each step ("initial", "symmetric", "correct", "head", "reaim"), for
     diagnosis (``bench/safety_diagnosis.py``).
     """
@@ -191,6 +211,7 @@ def plan_vertebra(
             plans.append(plan)
             if side in rescues:  # planned on a rescued axis: the surgeon is told
                 warnings.append(f"{model.level} {side}: {rescues[side]}")
+            warnings += _head_warning(model, draft, upper)
         else:
             warnings.append(
                 f"{model.level} {side}: not planned (the axis found, PTA {plan.pta_deg:.0f}°"
