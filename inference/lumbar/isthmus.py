@@ -43,14 +43,15 @@ PTA_AGREE_DEG = 6.0  # the centroid line's transverse slope (PTA) is kept when t
 FIT_MIN_SPAN_MM = 6.0
 FRONT_BACK_MM = 1.0  # the sagittal slope (PSA) from sections from this far behind the isthmus
 FRONT_MIN = 9  # ... forward, at least this many (4 mm)
-# The image PSA is weighed against the anatomical prior (PSA ≈ 0 ± PSA_PRIOR_DEG relative to the
-# endplates, ALGORITHMS.md) by how finely the grid resolves heights along s: the pedicle's roof and
-# floor are stairs of the slice step, and the sagittal slope is measured over a 5-8 mm narrow
-# part, so its error grows with the step (PSA_DEG_PER_MM × step_mm). Measured on cached masks of
-# an export of 9082faa (seeds 1,6,11,16 at 3 mm, 2,12 at 2 mm, 5 at 1 mm; ours), the median
-# estimate's mean |ΔPSA| in our frame: 1.05 / 1.80 / 2.82° at 1 / 2 / 3 mm, the prior's 1.8-3.0°
+# The image PSA is weighed against the prior PSA ≈ 0 ± PSA_PRIOR_DEG (relative to the endplates)
+# by the grid's step along s: the pedicle's roof and floor are stairs of the slice step over a
+# 5-8 mm narrow part (cached 9082faa masks, ours, L1-L5: the median estimate's mean |ΔPSA| 1.05 /
+# 1.80 / 2.82° at 1 / 2 / 3 mm, the prior's 1.8-3.0°): error PSA_DEG_PER_MM × step_mm
 PSA_PRIOR_DEG = 3.0
 PSA_DEG_PER_MM = 1.0
+# ... unless the drawn axis has this much less room at the isthmus ± 3 mm than the image's (the
+# real CT's 3 mm slices, TS v2's labels: L4 right GR B 0.38 mm on the drawn axis, A without)
+PRIOR_GIVE_MM = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,16 +282,20 @@ def pedicle_axis(
     except InferenceError:
         return psa_toward_prior(anatomy.frame, corridor, anatomy.step_mm)
     combined = _combine(anatomy.frame, fitted, corridor, span)
-    return psa_toward_prior(anatomy.frame, combined, anatomy.step_mm)
+    drawn = psa_toward_prior(anatomy.frame, combined, anatomy.step_mm)
+    if drawn[1] @ combined[1] > 1.0 - 1e-9:
+        return combined
+    # the prior moves the axis only within the room the pedicle leaves it
+    room = axis_clearance(inside, combined[0], combined[1]) - PRIOR_GIVE_MM
+    return drawn if axis_clearance(inside, drawn[0], drawn[1]) >= room else combined
 
 
 def psa_toward_prior(
     frame: Frame, axis: tuple[FloatArray, FloatArray, float], step_mm: float
 ) -> tuple[FloatArray, FloatArray, float]:
-    """``axis`` (isthmus, direction, area) with its PSA in ``frame`` drawn toward the prior 0° by
-    the weight of a measurement of error ``PSA_DEG_PER_MM`` × ``step_mm`` against the prior's
-    spread ``PSA_PRIOR_DEG`` (σp² / (σp² + σi²)): 0.9 on 1 mm slices, 0.5 on 3 mm ones; the PTA
-    is kept. ``step_mm`` 0 (grid unknown) keeps the axis."""
+    """``axis`` (isthmus, direction, area) with its PSA's tangent in ``frame`` times σp² / (σp² +
+    σi²), σp = ``PSA_PRIOR_DEG``, σi = ``PSA_DEG_PER_MM`` × ``step_mm`` (0.9 on 1 mm slices, 0.5
+    on 3 mm ones; ``step_mm`` 0, grid unknown: 1); the PTA is kept."""
     point, direction, area = axis
     noise = PSA_DEG_PER_MM * step_mm
     weight = PSA_PRIOR_DEG**2 / (PSA_PRIOR_DEG**2 + noise**2)

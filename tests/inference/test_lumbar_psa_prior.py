@@ -9,7 +9,7 @@ import pytest
 
 from inference.geometry import Frame, SignedDistance, VolumeSampler, unit
 from inference.lumbar.frames import sampling_step, screw_angles, vertebra_anatomy
-from inference.lumbar.isthmus import pedicle_axis, psa_toward_prior
+from inference.lumbar.isthmus import axis_clearance, pedicle_axis, psa_toward_prior
 from inference.results import Side
 from tests.inference.lumbar_helpers import make_vertebra
 
@@ -67,3 +67,24 @@ def test_pedicle_axis_on_coarse_slices_keeps_half_the_image_psa() -> None:
         psa.append(screw_angles(anatomy.frame, point, point + d, Side.LEFT)[1])
     assert psa[0] > 1.0, psa
     assert np.tan(np.radians(psa[1])) == pytest.approx(0.5 * np.tan(np.radians(psa[0])), abs=1e-3)
+
+
+def test_the_prior_does_not_move_the_axis_out_of_a_narrow_pedicle() -> None:
+    # a narrow pedicle tilted 20°: drawn halfway to 0° the axis would come nearer its
+    # roof and floor at the isthmus ± 3 mm, more than the prior may take (PRIOR_GIVE_MM): the
+    # image's axis is kept on the 3 mm grid too
+    v = make_vertebra((0.0, 0.0, 0.0), pta_deg=12.0, psa_deg=20.0, pedicle_radius=3.0)
+    s, a = v.frame.s, v.frame.a
+    fine = vertebra_anatomy(v.mask, v.affine, s, a)
+    coarse = dataclasses.replace(fine, step_mm=3.0)
+    inside = VolumeSampler(v.mask.astype(np.float32), v.affine, 0.0)
+    phi = SignedDistance(v.mask, v.affine)
+    kept = pedicle_axis(inside, phi, fine, Side.RIGHT)
+    guarded = pedicle_axis(inside, phi, coarse, Side.RIGHT)
+    psa = screw_angles(fine.frame, kept[0], kept[0] + kept[1], Side.RIGHT)[1]
+    assert psa > 15.0, psa
+    assert np.allclose(guarded[1], kept[1])
+    drawn = psa_toward_prior(fine.frame, kept, 3.0)
+    assert (
+        axis_clearance(inside, drawn[0], drawn[1]) < axis_clearance(inside, kept[0], kept[1]) - 0.25
+    )
