@@ -119,12 +119,17 @@ def symmetric(
 
     Left and right pedicles mirror each other about the midsagittal plane, so averaging halves
     each side's own error. A side keeps its own axis where the mean one has clearly less room.
+    Only two pedicle axes are averaged: where either side's axis is a rescue (moved or the
+    level's typical axis) or outside the plausible angles, each side keeps its own (the real CT's
+    L2 left, turned by a −40° right axis to a mean that left its pedicle).
     """
     frame = model.anatomy.frame
     angles = {
         side: screw_angles(frame, d.channel.entry, d.channel.exit, side)
         for side, d in drafts.items()
     }
+    if any(d.rescue for d in drafts.values()) or not all(map(_plausible, angles.values())):
+        return drafts
     pta = float(np.mean([a[0] for a in angles.values()]))
     psa = float(np.mean([a[1] for a in angles.values()]))
     out: dict[Side, Draft] = {}
@@ -140,6 +145,11 @@ def symmetric(
         except InferenceError:
             out[side] = draft
     return out
+
+
+def _plausible(angles: tuple[float, float]) -> bool:
+    low, high = PLAUSIBLE_PTA_DEG
+    return low <= angles[0] <= high and abs(angles[1]) <= PLAUSIBLE_PSA_DEG
 
 
 def _head_warning(model: VertebraModel, draft: Draft, upper: SignedDistance | None) -> list[str]:
@@ -200,19 +210,19 @@ def plan_vertebra(
     plans = []
     for side, draft in drafts.items():
         plan = finish(model, draft, joints.get(side))
-        low, high = PLAUSIBLE_PTA_DEG
         if plan.breach_mm >= UNPLANNED_BREACH_MM:
             warnings.append(
                 f"{model.level} {side}: not planned (even the smallest screw on this axis leaves"
                 f" the bone by {plan.breach_mm:.1f} mm {plan.breach_direction}: the axis found"
                 " is not inside this pedicle)"
             )
-        elif low <= plan.pta_deg <= high and abs(plan.psa_deg) <= PLAUSIBLE_PSA_DEG:
+        elif _plausible((plan.pta_deg, plan.psa_deg)):
             plans.append(plan)
             if side in rescues:  # planned on a rescued axis: the surgeon is told
                 warnings.append(f"{model.level} {side}: {rescues[side]}")
             warnings += _head_warning(model, draft, upper)
         else:
+            low, high = PLAUSIBLE_PTA_DEG
             warnings.append(
                 f"{model.level} {side}: not planned (the axis found, PTA {plan.pta_deg:.0f}°"
                 f" PSA {plan.psa_deg:.0f}°, is not a pedicle's: PTA {low:.0f}-{high:.0f}°,"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -10,7 +12,7 @@ from inference.errors import InferenceError
 from inference.geometry import Frame, SignedDistance, segment_distance
 from inference.grading import Screw, gertzbein_robbins
 from inference.lumbar.catalogue import fit_diameter, next_smaller, snap_length
-from inference.lumbar.draft import VertebraModel, breaches, sized
+from inference.lumbar.draft import VertebraModel, breaches, initial_draft, sized
 from inference.lumbar.frames import (
     VertebraAnatomy,
     direction_from_angles,
@@ -25,7 +27,7 @@ from inference.lumbar.head import (
     upper_clearance,
 )
 from inference.lumbar.isthmus import centroid_line, channel_along
-from inference.lumbar.planner import plan_vertebra
+from inference.lumbar.planner import plan_vertebra, symmetric
 from inference.lumbar.sacral import S1_MARGIN_MM, reaim, room_points, widest
 from inference.lumbar.tracks import coronal_track
 from inference.results import Side
@@ -164,6 +166,30 @@ def test_both_screws_of_a_symmetric_vertebra_get_mirror_image_angles(psa: float)
     assert left.psa_deg == pytest.approx(right.psa_deg, abs=0.2)
     assert left.pta_deg == pytest.approx(15.0, abs=3.0)
     assert left.psa_deg == pytest.approx(psa, abs=3.0)
+
+
+@pytest.mark.parametrize(
+    ("psa", "right", "rescue"),
+    [(0.0, (19.0, 0.0), "moved parallel"), (17.0, (15.0, 22.0), None)],  # rescued; implausible
+)
+def test_a_side_is_not_averaged_with_an_axis_that_is_no_pedicle_estimate(
+    psa: float, right: tuple[float, float], rescue: str | None
+) -> None:
+    v = make_vertebra((20.0, -10.0, 15.0), pta_deg=15.0, psa_deg=psa, pedicle_radius=4.0)
+    anatomy = vertebra_anatomy(v.mask, v.affine, v.frame.s, v.frame.a)
+    model = VertebraModel.build("L3", v.mask, v.affine, anatomy)
+    settings = PlanningSettings()
+    own = initial_draft(model, Side.LEFT, settings)
+    isthmus = initial_draft(model, Side.RIGHT, settings).channel.isthmus
+    d = direction_from_angles(anatomy.frame, *right, Side.RIGHT)
+    other = sized(model, Side.RIGHT, channel_along(model.inside, isthmus, d, 100.0), settings)
+    drafts = {Side.LEFT: own, Side.RIGHT: dataclasses.replace(other, rescue=rescue)}
+    out = symmetric(model, drafts, settings)
+    assert out[Side.LEFT] is own and out[Side.RIGHT] is drafts[Side.RIGHT]
+    if rescue:  # the same two axes unrescued are averaged
+        mean = symmetric(model, {Side.LEFT: own, Side.RIGHT: other}, settings)[Side.LEFT]
+        pta = screw_angles(anatomy.frame, mean.channel.entry, mean.channel.exit, Side.LEFT)[0]
+        assert pta == pytest.approx(17.0, abs=1.0)
 
 
 def test_an_axis_no_pedicle_has_is_not_planned_with_a_reason() -> None:
