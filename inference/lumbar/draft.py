@@ -201,9 +201,10 @@ def prior_draft(
     )
     return replace(
         draft,
-        rescue=f"the pedicle axis found held no screw within the bone; the screw follows this"
-        f" level's typical axis (PTA {PRIOR_PTA_DEG[model.level]:.1f}°, PSA 0°) through the same"
-        " isthmus (check the trajectory)",
+        rescue=f"the pedicle axis found held no screw within the bone; the screw follows the"
+        f" widest corridor within {PRIOR_CONE_DEG:.0f}° of this level's typical axis (PTA"
+        f" {PRIOR_PTA_DEG[model.level]:.1f}°, PSA 0°) through the same isthmus (check the"
+        " trajectory)",
     )
 
 
