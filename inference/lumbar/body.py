@@ -14,7 +14,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from inference.errors import InferenceError
-from inference.geometry import BoolArray, FloatArray, bounding_box
+from inference.geometry import BoolArray, FloatArray, grown_box
 from inference.verse import LEVEL_TO_LABEL
 
 
@@ -43,15 +43,18 @@ def label_on_grid(
     label_id: int,
     shape: tuple[int, ...],
     affine: npt.ArrayLike,
+    *,
+    label_box: tuple[slice, ...] | None,
 ) -> tuple[tuple[slice, slice, slice], FloatArray] | None:
-    """Label ``label_id`` of ``labels`` (grid of ``label_affine``) resampled onto the grid of
-    ``affine`` and ``shape`` (both index → LPS mm; the same axes, e.g. the native input and the
-    1 mm working grid): the box (indices of the target grid) and the label's fraction (linear
-    interpolation) in it; None where the label is absent or falls outside the target grid."""
-    found = labels == label_id
-    if not found.any():
+    """Label ``label_id`` of ``labels`` (grid of ``label_affine``; ``label_box``: its box from
+    ``ndimage.find_objects``, None where absent) resampled onto the grid of ``affine`` and
+    ``shape`` (both index → LPS mm; the same axes, e.g. the native input and the 1 mm working
+    grid): the box (indices of the target grid) and the label's fraction (linear interpolation)
+    in it; None where the label is absent or falls outside the target grid."""
+    if label_box is None:
         return None
-    nat = bounding_box(found, 2)
+    nat = grown_box(label_box, 2, labels.shape)
+    found = labels[nat] == label_id
     # target index → label-grid index
     to_label = np.linalg.inv(np.asarray(label_affine, dtype=np.float64)) @ np.asarray(
         affine, dtype=np.float64
@@ -72,7 +75,7 @@ def label_on_grid(
     )
     start = np.array([s.start for s in nat], dtype=np.float64)
     frac: FloatArray = ndimage.affine_transform(
-        found[nat].astype(np.float32),
+        found.astype(np.float32),
         to_label[:3, :3],
         offset=to_label[:3, :3] @ w0 + to_label[:3, 3] - start,
         output_shape=tuple(int(b - a) for a, b in zip(w0, w1, strict=True)),
@@ -103,11 +106,13 @@ def with_native_labels(
     out = instances.copy()
     empty = instances == 0
     best = np.zeros(out.shape, dtype=np.float64)
+    boxes = ndimage.find_objects(native)  # one pass over the native grid for every label
     for k, level in enumerate(levels):
         label = LEVEL_TO_LABEL.get(level)
         if label is None or level in UNFILLED:
             continue
-        got = label_on_grid(native, native_affine, label, out.shape, aff)
+        found = boxes[label - 1] if label <= len(boxes) else None
+        got = label_on_grid(native, native_affine, label, out.shape, aff, label_box=found)
         if got is None:
             continue
         box, frac = got
